@@ -1,0 +1,48 @@
+# Every target that runs code depends on `install`, so `make test` and
+# `make demo` each work alone on a fresh Debian 12 machine (as root).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_STAMP := $(VENV)/.apt
+PYTEST_ARGS ?=
+
+.PHONY: install test demo lint bench clean
+
+install: $(APT_STAMP) $(STAMP)
+
+# System packages: Debian's ZooKeeper (jars only; never `zookeeperd`, which
+# auto-starts a server on 2181), OpenSSH server (the lab runs its own sshd
+# processes), iproute2/iptables (network-namespace partitions).
+$(APT_STAMP):
+	@missing=""; \
+	for p in zookeeper openssh-server iproute2 iptables default-jre-headless; do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check failover tests
+	$(VENV)/bin/ruff format --check failover tests
+
+demo: install
+	$(VENV)/bin/python -m failover.demo
+
+bench: install
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) build *.egg-info

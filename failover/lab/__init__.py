@@ -1,0 +1,1 @@
+"""The lab: a real ZooKeeper ensemble and simulated IPCs behind real OpenSSH servers."""

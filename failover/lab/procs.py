@@ -1,0 +1,84 @@
+"""Process and port helpers for the lab: we stop what we start, by PID, and check
+/proc before trusting a PID (PIDs are reused)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports the kernel reports free right now. All sockets are held until every
+    port is chosen so the same port is never handed out twice in one call."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def proc_state(pid: int) -> str | None:
+    """Kernel state letter (R, S, T, Z, ...) or None when the PID is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name is in parentheses and may contain spaces.
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def alive(pid: int, marker: str | None = None) -> bool:
+    """A live (non-zombie) process, optionally whose command line contains marker."""
+    state = proc_state(pid)
+    if state is None or state in ("Z", "X"):
+        return False
+    return marker is None or marker in cmdline(pid)
+
+
+def kill_and_wait(pid: int, marker: str | None = None, timeout: float = 5.0) -> bool:
+    """Stop one process by PID: SIGTERM (+SIGCONT, a stopped process ignores TERM
+    until continued), then SIGKILL after the timeout. Returns True when it is gone."""
+    if not alive(pid, marker):
+        return True
+    for sig in (signal.SIGTERM, signal.SIGCONT):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not alive(pid):
+            return True
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not alive(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _reap(pid: int) -> None:
+    # Reap it if it is our child; otherwise PID 1 will (slowly) and a zombie
+    # already counts as gone.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)

@@ -1,0 +1,81 @@
+"""The simulated IPC's service-control command, run over SSH like `sc.exe` or
+`systemctl`. Stdlib only, started as `python -I simctl.py IPC_DIR OP ...` so each
+call costs milliseconds.
+
+  simctl.py DIR status                 -> one JSON line: every service + line status
+  simctl.py DIR start|stop SERVICE [--timeout S]
+  simctl.py DIR fault KIND [SERVICE] [--seconds S]
+  simctl.py DIR call inbound|outbound|agent   -> the lab's basic call test
+
+Exit codes: 0 done, 1 failed, 2 usage, 3 service manager unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+
+
+def request(ipc_dir: str, req: dict, timeout: float) -> dict:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(f"{ipc_dir}/sim.sock")
+    with s:
+        s.sendall(json.dumps(req).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            data = s.recv(65536)
+            if not data:
+                break
+            buf += data
+    return json.loads(buf)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    ipc_dir, op, rest = argv[0], argv[1], argv[2:]
+    opts: dict = {}
+    pos: list[str] = []
+    i = 0
+    while i < len(rest):
+        if rest[i] in ("--timeout", "--seconds") and i + 1 < len(rest):
+            opts[rest[i][2:]] = float(rest[i + 1])
+            i += 2
+        else:
+            pos.append(rest[i])
+            i += 1
+    req: dict = {"op": op, **opts}
+    if op in ("start", "stop"):
+        if len(pos) != 1:
+            print(f"usage: simctl DIR {op} SERVICE", file=sys.stderr)
+            return 2
+        req["service"] = pos[0]
+    elif op == "fault":
+        if not pos:
+            print("usage: simctl DIR fault KIND [SERVICE]", file=sys.stderr)
+            return 2
+        req["kind"] = pos[0]
+        if len(pos) > 1:
+            req["service"] = pos[1]
+    elif op == "call":
+        req["kind"] = pos[0] if pos else "inbound"
+    elif op != "status":
+        print(f"unknown operation {op!r}", file=sys.stderr)
+        return 2
+    try:
+        resp = request(ipc_dir, req, timeout=opts.get("timeout", 30.0) + 5)
+    except (OSError, ValueError) as e:
+        print(f"service manager unreachable: {e}", file=sys.stderr)
+        return 3
+    print(json.dumps(resp), flush=True)
+    if not resp.get("ok"):
+        print(resp.get("error", "failed"), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

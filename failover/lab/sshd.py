@@ -1,0 +1,135 @@
+"""A throwaway OpenSSH server per simulated IPC: own host key, own port,
+key authentication only."""
+
+from __future__ import annotations
+
+import getpass
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from failover.lab.procs import alive, kill_and_wait
+
+SSHD = "/usr/sbin/sshd"  # sshd refuses to run unless started by absolute path
+
+
+def keygen(path: Path, comment: str) -> None:
+    if not path.exists():
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+            check=True,
+        )
+
+
+def known_hosts_line(host: str, port: int, pubkey_file: Path) -> str:
+    keytype, key = pubkey_file.read_text().split()[:2]
+    name = host if port == 22 else f"[{host}]:{port}"
+    return f"{name} {keytype} {key}\n"
+
+
+@dataclass
+class SshdHost:
+    name: str
+    host: str
+    port: int
+    dir: Path
+    client_pubkey: Path
+    pid: int | None = None
+    netns: str | None = None
+
+    @property
+    def host_key(self) -> Path:
+        return self.dir / "ssh_host_ed25519_key"
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "sshd_config"
+
+    @property
+    def marker(self) -> str:
+        return str(self.config)
+
+    def prepare(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        keygen(self.host_key, f"lab-host-{self.name}")
+        (self.dir / "authorized_keys").write_text(self.client_pubkey.read_text())
+        self.config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    f"ListenAddress {self.host}",
+                    f"HostKey {self.host_key}",
+                    f"PidFile {self.dir / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
+                    f"AllowUsers {getpass.getuser()}",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "StrictModes no",  # keys live under /tmp
+                    "PermitRootLogin prohibit-password",
+                    "MaxSessions 64",
+                    "MaxStartups 64:30:128",
+                    "LogLevel VERBOSE",  # connection counts are read from the log in tests
+                    # bash reads ~/.bashrc for sshd commands only when SHLVL < 2;
+                    # root's .bashrc here costs ~100 ms a command (pyenv init).
+                    "SetEnv SHLVL=1",
+                    # The post-quantum default key exchange adds ~70 ms per connection.
+                    "KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org",
+                    "UseDNS no",
+                    "",
+                ]
+            )
+        )
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege-separation dir
+
+    def start(self) -> None:
+        if self.pid and alive(self.pid, self.marker):
+            return
+        cmd = [SSHD, "-D", "-e", "-f", str(self.config)]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        log = open(self.dir / "sshd.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True, close_fds=True)
+        log.close()
+        self.pid = proc.pid
+
+    def wait_listening(self, timeout: float = 10.0) -> None:
+        import socket
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise RuntimeError(f"sshd for {self.name} exited: {self._log_tail()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5) as s:
+                    s.settimeout(1)
+                    if s.recv(64).startswith(b"SSH-"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.03)
+        raise RuntimeError(f"sshd for {self.name} not listening on {self.host}:{self.port}")
+
+    def stop(self) -> None:
+        if self.pid:
+            kill_and_wait(self.pid, self.marker)
+
+    def running(self) -> bool:
+        return bool(self.pid and alive(self.pid, self.marker))
+
+    def connections_accepted(self) -> int:
+        """Accepted TCP connections so far, from sshd's own log (LogLevel VERBOSE)."""
+        try:
+            text = (self.dir / "sshd.log").read_text(errors="replace")
+        except OSError:
+            return 0
+        return text.count("Connection from ")
+
+    def _log_tail(self) -> str:
+        try:
+            return (self.dir / "sshd.log").read_text(errors="replace")[-800:]
+        except OSError:
+            return ""
