@@ -245,13 +245,16 @@ class Lab:
                     "name": i.name, "address": i.address, "platform": "lab",
                     "ssh": {"port": i.ssh_port, "user": _user(), "key": str(self.client_key),
                             "known_hosts": str(self.known_hosts)},
-                    "lab": {"control": i.control(), "probe_ports": i.ports},
+                    "probe_ports": {k: v for k, v in i.ports.items()},
+                    "lab": {"control": i.control()},
                     "channels": i.channels, "fax_channels": i.fax_channels,
                     "preferred_role": i.preferred_role,
                 } for i in ipcs],
                 "services": services,
+                # The lab's basic call tests, run on whichever IPC serves calls
+                # (each IPC's own control command: see executor.smoke_command).
                 "smoke_checks": {
-                    k: {"command": "{control} call " + k, "timeout": 10}
+                    k: {"command": f"call {k}", "timeout": 10}
                     for k in ("inbound", "outbound", "agent")
                 },
             })

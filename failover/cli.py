@@ -1,0 +1,196 @@
+"""The `failover` command. Exit codes (consistent across commands):
+0 done, 1 failed, 2 usage or configuration error, 3 refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from failover import __version__
+from failover import inventory as inv_mod
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+DEFAULT_INVENTORY = "/etc/failover/inventory.yaml"
+
+
+def default_inventory() -> str:
+    return os.environ.get("FAILOVER_INVENTORY", DEFAULT_INVENTORY)
+
+
+def load_inventory(path: str) -> inv_mod.Inventory:
+    """Load or exit 2 with every problem listed (never a traceback)."""
+    try:
+        return inv_mod.load(path)
+    except inv_mod.InventoryError as e:
+        for line in e.errors:
+            click.echo(line, err=True)
+        click.echo(f"{path}: {len(e.errors)} error(s); nothing was done", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+inventory_option = click.option(
+    "--inventory", "-i", "inventory_path", default=default_inventory, show_default="$FAILOVER_INVENTORY or "
+    + DEFAULT_INVENTORY, type=click.Path(dir_okay=False), help="The inventory file.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="failover")
+def main() -> None:
+    """Failover orchestrator for a call center's pair of IPCs (primary / standby).
+
+    Exit codes: 0 done, 1 failed, 2 usage or configuration error, 3 refused.
+    """
+
+
+# ----- inventory ----------------------------------------------------------------
+@main.group("inventory")
+def inventory_group() -> None:
+    """Validate and inspect inventory files."""
+
+
+@inventory_group.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def inventory_check(file: str, as_json: bool) -> None:
+    """Validate FILE: print a summary, or every error with file:line:column (exit 2)."""
+    inv, problems = inv_mod.check(file)
+    if as_json:
+        emit_json({"file": file, "ok": not problems,
+                   "errors": [p.__dict__ for p in problems]})
+        sys.exit(EXIT_USAGE if problems else EXIT_OK)
+    if problems:
+        for p in problems:
+            click.echo(str(p), err=True)
+        click.echo(f"{file}: {len(problems)} error(s)", err=True)
+        sys.exit(EXIT_USAGE)
+    assert inv is not None
+    click.echo(inv_mod.summary(inv, file))
+
+
+# ----- lab ----------------------------------------------------------------------
+def _lab_root(d: str | None) -> Path:
+    from failover.lab.lab import DEFAULT_ROOT
+
+    return Path(d) if d else DEFAULT_ROOT
+
+
+lab_dir_option = click.option("--dir", "lab_dir", default=None, type=click.Path(file_okay=False),
+                              help="Lab directory [default: $FAILOVER_LAB_DIR or /tmp/failover-lab].")
+
+
+@main.group("lab")
+def lab_group() -> None:
+    """The built-in lab: real ZooKeeper + simulated IPCs behind real sshd."""
+
+
+@lab_group.command("up")
+@lab_dir_option
+@click.option("--zk-nodes", type=click.Choice(["1", "3"]), default="3", show_default=True)
+@click.option("--clusters", type=click.IntRange(1, 8), default=1, show_default=True)
+@click.option("--netns", is_flag=True, help="Each IPC in its own network namespace (root).")
+@click.option("--empty", is_flag=True, help="Start no services (default: the plan's normal layout).")
+def lab_up(lab_dir: str | None, zk_nodes: str, clusters: int, netns: bool, empty: bool) -> None:
+    """Start the lab and write a ready inventory."""
+    from failover.lab.lab import Lab, LabError
+
+    lab = Lab(root=_lab_root(lab_dir), zk_count=int(zk_nodes), clusters=clusters, netns=netns)
+    try:
+        lab.up(layout="empty" if empty else "normal")
+    except LabError as e:
+        click.echo(f"lab up refused: {e}", err=True)
+        sys.exit(EXIT_REFUSED)
+    except Exception as e:
+        click.echo(f"lab up failed: {e}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"lab {lab.labid} up in {lab.up_seconds:.2f} s: {len(lab.zk)} ZooKeeper node(s), "
+               f"{len(lab.ipcs)} IPCs in {clusters} cluster(s)")
+    click.echo(f"inventory: {lab.inventory_path}")
+    click.echo(f"  export FAILOVER_INVENTORY={lab.inventory_path}")
+    click.echo("  failover lab status | failover lab fault ipc-a kill cti | failover lab down")
+
+
+@lab_group.command("status")
+@lab_dir_option
+@click.option("--json", "as_json", is_flag=True)
+def lab_status(lab_dir: str | None, as_json: bool) -> None:
+    """What runs in the lab: ZooKeeper nodes, each IPC's sshd, line and services."""
+    from failover.lab.lab import Lab, LabError
+
+    try:
+        st = Lab.load(_lab_root(lab_dir)).status()
+    except LabError as e:
+        click.echo(str(e), err=True)
+        sys.exit(EXIT_FAILED)
+    if as_json:
+        emit_json(st)
+        return
+    click.echo(f"lab {st['lab']} in {st['root']}  (inventory {st['inventory']})")
+    serving = sum(1 for z in st["zookeeper"] if z["mode"])
+    click.echo(f"ZooKeeper: {serving}/{len(st['zookeeper'])} nodes serving")
+    for z in st["zookeeper"]:
+        click.echo(f"  zk{z['id']}  {z['address']:<22} {z['mode'] or 'DOWN'}")
+    for name, i in st["ipcs"].items():
+        click.echo(f"IPC {name} (cluster {i['cluster']}, {i['address']}:{i['ssh_port']}"
+                   f"{', netns ' + i['netns'] if i['netns'] else ''}): sshd {i['sshd']}, "
+                   f"simulator {i['simulator']}, line {i['line']}")
+        for svc, state in i["services"].items():
+            proc = i["processes"].get(svc)
+            extra = " (process stopped: hung)" if proc == "T" else ""
+            click.echo(f"  {svc:<13} {state}{extra}")
+
+
+@lab_group.command("fault")
+@lab_dir_option
+@click.argument("ipc")
+@click.argument("kind")
+@click.argument("service", required=False)
+@click.option("--seconds", type=float, default=5.0, show_default=True,
+              help="For slow-start / slow-stop.")
+def lab_fault(lab_dir: str | None, ipc: str, kind: str, service: str | None, seconds: float) -> None:
+    """Inject a fault into a simulated IPC.
+
+    \b
+    Service faults (need SERVICE): kill, hang, unhang, fail-start, slow-start,
+      slow-stop, stop-fail, clear
+    IPC faults: line-alarm, line-clear, driver-crash
+    Host faults: sshd-down, sshd-up, unreachable, reachable (--netns labs), restore
+    """
+    from failover.lab.lab import Lab, LabError
+
+    try:
+        click.echo(Lab.load(_lab_root(lab_dir)).fault(ipc, kind, service, seconds))
+    except LabError as e:
+        click.echo(str(e), err=True)
+        sys.exit(EXIT_USAGE)
+
+
+@lab_group.command("down")
+@lab_dir_option
+@click.option("--keep", is_flag=True, help="Keep the lab directory (logs) after stopping.")
+def lab_down(lab_dir: str | None, keep: bool) -> None:
+    """Stop every process the lab started (by PID) and remove its namespaces."""
+    from failover.lab.lab import Lab, LabError
+
+    try:
+        lab = Lab.load(_lab_root(lab_dir))
+    except LabError as e:
+        click.echo(str(e), err=True)
+        sys.exit(EXIT_FAILED)
+    stuck = lab.down(remove=not keep)
+    if stuck:
+        click.echo(f"lab {lab.labid}: could not stop PIDs {stuck}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"lab {lab.labid} down: no lab process left")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,491 @@
+"""The inventory: clusters (pairs of IPCs), how to reach them, their services,
+probes, smoke checks, timings and policy. YAML in, a validated frozen model out.
+
+Validation collects *every* error, each with file:line:column, the field path
+and what is expected; unknown keys are errors (a typo must not pass silently).
+Secrets (ZooKeeper digest credentials) are never inline: only the name of an
+environment variable or a file that holds them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from failover import yamlpos
+from failover.layouts import (
+    APP_SERVICES,
+    DEFAULT_AFTER,
+    DEFAULT_LAYOUTS,
+    SERVICES,
+    Layout,
+    running_set,
+    start_order,
+)
+
+ServiceName = Literal[
+    "driver", "kcxp", "kcbp", "kcxp-replica", "kcbp-replica", "cti", "ivr", "fax"
+]
+LayoutName = Literal["primary", "standby", "promoted", "fenced"]
+SmokeName = Literal["inbound", "outbound", "agent"]
+Platform = Literal["windows", "systemd", "lab"]
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")]
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+# What each platform's shell can carry safely inside quotes. cmd.exe has no
+# reliable escaping for " % ^ & | < > ! so those are refused outright.
+SAFE_SERVICE_NAME: dict[str, re.Pattern[str]] = {
+    "windows": re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+@#()\-]{0,255}$"),
+    "systemd": re.compile(r"^[A-Za-z0-9:_.@\\-]{1,255}$"),
+    "lab": re.compile(r"^[a-z0-9-]{1,64}$"),
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class TcpProbe(_Model):
+    """Application-level probe: connect, send `send`, expect a reply starting
+    with `expect`. A hung process accepts TCP (the kernel does) but never answers."""
+
+    port: Annotated[int, Field(ge=1, le=65535)]
+    host: str | None = None  # default: the IPC's address
+    send: str = "PING\n"
+    expect: str
+    timeout: Seconds = 1.0
+
+
+class Probe(_Model):
+    tcp: TcpProbe | None = None
+    command: str | None = None  # run on the IPC over SSH; exit 0 = healthy
+    timeout: Seconds = 5.0
+
+    @model_validator(mode="after")
+    def _one(self) -> Probe:
+        if (self.tcp is None) == (self.command is None):
+            raise ValueError("a probe is either `tcp` or `command`, exactly one")
+        return self
+
+
+class Commands(_Model):
+    """Explicit commands instead of a platform service name. `status` exits 0
+    when running, 3 or 7 when cleanly stopped (LSB / Pacemaker), else failed."""
+
+    start: str
+    stop: str
+    status: str
+
+
+class Service(_Model):
+    service: str | None = None  # the platform's service name (sc.exe / systemd unit / lab)
+    commands: Commands | None = None
+    probe: Probe | None = None
+    start_timeout: Seconds = 30.0
+    stop_timeout: Seconds = 30.0
+    after: list[ServiceName] | None = None  # start-order constraints; None = the plan's
+
+    @model_validator(mode="after")
+    def _one(self) -> Service:
+        if (self.service is None) == (self.commands is None):
+            raise ValueError("give either `service` (the platform's name) or `commands`, exactly one")
+        return self
+
+
+class Ssh(_Model):
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    user: Annotated[str, Field(pattern=r"^[A-Za-z0-9._][A-Za-z0-9._@\\-]{0,63}$")]
+    key: str  # private key file (key authentication only)
+    known_hosts: str  # strict host key checking against this file
+    connect_timeout: Seconds = 5.0
+
+
+class LabHost(_Model):
+    control: list[str]  # argv of the lab's service-control command (simctl)
+
+
+class Ipc(_Model):
+    name: Name
+    address: Annotated[str, Field(pattern=r"^[A-Za-z0-9.:\-]{1,253}$")]
+    platform: Platform
+    ssh: Ssh
+    channels: Annotated[int, Field(ge=0, le=480)]  # E1/T1 channels cabled to this IPC's board
+    fax_channels: Annotated[int, Field(ge=0, le=64)] = 0
+    preferred_role: Literal["primary", "standby"]
+    probe_ports: dict[ServiceName, Annotated[int, Field(ge=1, le=65535)]] = {}
+    lab: LabHost | None = None
+    faults: dict[str, str] = {}  # fault name -> command, for drills on real hosts
+
+
+class ZkAuth(_Model):
+    scheme: Literal["digest"] = "digest"
+    env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")] | None = None
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ZkAuth:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("credentials come from `env` (a variable name) or `file`, exactly one")
+        return self
+
+    def credentials(self) -> str:
+        """'user:password', read at use time; never logged."""
+        if self.env:
+            value = os.environ.get(self.env)
+            if not value:
+                raise InventoryError([f"ZooKeeper credentials: environment variable {self.env} is not set"])
+            return value.strip()
+        assert self.file is not None
+        return Path(self.file).read_text().strip()
+
+
+class ZooKeeper(_Model):
+    hosts: Annotated[list[Annotated[str, Field(pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")]],
+                     Field(min_length=1)]
+    path: Annotated[str, Field(pattern=r"^(/[A-Za-z0-9_.\-]+)+$")]
+    auth: ZkAuth | None = None
+
+
+class Timings(_Model):
+    monitor_interval: Annotated[float, Field(ge=0.05, le=60)] = 1.0
+    failures_before_fault: Annotated[int, Field(ge=1, le=20)] = 2
+    session_timeout: Annotated[float, Field(ge=2, le=60)] = 6.0
+
+
+class Policy(_Model):
+    mode: Literal["automatic", "manual"] = "automatic"
+    max_failovers: Annotated[int, Field(ge=1, le=100)] = 2  # automatic failovers per window
+    failover_window: Seconds = 3600.0
+    restart_in_place: bool = True  # KCXP/KCBP faults (and CTI/IVR with no standby)
+    max_restarts: Annotated[int, Field(ge=0, le=20)] = 3
+
+
+class SmokeCheck(_Model):
+    command: str  # run on the IPC that serves calls; exit 0 = passed
+    timeout: Seconds = 30.0
+
+
+class Cluster(_Model):
+    name: Name
+    drills_allowed: bool = False
+    zookeeper: ZooKeeper
+    timings: Timings = Timings()
+    policy: Policy = Policy()
+    ipcs: list[Ipc]
+    services: dict[ServiceName, Service]
+    smoke_checks: dict[SmokeName, SmokeCheck] = {}
+    layouts: dict[LayoutName, list[ServiceName]] = {}
+
+    # ---- helpers used by the rest of the package (pure) -------------------
+    def ipc(self, name: str) -> Ipc:
+        for i in self.ipcs:
+            if i.name == name:
+                return i
+        raise KeyError(name)
+
+    def peer(self, name: str) -> Ipc:
+        return next(i for i in self.ipcs if i.name != name)
+
+    def home_primary(self) -> Ipc:
+        return next(i for i in self.ipcs if i.preferred_role == "primary")
+
+    def after(self) -> dict[str, tuple[str, ...]]:
+        return {
+            s: tuple(svc.after) if svc.after is not None else DEFAULT_AFTER.get(s, ())
+            for s, svc in self.services.items()
+        }
+
+    def running(self, layout: Layout, board_down: bool = False) -> frozenset[str]:
+        return running_set(layout, self.services, self.layouts, board_down)
+
+
+class Inventory(_Model):
+    version: Literal[1]
+    clusters: Annotated[list[Cluster], Field(min_length=1)]
+
+    def cluster(self, name: str | None = None) -> Cluster:
+        if name is None:
+            if len(self.clusters) == 1:
+                return self.clusters[0]
+            names = ", ".join(c.name for c in self.clusters)
+            raise InventoryError([f"the inventory has several clusters ({names}): name one with --cluster"])
+        for c in self.clusters:
+            if c.name == name:
+                return c
+        raise InventoryError([f"no cluster named {name!r} (have: {', '.join(c.name for c in self.clusters)})"])
+
+    def find_ipc(self, name: str) -> tuple[Cluster, Ipc]:
+        for c in self.clusters:
+            for i in c.ipcs:
+                if i.name == name:
+                    return c, i
+        names = ", ".join(i.name for c in self.clusters for i in c.ipcs)
+        raise InventoryError([f"no IPC named {name!r} (have: {names})"])
+
+
+# ---------------------------------------------------------------------------
+# Loading and validation
+# ---------------------------------------------------------------------------
+
+
+class InventoryError(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return f"{self.file}:{self.line}:{self.column}: {where}{self.message}"
+
+
+def render_path(path: Iterable[str | int]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+PATH_FIELDS = (("ssh", "key"), ("ssh", "known_hosts"))
+
+
+def load(file: str | os.PathLike[str]) -> Inventory:
+    """Load and validate an inventory; raise InventoryError with every problem."""
+    inv, problems = check(file)
+    if problems:
+        raise InventoryError([str(p) for p in problems])
+    assert inv is not None
+    return inv
+
+
+def check(file: str | os.PathLike[str]) -> tuple[Inventory | None, list[Problem]]:
+    path = Path(file)
+    fname = str(file)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        return None, [Problem(fname, 1, 1, "", f"cannot read the inventory: {e.strerror}")]
+    try:
+        loaded = yamlpos.load(text)
+    except yamlpos.YamlSyntaxError as e:
+        return None, [Problem(fname, e.mark.line, e.mark.column, "", e.message)]
+
+    problems = [
+        Problem(fname, m.line, m.column, render_path(p), msg) for p, m, msg in loaded.problems
+    ]
+    if not isinstance(loaded.data, dict):
+        return None, [*problems, Problem(fname, 1, 1, "", "expected a mapping with `version` and `clusters`")]
+    data = _resolve_paths(loaded.data, path.parent)
+    try:
+        inv = Inventory.model_validate(data)
+    except ValidationError as e:
+        problems += [_from_pydantic(fname, loaded, err) for err in e.errors()]
+        return None, _sorted(problems)
+    problems += [
+        Problem(fname, *_pos(loaded, p), render_path(p), msg) for p, msg in semantic_checks(inv)
+    ]
+    return (None if problems else inv), _sorted(problems)
+
+
+def _pos(loaded: yamlpos.Loaded, path: tuple[str | int, ...]) -> tuple[int, int]:
+    m = loaded.where(path)
+    return m.line, m.column
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    return sorted(set(problems), key=lambda p: (p.line, p.column, p.path, p.message))
+
+
+def _resolve_paths(data: dict, base: Path) -> dict:
+    """Relative key / known_hosts / credentials paths are relative to the inventory."""
+    def fix(v: Any) -> Any:
+        return str((base / v).resolve()) if isinstance(v, str) and v and not v.startswith("/") else v
+
+    for c in data.get("clusters") or []:
+        if not isinstance(c, dict):
+            continue
+        for ipc in c.get("ipcs") or []:
+            ssh = ipc.get("ssh") if isinstance(ipc, dict) else None
+            if isinstance(ssh, dict):
+                for k in ("key", "known_hosts"):
+                    if k in ssh:
+                        ssh[k] = fix(ssh[k])
+        zk = c.get("zookeeper")
+        auth = zk.get("auth") if isinstance(zk, dict) else None
+        if isinstance(auth, dict) and "file" in auth:
+            auth["file"] = fix(auth["file"])
+    return data
+
+
+def _from_pydantic(fname: str, loaded: yamlpos.Loaded, err: Any) -> Problem:
+    loc = tuple(x for x in err["loc"] if x != "[key]")
+    # pydantic names union/function-validator branches in loc; drop what is not
+    # a real key so the path matches the YAML.
+    loc = tuple(x for x in loc if not (isinstance(x, str) and ("[" in x or "function-" in x)))
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        key = loc[-1]
+        allowed = _allowed_keys(loc[:-1])
+        hint = difflib.get_close_matches(str(key), allowed, n=1)
+        msg = f"unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        if allowed:
+            msg += f"; expected one of: {', '.join(allowed)}"
+        m = loaded.where(loc, prefer_key=True)
+    elif kind == "missing":
+        msg = f"missing required key {loc[-1]!r}"
+        m = loaded.where(loc[:-1])
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        if kind not in ("model_type", "dict_type", "list_type") and not isinstance(got, dict | list):
+            msg += f" (got {got!r})"
+        m = loaded.where(loc, prefer_key="[key]" in err["loc"])
+    return Problem(fname, m.line, m.column, render_path(loc), msg)
+
+
+def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
+    """The keys a mapping at this path accepts, from the model annotations."""
+    tp: Any = Inventory
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(str(part))
+            if field is None:
+                return []
+            tp = field.annotation
+        elif typing.get_origin(tp) in (list, dict):
+            tp = typing.get_args(tp)[-1]
+        else:
+            return []
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return list(tp.model_fields)
+    if typing.get_origin(tp) is dict:
+        key = _unwrap(typing.get_args(tp)[0])
+        if typing.get_origin(key) is Literal:
+            return [str(a) for a in typing.get_args(key)]
+    return []
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = args[0]
+        else:
+            return tp
+
+
+def semantic_checks(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
+    """Cross-field rules pydantic cannot express. Returns (path, message) pairs."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    seen_clusters: dict[str, int] = {}
+    seen_ipcs: dict[str, str] = {}
+    seen_zk: dict[tuple[str, ...], str] = {}
+    for ci, c in enumerate(inv.clusters):
+        cp: tuple[str | int, ...] = ("clusters", ci)
+        if c.name in seen_clusters:
+            out.append((cp + ("name",), f"duplicate cluster name {c.name!r} (also clusters[{seen_clusters[c.name]}])"))
+        seen_clusters.setdefault(c.name, ci)
+        zkey = (*sorted(c.zookeeper.hosts), c.zookeeper.path)
+        if zkey in seen_zk:
+            out.append((cp + ("zookeeper", "path"),
+                        f"ZooKeeper path {c.zookeeper.path} is already used by cluster {seen_zk[zkey]!r}"))
+        seen_zk.setdefault(zkey, c.name)
+        if len(c.ipcs) != 2:
+            out.append((cp + ("ipcs",), f"a cluster has exactly two IPCs, this one has {len(c.ipcs)}"))
+        prim = [i.name for i in c.ipcs if i.preferred_role == "primary"]
+        if len(c.ipcs) == 2 and len(prim) != 1:
+            out.append((cp + ("ipcs",), "exactly one IPC must have preferred_role: primary"
+                        f" (found {len(prim)})"))
+        for ii, ipc in enumerate(c.ipcs):
+            ip: tuple[str | int, ...] = cp + ("ipcs", ii)
+            if ipc.name in seen_ipcs:
+                out.append((ip + ("name",), f"duplicate IPC name {ipc.name!r} (also in cluster {seen_ipcs[ipc.name]!r})"))
+            seen_ipcs.setdefault(ipc.name, c.name)
+            for k in ("key", "known_hosts"):
+                f = getattr(ipc.ssh, k)
+                if not Path(f).is_file():
+                    out.append((ip + ("ssh", k), f"file not found: {f}"))
+            if ipc.platform == "lab" and ipc.lab is None:
+                out.append((ip + ("platform",), "platform `lab` needs a `lab:` section with `control`"))
+            if ipc.platform != "lab" and ipc.lab is not None:
+                out.append((ip + ("lab",), f"a `lab:` section is only for platform lab, not {ipc.platform}"))
+            for s in ipc.probe_ports:
+                if s not in c.services:
+                    out.append((ip + ("probe_ports", s), f"probe port for undefined service {s!r}"))
+            for s, svc in c.services.items():
+                if svc.service is not None and not SAFE_SERVICE_NAME[ipc.platform].match(svc.service):
+                    out.append((cp + ("services", s, "service"),
+                                f"service name {svc.service!r} has characters that cannot be quoted "
+                                f"safely for {ipc.platform} (IPC {ipc.name})"))
+        if c.zookeeper.auth and c.zookeeper.auth.file and not Path(c.zookeeper.auth.file).is_file():
+            out.append((cp + ("zookeeper", "auth", "file"), f"file not found: {c.zookeeper.auth.file}"))
+        out += _layout_checks(c, cp)
+    return out
+
+
+def _layout_checks(c: Cluster, cp: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    for s, svc in c.services.items():
+        for dep in svc.after or ():
+            if dep not in c.services:
+                out.append((cp + ("services", s, "after"), f"{s} is ordered after undefined service {dep!r}"))
+    try:
+        start_order(c.services, c.after())
+    except ValueError as e:
+        out.append((cp + ("services",), str(e)))
+    for layout in Layout:
+        names = c.layouts.get(layout.value, DEFAULT_LAYOUTS[layout])
+        lp = cp + ("layouts", layout.value) if layout.value in c.layouts else cp + ("services",)
+        for s in sorted(set(names) - set(c.services)):
+            origin = "" if layout.value in c.layouts else " (the plan's default layout)"
+            out.append((lp, f"role layout {layout.value!r}{origin} names undefined service {s!r}"))
+        if layout in (Layout.STANDBY, Layout.FENCED):
+            for s in sorted(APP_SERVICES & set(names)):
+                out.append((lp, f"role layout {layout.value!r} must not run {s}: it would answer "
+                                "calls on both IPCs"))
+        if layout in (Layout.PRIMARY, Layout.PROMOTED):
+            for s in sorted(APP_SERVICES - set(names)):
+                out.append((lp, f"role layout {layout.value!r} must run {s}: it serves the calls"))
+    return out
+
+
+def summary(inv: Inventory, file: str) -> str:
+    lines = [f"{file}: OK: {len(inv.clusters)} cluster(s)"]
+    for c in inv.clusters:
+        lines.append(f"  cluster {c.name} (ZooKeeper {','.join(c.zookeeper.hosts)} {c.zookeeper.path}; "
+                     f"policy {c.policy.mode}; monitor every {c.timings.monitor_interval:g} s, "
+                     f"fault after {c.timings.failures_before_fault} failed probes, "
+                     f"session {c.timings.session_timeout:g} s)")
+        for i in c.ipcs:
+            lines.append(f"    {i.name:<12} {i.preferred_role:<8} {i.platform:<8} {i.address}:{i.ssh.port}"
+                         f"  {i.channels} line channels, {i.fax_channels} fax")
+        order = start_order(c.services, c.after())
+        lines.append(f"    services (start order): {', '.join(order)}")
+        if c.smoke_checks:
+            lines.append(f"    smoke checks: {', '.join(c.smoke_checks)}")
+    return "\n".join(lines)
+
+
+__all__ = ["SERVICES", "Cluster", "Inventory", "InventoryError", "Ipc", "Problem", "check", "load", "summary"]
