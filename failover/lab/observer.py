@@ -49,6 +49,17 @@ def snapshot(labid: str) -> dict[str, dict[str, str]]:
     return out
 
 
+def line_status(ipc_dir: str) -> str:
+    """The simulated board's line status, asked of the IPC's service manager
+    directly (the IPC itself, not the orchestrator): up, alarm, down or unknown."""
+    from failover.lab import simctl
+
+    try:
+        return str(simctl.request(ipc_dir, {"op": "status"}, timeout=1).get("line", "unknown"))
+    except (OSError, ValueError):
+        return "unknown"
+
+
 @dataclass
 class Sample:
     t: float
