@@ -76,6 +76,35 @@ def inventory_check(file: str, as_json: bool) -> None:
     click.echo(inv_mod.summary(inv, file))
 
 
+# ----- explain ----------------------------------------------------------------
+@main.command("explain")
+@inventory_option
+@click.option("--cluster", "-c", default=None, help="Cluster name (when the inventory has several).")
+@click.option("--fault", "-f", "faults", multiple=True, metavar="KIND@IPC",
+              help="A fault: cti, ivr, driver, line, kcxp, kcbp, kcxp-replica, kcbp-replica, fax "
+                   "or host, at an IPC. Repeatable.")
+@click.option("--paused", is_flag=True, help="As if automation were paused.")
+@click.option("--standby-down", is_flag=True, help="As if the standby were ineligible.")
+@click.option("--json", "as_json", is_flag=True)
+def explain_cmd(inventory_path: str, cluster: str | None, faults: tuple[str, ...], paused: bool,
+                standby_down: bool, as_json: bool) -> None:
+    """What the plan's rules would decide for the given faults, and the exact
+    ordered commands per host. Connects to nothing, changes nothing."""
+    from failover import explain as ex
+
+    inv = load_inventory(inventory_path)
+    try:
+        c = inv.cluster(cluster)
+        d = ex.explain(c, faults, paused=paused, standby_down=standby_down)
+    except (ex.FaultSpecError, inv_mod.InventoryError) as e:
+        click.echo(f"explain: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    if as_json:
+        emit_json(ex.as_dict(c, d, faults))
+    else:
+        click.echo(ex.render(c, d, faults))
+
+
 # ----- lab ----------------------------------------------------------------------
 def _lab_root(d: str | None) -> Path:
     from failover.lab.lab import DEFAULT_ROOT

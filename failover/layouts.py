@@ -12,14 +12,19 @@ from enum import StrEnum
 # Logical service names, in the plan's start order (driver first, IVR last).
 SERVICES: tuple[str, ...] = (
     "driver",  # Dialogic board driver
+    "fax",  # fax board service: optional, follows its board (the driver)
     "kcxp",  # the IPC's own message middleware
     "kcbp",  # the IPC's own business middleware
     "kcxp-replica",  # replica of the primary's KCXP, pointing at this machine
     "kcbp-replica",
     "cti",
     "ivr",
-    "fax",  # fax board service: optional, follows its board (the driver)
 )
+LABELS: Mapping[str, str] = {
+    "driver": "board driver", "fax": "fax", "kcxp": "KCXP", "kcbp": "KCBP",
+    "kcxp-replica": "KCXP replica", "kcbp-replica": "KCBP replica", "cti": "CTI", "ivr": "IVR",
+    "line": "line", "host": "SSH",
+}
 REQUIRED_SERVICES: frozenset[str] = frozenset(SERVICES) - {"fax"}
 APP_SERVICES: frozenset[str] = frozenset({"cti", "ivr"})  # what answers calls
 BOARD_SERVICES: frozenset[str] = frozenset({"driver", "fax"})  # stopped by a board fault
