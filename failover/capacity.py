@@ -23,8 +23,13 @@ class Capacity:
         return ivr_headroom(self.lines.values(), agent_calls) if self.serving else None
 
     def as_dict(self) -> dict[str, object]:
-        return {"max_ivr": self.max_ivr, "max_agent": self.max_agent, "fax": self.fax,
-                "lines": dict(self.lines), "serving": self.serving}
+        return {
+            "max_ivr": self.max_ivr,
+            "max_agent": self.max_agent,
+            "fax": self.fax,
+            "lines": dict(self.lines),
+            "serving": self.serving,
+        }
 
 
 def compute(

@@ -38,8 +38,14 @@ def emit_json(data: Any) -> None:
 
 
 inventory_option = click.option(
-    "--inventory", "-i", "inventory_path", default=default_inventory, show_default="$FAILOVER_INVENTORY or "
-    + DEFAULT_INVENTORY, type=click.Path(dir_okay=False), help="The inventory file.")
+    "--inventory",
+    "-i",
+    "inventory_path",
+    default=default_inventory,
+    show_default="$FAILOVER_INVENTORY or " + DEFAULT_INVENTORY,
+    type=click.Path(dir_okay=False),
+    help="The inventory file.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -64,8 +70,7 @@ def inventory_check(file: str, as_json: bool) -> None:
     """Validate FILE: print a summary, or every error with file:line:column (exit 2)."""
     inv, problems = inv_mod.check(file)
     if as_json:
-        emit_json({"file": file, "ok": not problems,
-                   "errors": [p.__dict__ for p in problems]})
+        emit_json({"file": file, "ok": not problems, "errors": [p.__dict__ for p in problems]})
         sys.exit(EXIT_USAGE if problems else EXIT_OK)
     if problems:
         for p in problems:
@@ -80,14 +85,26 @@ def inventory_check(file: str, as_json: bool) -> None:
 @main.command("explain")
 @inventory_option
 @click.option("--cluster", "-c", default=None, help="Cluster name (when the inventory has several).")
-@click.option("--fault", "-f", "faults", multiple=True, metavar="KIND@IPC",
-              help="A fault: cti, ivr, driver, line, kcxp, kcbp, kcxp-replica, kcbp-replica, fax "
-                   "or host, at an IPC. Repeatable.")
+@click.option(
+    "--fault",
+    "-f",
+    "faults",
+    multiple=True,
+    metavar="KIND@IPC",
+    help="A fault: cti, ivr, driver, line, kcxp, kcbp, kcxp-replica, kcbp-replica, fax "
+    "or host, at an IPC. Repeatable.",
+)
 @click.option("--paused", is_flag=True, help="As if automation were paused.")
 @click.option("--standby-down", is_flag=True, help="As if the standby were ineligible.")
 @click.option("--json", "as_json", is_flag=True)
-def explain_cmd(inventory_path: str, cluster: str | None, faults: tuple[str, ...], paused: bool,
-                standby_down: bool, as_json: bool) -> None:
+def explain_cmd(
+    inventory_path: str,
+    cluster: str | None,
+    faults: tuple[str, ...],
+    paused: bool,
+    standby_down: bool,
+    as_json: bool,
+) -> None:
     """What the plan's rules would decide for the given faults, and the exact
     ordered commands per host. Connects to nothing, changes nothing."""
     from failover import explain as ex
@@ -112,8 +129,13 @@ def _lab_root(d: str | None) -> Path:
     return Path(d) if d else DEFAULT_ROOT
 
 
-lab_dir_option = click.option("--dir", "lab_dir", default=None, type=click.Path(file_okay=False),
-                              help="Lab directory [default: $FAILOVER_LAB_DIR or /tmp/failover-lab].")
+lab_dir_option = click.option(
+    "--dir",
+    "lab_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Lab directory [default: $FAILOVER_LAB_DIR or /tmp/failover-lab].",
+)
 
 
 @main.group("lab")
@@ -140,8 +162,10 @@ def lab_up(lab_dir: str | None, zk_nodes: str, clusters: int, netns: bool, empty
     except Exception as e:
         click.echo(f"lab up failed: {e}", err=True)
         sys.exit(EXIT_FAILED)
-    click.echo(f"lab {lab.labid} up in {lab.up_seconds:.2f} s: {len(lab.zk)} ZooKeeper node(s), "
-               f"{len(lab.ipcs)} IPCs in {clusters} cluster(s)")
+    click.echo(
+        f"lab {lab.labid} up in {lab.up_seconds:.2f} s: {len(lab.zk)} ZooKeeper node(s), "
+        f"{len(lab.ipcs)} IPCs in {clusters} cluster(s)"
+    )
     click.echo(f"inventory: {lab.inventory_path}")
     click.echo(f"  export FAILOVER_INVENTORY={lab.inventory_path}")
     click.echo("  failover lab status | failover lab fault ipc-a kill cti | failover lab down")
@@ -168,9 +192,11 @@ def lab_status(lab_dir: str | None, as_json: bool) -> None:
     for z in st["zookeeper"]:
         click.echo(f"  zk{z['id']}  {z['address']:<22} {z['mode'] or 'DOWN'}")
     for name, i in st["ipcs"].items():
-        click.echo(f"IPC {name} (cluster {i['cluster']}, {i['address']}:{i['ssh_port']}"
-                   f"{', netns ' + i['netns'] if i['netns'] else ''}): sshd {i['sshd']}, "
-                   f"simulator {i['simulator']}, line {i['line']}")
+        click.echo(
+            f"IPC {name} (cluster {i['cluster']}, {i['address']}:{i['ssh_port']}"
+            f"{', netns ' + i['netns'] if i['netns'] else ''}): sshd {i['sshd']}, "
+            f"simulator {i['simulator']}, line {i['line']}"
+        )
         for svc, state in i["services"].items():
             proc = i["processes"].get(svc)
             extra = " (process stopped: hung)" if proc == "T" else ""
@@ -182,8 +208,7 @@ def lab_status(lab_dir: str | None, as_json: bool) -> None:
 @click.argument("ipc")
 @click.argument("kind")
 @click.argument("service", required=False)
-@click.option("--seconds", type=float, default=5.0, show_default=True,
-              help="For slow-start / slow-stop.")
+@click.option("--seconds", type=float, default=5.0, show_default=True, help="For slow-start / slow-stop.")
 def lab_fault(lab_dir: str | None, ipc: str, kind: str, service: str | None, seconds: float) -> None:
     """Inject a fault into a simulated IPC.
 

@@ -44,22 +44,28 @@ def parse_faults(specs: Iterable[str], cluster: Cluster) -> list[FaultSpec]:
         if what not in FAULT_KINDS:
             raise FaultSpecError(f"fault {spec!r}: unknown kind {what!r}; one of: {', '.join(FAULT_KINDS)}")
         if ipc not in names:
-            raise FaultSpecError(f"fault {spec!r}: unknown IPC {ipc!r}; cluster {cluster.name} has "
-                                 f"{', '.join(names)}")
+            raise FaultSpecError(
+                f"fault {spec!r}: unknown IPC {ipc!r}; cluster {cluster.name} has {', '.join(names)}"
+            )
         out.append(FaultSpec(what, ipc))
     return out
 
 
 def policy_of(cluster: Cluster, **overrides: object) -> Policy:
     p = cluster.policy
-    base = Policy(mode=p.mode, failures_before_fault=cluster.timings.failures_before_fault,
-                  max_failovers=p.max_failovers, restart_in_place=p.restart_in_place,
-                  max_restarts=p.max_restarts)
+    base = Policy(
+        mode=p.mode,
+        failures_before_fault=cluster.timings.failures_before_fault,
+        max_failovers=p.max_failovers,
+        restart_in_place=p.restart_in_place,
+        max_restarts=p.max_restarts,
+    )
     return Policy(**{**base.__dict__, **overrides})  # type: ignore[arg-type]
 
 
-def hypothetical(cluster: Cluster, faults: list[FaultSpec], paused: bool = False,
-                 standby_down: bool = False) -> Observation:
+def hypothetical(
+    cluster: Cluster, faults: list[FaultSpec], paused: bool = False, standby_down: bool = False
+) -> Observation:
     """The cluster in its normal layout (home primary serving, the other standby),
     with the given faults already declared (N consecutive failures)."""
     topo = Topology.from_cluster(cluster)
@@ -71,8 +77,10 @@ def hypothetical(cluster: Cluster, faults: list[FaultSpec], paused: bool = False
         if standby_down and role is Role.STANDBY:
             role = Role.FENCED
         running = topo.expected(name, role)
-        svcs = {s: ServiceObs(State.RUNNING if s in running else State.STOPPED, True if s in running else None)
-                for s in topo.services}
+        svcs = {
+            s: ServiceObs(State.RUNNING if s in running else State.STOPPED, True if s in running else None)
+            for s in topo.services
+        }
         line, line_failures, reachable, unreach = "up", 0, True, 0
         for f in faults:
             if f.ipc != name:
@@ -83,8 +91,14 @@ def hypothetical(cluster: Cluster, faults: list[FaultSpec], paused: bool = False
                 reachable, unreach = False, n
             elif f.what in svcs:
                 svcs[f.what] = ServiceObs(State.STOPPED, False, n)
-        ipcs[name] = IpcObs(role=role, services=svcs, reachable=reachable, unreachable_count=unreach,
-                            line=line, line_failures=line_failures)
+        ipcs[name] = IpcObs(
+            role=role,
+            services=svcs,
+            reachable=reachable,
+            unreachable_count=unreach,
+            line=line,
+            line_failures=line_failures,
+        )
     return Observation(topo, ipcs, primary=topo.home_primary, epoch=0, policy=pol)
 
 
@@ -99,10 +113,15 @@ def commands(cluster: Cluster, d: Decision) -> list[dict]:
             plat = platforms.for_ipc(ipc)
             svc = cluster.services[s.service]
             timeout = svc.stop_timeout if s.op == "stop" else svc.start_timeout
-            steps.append({"host": s.host, "op": s.op, "service": s.service,
-                          "commands": plat.describe(s.op, refs[s.service], timeout)})
-        out.append({"stage": i, "title": st.title, "requires_fenced": st.requires_fenced,
-                    "steps": steps})
+            steps.append(
+                {
+                    "host": s.host,
+                    "op": s.op,
+                    "service": s.service,
+                    "commands": plat.describe(s.op, refs[s.service], timeout),
+                }
+            )
+        out.append({"stage": i, "title": st.title, "requires_fenced": st.requires_fenced, "steps": steps})
     return out
 
 
@@ -135,17 +154,21 @@ def notes(cluster: Cluster, fault_specs: Iterable[str], d: Decision) -> list[str
             continue
         role = Role.PRIMARY if f.ipc == topo.home_primary else Role.STANDBY
         running = topo.expected(f.ipc, role)
-        if f.what == "line" and "driver" in running or f.what in running:
+        if (f.what == "line" and "driver" in running) or f.what in running:
             continue
-        out.append(f"{f.what}@{f.ipc}: {f.what} does not run on {f.ipc} in its {topo.layout(f.ipc, role).value}"
-                   " layout, so it cannot fail there; not a fault")
+        out.append(
+            f"{f.what}@{f.ipc}: {f.what} does not run on {f.ipc} in its {topo.layout(f.ipc, role).value}"
+            " layout, so it cannot fail there; not a fault"
+        )
     return out
 
 
 def render(cluster: Cluster, d: Decision, fault_specs: Iterable[str] = ()) -> str:
     data = as_dict(cluster, d)
-    lines = [f"Decision: {d.action.value}" + ("" if d.execute else " (proposed, not executed)"),
-             f"Reason:   {d.reason}"]
+    lines = [
+        f"Decision: {d.action.value}" + ("" if d.execute else " (proposed, not executed)"),
+        f"Reason:   {d.reason}",
+    ]
     lines += [f"Note:     {n}" for n in notes(cluster, fault_specs, d)]
     if d.alerts:
         lines += [f"Alert:    {a}" for a in d.alerts]
@@ -155,13 +178,18 @@ def render(cluster: Cluster, d: Decision, fault_specs: Iterable[str] = ()) -> st
     c = d.capacity
     if c is not None:
         h = c.ivr_headroom(10)
-        lines.append(f"Capacity: {c.max_ivr} IVR calls or {c.max_agent} agent calls"
-                     f" (with 10 agent calls: {h if h is not None else 'n/a'} IVR); fax {c.fax}")
+        lines.append(
+            f"Capacity: {c.max_ivr} IVR calls or {c.max_agent} agent calls"
+            f" (with 10 agent calls: {h if h is not None else 'n/a'} IVR); fax {c.fax}"
+        )
     if not data["plan"]:
         lines.append("Plan:     nothing to run")
     for st in data["plan"]:
-        gate = f"   [only once {st['requires_fenced']} is fenced: its CTI and IVR verified stopped]" \
-            if st["requires_fenced"] else ""
+        gate = (
+            f"   [only once {st['requires_fenced']} is fenced: its CTI and IVR verified stopped]"
+            if st["requires_fenced"]
+            else ""
+        )
         lines.append(f"  {st['stage']}. {st['title']}{gate}")
         for s in st["steps"]:
             lines.append(f"     {s['host']:<10} {s['op']:<7} {s['service']:<13} {s['commands'][0]}")
@@ -169,7 +197,8 @@ def render(cluster: Cluster, d: Decision, fault_specs: Iterable[str] = ()) -> st
     return "\n".join(lines)
 
 
-def explain(cluster: Cluster, fault_specs: Iterable[str], paused: bool = False,
-            standby_down: bool = False) -> Decision:
+def explain(
+    cluster: Cluster, fault_specs: Iterable[str], paused: bool = False, standby_down: bool = False
+) -> Decision:
     faults = parse_faults(fault_specs, cluster)
     return decide(hypothetical(cluster, faults, paused, standby_down))

@@ -32,9 +32,7 @@ from failover.layouts import (
     start_order,
 )
 
-ServiceName = Literal[
-    "driver", "kcxp", "kcbp", "kcxp-replica", "kcbp-replica", "cti", "ivr", "fax"
-]
+ServiceName = Literal["driver", "kcxp", "kcbp", "kcxp-replica", "kcbp-replica", "cti", "ivr", "fax"]
 LayoutName = Literal["primary", "standby", "promoted", "fenced"]
 SmokeName = Literal["inbound", "outbound", "agent"]
 Platform = Literal["windows", "systemd", "lab"]
@@ -149,8 +147,9 @@ class ZkAuth(_Model):
 
 
 class ZooKeeper(_Model):
-    hosts: Annotated[list[Annotated[str, Field(pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")]],
-                     Field(min_length=1)]
+    hosts: Annotated[
+        list[Annotated[str, Field(pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")]], Field(min_length=1)
+    ]
     path: Annotated[str, Field(pattern=r"^(/[A-Za-z0-9_.\-]+)+$")]
     auth: ZkAuth | None = None
 
@@ -221,7 +220,9 @@ class Inventory(_Model):
         for c in self.clusters:
             if c.name == name:
                 return c
-        raise InventoryError([f"no cluster named {name!r} (have: {', '.join(c.name for c in self.clusters)})"])
+        raise InventoryError(
+            [f"no cluster named {name!r} (have: {', '.join(c.name for c in self.clusters)})"]
+        )
 
     def find_ipc(self, name: str) -> tuple[Cluster, Ipc]:
         for c in self.clusters:
@@ -287,20 +288,19 @@ def check(file: str | os.PathLike[str]) -> tuple[Inventory | None, list[Problem]
     except yamlpos.YamlSyntaxError as e:
         return None, [Problem(fname, e.mark.line, e.mark.column, "", e.message)]
 
-    problems = [
-        Problem(fname, m.line, m.column, render_path(p), msg) for p, m, msg in loaded.problems
-    ]
+    problems = [Problem(fname, m.line, m.column, render_path(p), msg) for p, m, msg in loaded.problems]
     if not isinstance(loaded.data, dict):
-        return None, [*problems, Problem(fname, 1, 1, "", "expected a mapping with `version` and `clusters`")]
+        return None, [
+            *problems,
+            Problem(fname, 1, 1, "", "expected a mapping with `version` and `clusters`"),
+        ]
     data = _resolve_paths(loaded.data, path.parent)
     try:
         inv = Inventory.model_validate(data)
     except ValidationError as e:
         problems += [_from_pydantic(fname, loaded, err) for err in e.errors()]
         return None, _sorted(problems)
-    problems += [
-        Problem(fname, *_pos(loaded, p), render_path(p), msg) for p, msg in semantic_checks(inv)
-    ]
+    problems += [Problem(fname, *_pos(loaded, p), render_path(p), msg) for p, msg in semantic_checks(inv)]
     return (None if problems else inv), _sorted(problems)
 
 
@@ -315,6 +315,7 @@ def _sorted(problems: list[Problem]) -> list[Problem]:
 
 def _resolve_paths(data: dict, base: Path) -> dict:
     """Relative key / known_hosts / credentials paths are relative to the inventory."""
+
     def fix(v: Any) -> Any:
         return str((base / v).resolve()) if isinstance(v, str) and v and not v.startswith("/") else v
 
@@ -405,23 +406,41 @@ def semantic_checks(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
     for ci, c in enumerate(inv.clusters):
         cp: tuple[str | int, ...] = ("clusters", ci)
         if c.name in seen_clusters:
-            out.append((cp + ("name",), f"duplicate cluster name {c.name!r} (also clusters[{seen_clusters[c.name]}])"))
+            out.append(
+                (
+                    cp + ("name",),
+                    f"duplicate cluster name {c.name!r} (also clusters[{seen_clusters[c.name]}])",
+                )
+            )
         seen_clusters.setdefault(c.name, ci)
         zkey = (*sorted(c.zookeeper.hosts), c.zookeeper.path)
         if zkey in seen_zk:
-            out.append((cp + ("zookeeper", "path"),
-                        f"ZooKeeper path {c.zookeeper.path} is already used by cluster {seen_zk[zkey]!r}"))
+            out.append(
+                (
+                    cp + ("zookeeper", "path"),
+                    f"ZooKeeper path {c.zookeeper.path} is already used by cluster {seen_zk[zkey]!r}",
+                )
+            )
         seen_zk.setdefault(zkey, c.name)
         if len(c.ipcs) != 2:
             out.append((cp + ("ipcs",), f"a cluster has exactly two IPCs, this one has {len(c.ipcs)}"))
         prim = [i.name for i in c.ipcs if i.preferred_role == "primary"]
         if len(c.ipcs) == 2 and len(prim) != 1:
-            out.append((cp + ("ipcs",), "exactly one IPC must have preferred_role: primary"
-                        f" (found {len(prim)})"))
+            out.append(
+                (
+                    cp + ("ipcs",),
+                    f"exactly one IPC must have preferred_role: primary (found {len(prim)})",
+                )
+            )
         for ii, ipc in enumerate(c.ipcs):
             ip: tuple[str | int, ...] = cp + ("ipcs", ii)
             if ipc.name in seen_ipcs:
-                out.append((ip + ("name",), f"duplicate IPC name {ipc.name!r} (also in cluster {seen_ipcs[ipc.name]!r})"))
+                out.append(
+                    (
+                        ip + ("name",),
+                        f"duplicate IPC name {ipc.name!r} (also in cluster {seen_ipcs[ipc.name]!r})",
+                    )
+                )
             seen_ipcs.setdefault(ipc.name, c.name)
             for k in ("key", "known_hosts"):
                 f = getattr(ipc.ssh, k)
@@ -430,15 +449,24 @@ def semantic_checks(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
             if ipc.platform == "lab" and ipc.lab is None:
                 out.append((ip + ("platform",), "platform `lab` needs a `lab:` section with `control`"))
             if ipc.platform != "lab" and ipc.lab is not None:
-                out.append((ip + ("lab",), f"a `lab:` section is only for platform lab, not {ipc.platform}"))
+                out.append(
+                    (
+                        ip + ("lab",),
+                        f"a `lab:` section is only for platform lab, not {ipc.platform}",
+                    )
+                )
             for s in ipc.probe_ports:
                 if s not in c.services:
                     out.append((ip + ("probe_ports", s), f"probe port for undefined service {s!r}"))
             for s, svc in c.services.items():
                 if svc.service is not None and not SAFE_SERVICE_NAME[ipc.platform].match(svc.service):
-                    out.append((cp + ("services", s, "service"),
-                                f"service name {svc.service!r} has characters that cannot be quoted "
-                                f"safely for {ipc.platform} (IPC {ipc.name})"))
+                    out.append(
+                        (
+                            cp + ("services", s, "service"),
+                            f"service name {svc.service!r} has characters that cannot be quoted "
+                            f"safely for {ipc.platform} (IPC {ipc.name})",
+                        )
+                    )
         if c.zookeeper.auth and c.zookeeper.auth.file and not Path(c.zookeeper.auth.file).is_file():
             out.append((cp + ("zookeeper", "auth", "file"), f"file not found: {c.zookeeper.auth.file}"))
         out += _layout_checks(c, cp)
@@ -450,7 +478,12 @@ def _layout_checks(c: Cluster, cp: tuple[str | int, ...]) -> list[tuple[tuple[st
     for s, svc in c.services.items():
         for dep in svc.after or ():
             if dep not in c.services:
-                out.append((cp + ("services", s, "after"), f"{s} is ordered after undefined service {dep!r}"))
+                out.append(
+                    (
+                        cp + ("services", s, "after"),
+                        f"{s} is ordered after undefined service {dep!r}",
+                    )
+                )
     try:
         start_order(c.services, c.after())
     except ValueError as e:
@@ -463,8 +496,12 @@ def _layout_checks(c: Cluster, cp: tuple[str | int, ...]) -> list[tuple[tuple[st
             out.append((lp, f"role layout {layout.value!r}{origin} names undefined service {s!r}"))
         if layout in (Layout.STANDBY, Layout.FENCED):
             for s in sorted(APP_SERVICES & set(names)):
-                out.append((lp, f"role layout {layout.value!r} must not run {s}: it would answer "
-                                "calls on both IPCs"))
+                out.append(
+                    (
+                        lp,
+                        f"role layout {layout.value!r} must not run {s}: it would answer calls on both IPCs",
+                    )
+                )
         if layout in (Layout.PRIMARY, Layout.PROMOTED):
             for s in sorted(APP_SERVICES - set(names)):
                 out.append((lp, f"role layout {layout.value!r} must run {s}: it serves the calls"))
@@ -474,13 +511,17 @@ def _layout_checks(c: Cluster, cp: tuple[str | int, ...]) -> list[tuple[tuple[st
 def summary(inv: Inventory, file: str) -> str:
     lines = [f"{file}: OK: {len(inv.clusters)} cluster(s)"]
     for c in inv.clusters:
-        lines.append(f"  cluster {c.name} (ZooKeeper {','.join(c.zookeeper.hosts)} {c.zookeeper.path}; "
-                     f"policy {c.policy.mode}; monitor every {c.timings.monitor_interval:g} s, "
-                     f"fault after {c.timings.failures_before_fault} failed probes, "
-                     f"session {c.timings.session_timeout:g} s)")
+        lines.append(
+            f"  cluster {c.name} (ZooKeeper {','.join(c.zookeeper.hosts)} {c.zookeeper.path}; "
+            f"policy {c.policy.mode}; monitor every {c.timings.monitor_interval:g} s, "
+            f"fault after {c.timings.failures_before_fault} failed probes, "
+            f"session {c.timings.session_timeout:g} s)"
+        )
         for i in c.ipcs:
-            lines.append(f"    {i.name:<12} {i.preferred_role:<8} {i.platform:<8} {i.address}:{i.ssh.port}"
-                         f"  {i.channels} line channels, {i.fax_channels} fax")
+            lines.append(
+                f"    {i.name:<12} {i.preferred_role:<8} {i.platform:<8} {i.address}:{i.ssh.port}"
+                f"  {i.channels} line channels, {i.fax_channels} fax"
+            )
         order = start_order(c.services, c.after())
         lines.append(f"    services (start order): {', '.join(order)}")
         if c.smoke_checks:
@@ -488,4 +529,14 @@ def summary(inv: Inventory, file: str) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["SERVICES", "Cluster", "Inventory", "InventoryError", "Ipc", "Problem", "check", "load", "summary"]
+__all__ = [
+    "SERVICES",
+    "Cluster",
+    "Inventory",
+    "InventoryError",
+    "Ipc",
+    "Problem",
+    "check",
+    "load",
+    "summary",
+]

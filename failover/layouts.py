@@ -21,9 +21,16 @@ SERVICES: tuple[str, ...] = (
     "ivr",
 )
 LABELS: Mapping[str, str] = {
-    "driver": "board driver", "fax": "fax", "kcxp": "KCXP", "kcbp": "KCBP",
-    "kcxp-replica": "KCXP replica", "kcbp-replica": "KCBP replica", "cti": "CTI", "ivr": "IVR",
-    "line": "line", "host": "SSH",
+    "driver": "board driver",
+    "fax": "fax",
+    "kcxp": "KCXP",
+    "kcbp": "KCBP",
+    "kcxp-replica": "KCXP replica",
+    "kcbp-replica": "KCBP replica",
+    "cti": "CTI",
+    "ivr": "IVR",
+    "line": "line",
+    "host": "SSH",
 }
 REQUIRED_SERVICES: frozenset[str] = frozenset(SERVICES) - {"fax"}
 APP_SERVICES: frozenset[str] = frozenset({"cti", "ivr"})  # what answers calls
@@ -70,8 +77,10 @@ def running_set(
     services the cluster defines. board_down: the plan's rule 1 variant, with
     the board's services (driver, fax) stopped and everything else unchanged."""
     defined = frozenset(defined)
-    base = frozenset(overrides[layout.value]) if overrides and layout.value in overrides else (
-        DEFAULT_LAYOUTS[layout]
+    base = (
+        frozenset(overrides[layout.value])
+        if overrides and layout.value in overrides
+        else (DEFAULT_LAYOUTS[layout])
     )
     run = set(base & defined)
     if "driver" in run and "fax" in defined:

@@ -44,8 +44,15 @@ def quote_posix(arg: str) -> str:
 # Windows: sc.exe
 # ---------------------------------------------------------------------------
 
-SC_STATES = {1: State.STOPPED, 2: State.START_PENDING, 3: State.STOP_PENDING, 4: State.RUNNING,
-             5: State.START_PENDING, 6: State.STOP_PENDING, 7: State.STOPPED}
+SC_STATES = {
+    1: State.STOPPED,
+    2: State.START_PENDING,
+    3: State.STOP_PENDING,
+    4: State.RUNNING,
+    5: State.START_PENDING,
+    6: State.STOP_PENDING,
+    7: State.STOPPED,
+}
 # sc.exe codes 5: CONTINUE_PENDING, 6: PAUSE_PENDING, 7: PAUSED (not serving -> treated as stopped)
 
 WIN32_ALREADY_RUNNING = 1056
@@ -220,9 +227,14 @@ class Systemd(Platform):
     def parse_batch(self, output: str, services: Sequence[ServiceRef]) -> tuple[dict[str, State], str]:
         blocks = _split_blocks(output)
         states: dict[str, State] = {}
-        mapping = {"active": State.RUNNING, "reloading": State.RUNNING, "inactive": State.STOPPED,
-                   "failed": State.STOPPED, "activating": State.START_PENDING,
-                   "deactivating": State.STOP_PENDING}
+        mapping = {
+            "active": State.RUNNING,
+            "reloading": State.RUNNING,
+            "inactive": State.STOPPED,
+            "failed": State.STOPPED,
+            "activating": State.START_PENDING,
+            "deactivating": State.STOP_PENDING,
+        }
         for s in services:
             text = blocks.get(s.logical, "").strip()
             if s.name is None:
@@ -299,8 +311,9 @@ def refs(services: Mapping[str, object]) -> dict[str, ServiceRef]:
     for logical, svc in services.items():
         assert isinstance(svc, Service)
         if svc.commands is not None:
-            out[logical] = ServiceRef(logical, None, svc.commands.start, svc.commands.stop,
-                                      svc.commands.status)
+            out[logical] = ServiceRef(
+                logical, None, svc.commands.start, svc.commands.stop, svc.commands.status
+            )
         else:
             out[logical] = ServiceRef(logical, svc.service)
     return out

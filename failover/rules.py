@@ -242,11 +242,15 @@ def faults_of(obs: Observation, ipc: str) -> list[Fault]:
     for svc in start_order(expected, obs.topology.after):
         s = o.services.get(svc, ServiceObs(State.UNKNOWN, None, n))
         if not s.ok and s.failures >= n:
-            why = "not answering its probe" if s.state is State.RUNNING else s.state.value.lower().replace("_", " ")
+            why = (
+                "not answering its probe"
+                if s.state is State.RUNNING
+                else s.state.value.lower().replace("_", " ")
+            )
             out.append(Fault(ipc, CLASS_OF[svc], svc, why))
-    if "driver" in expected and o.line != "up" and o.line_failures >= n:
-        if not any(f.what == "driver" for f in out):
-            out.append(Fault(ipc, FaultClass.BOARD, "line", o.line))
+    line_bad = "driver" in expected and o.line != "up" and o.line_failures >= n
+    if line_bad and not any(f.what == "driver" for f in out):
+        out.append(Fault(ipc, FaultClass.BOARD, "line", o.line))
     return out
 
 
@@ -310,21 +314,26 @@ STANDBY_RULE = "fence_standby"  # rule 3, whatever the fault
 def decide(obs: Observation) -> Decision:
     """The plan's decision for one observation of a cluster. Deterministic."""
     d = _make_safe(obs, _decide(obs))
-    both = sorted(APP_SERVICES & _observed_up(obs.ipcs[obs.topology.ipcs[0]], obs.topology.services)
-                  & _observed_up(obs.ipcs[obs.topology.ipcs[1]], obs.topology.services))
+    both = sorted(
+        APP_SERVICES
+        & _observed_up(obs.ipcs[obs.topology.ipcs[0]], obs.topology.services)
+        & _observed_up(obs.ipcs[obs.topology.ipcs[1]], obs.topology.services)
+    )
     if both:
-        d = replace(d, alerts=(*d.alerts, f"{' and '.join(LABELS[x] for x in both)} may be running "
-                                          "on both IPCs"))
-    d = replace(d, reason=d.reason[:1].upper() + d.reason[1:],
-                capacity=capacity_after(obs.topology, d))
+        d = replace(
+            d,
+            alerts=(
+                *d.alerts,
+                f"{' and '.join(LABELS[x] for x in both)} may be running on both IPCs",
+            ),
+        )
+    d = replace(d, reason=d.reason[:1].upper() + d.reason[1:], capacity=capacity_after(obs.topology, d))
     pol = obs.policy
     if pol.paused and d.action is not Action.NONE:
         why = f" ({pol.pause_reason})" if pol.pause_reason else ""
-        return replace(d, execute=False,
-                       reason=f"Paused{why}: not acting; would have done: {_lc(d.reason)}")
+        return replace(d, execute=False, reason=f"Paused{why}: not acting; would have done: {_lc(d.reason)}")
     if pol.mode == "manual" and d.action not in (Action.NONE, Action.HOLD):
-        return replace(d, execute=False,
-                       reason=f"Manual mode: proposing, not executing: {_lc(d.reason)}")
+        return replace(d, execute=False, reason=f"Manual mode: proposing, not executing: {_lc(d.reason)}")
     return d
 
 
@@ -349,8 +358,12 @@ def _make_safe(obs: Observation, d: Decision) -> Decision:
             continue
         stray = (_observed_up(o, topo.services) & APP_SERVICES) - stopped[ipc]
         if stray:
-            extra.append(Stage(f"stop CTI/IVR on {ipc}: it is not the primary",
-                               tuple(Step(ipc, "stop", x) for x in stop_order(stray, topo.after))))
+            extra.append(
+                Stage(
+                    f"stop CTI/IVR on {ipc}: it is not the primary",
+                    tuple(Step(ipc, "stop", x) for x in stop_order(stray, topo.after)),
+                )
+            )
             stopped[ipc] |= stray
     stages = extra + stages
     safe = []
@@ -360,8 +373,7 @@ def _make_safe(obs: Observation, d: Decision) -> Decision:
         for host in starts_app:
             peer = topo.peer(host)
             po = obs.ipcs[peer]
-            before = {x.service for s2 in stages[:idx] for x in s2.steps
-                      if x.host == peer and x.op == "stop"}
+            before = {x.service for s2 in stages[:idx] for x in s2.steps if x.host == peer and x.op == "stop"}
             peer_may_run = _observed_up(po, topo.services) & APP_SERVICES - before
             if peer_may_run and gate is None:
                 gate = peer
@@ -397,10 +409,16 @@ def _decide(obs: Observation) -> Decision:
             if hit:
                 return HANDLERS[handler](obs, base, p, s, hit, pf, standby_ok, fence_s, tuple(alerts), sf)
     if sf and roles[s] is Role.STANDBY:
-        return replace(base, action=Action.FENCE_STANDBY, plan=fence_s, faults=tuple(sf),
-                       roles={**roles, s: Role.FENCED}, alerts=tuple(alerts),
-                       reason=f"Standby {s} faulted ({'; '.join(map(str, sf))}): stopping all services "
-                              f"on it and marking it ineligible; calls stay on primary {p} (rule 3).")
+        return replace(
+            base,
+            action=Action.FENCE_STANDBY,
+            plan=fence_s,
+            faults=tuple(sf),
+            roles={**roles, s: Role.FENCED},
+            alerts=tuple(alerts),
+            reason=f"Standby {s} faulted ({'; '.join(map(str, sf))}): stopping all services "
+            f"on it and marking it ineligible; calls stay on primary {p} (rule 3).",
+        )
     return _converge(obs, base)
 
 
@@ -408,100 +426,188 @@ def _names(fs: list[Fault]) -> str:
     return " and ".join(str(f) for f in fs)
 
 
-def _failover(obs: Observation, base: Decision, p: str, s: str, hit: list[Fault], pf: list[Fault],
-              standby_ok: bool, fence_s: tuple[Stage, ...], alerts: tuple[str, ...],
-              sf: list[Fault], fenced: bool = False) -> Decision:
+def _failover(
+    obs: Observation,
+    base: Decision,
+    p: str,
+    s: str,
+    hit: list[Fault],
+    pf: list[Fault],
+    standby_ok: bool,
+    fence_s: tuple[Stage, ...],
+    alerts: tuple[str, ...],
+    sf: list[Fault],
+    fenced: bool = False,
+) -> Decision:
     pol = obs.policy
     rule = "rule 2" if not fenced else "primary unreachable"
     if not standby_ok:
-        why = ("unreachable" if not obs.ipcs[s].reachable else
-               f"{obs.ipcs[s].role.value}" if obs.ipcs[s].role is not Role.STANDBY else "faulted")
-        return _hold_or_restart(obs, base, p, s, hit, pf, fence_s, alerts, sf,
-                                f"standby {s} is {why}")
+        why = (
+            "unreachable"
+            if not obs.ipcs[s].reachable
+            else f"{obs.ipcs[s].role.value}"
+            if obs.ipcs[s].role is not Role.STANDBY
+            else "faulted"
+        )
+        return _hold_or_restart(obs, base, p, s, hit, pf, fence_s, alerts, sf, f"standby {s} is {why}")
     if pol.recent_failovers >= pol.max_failovers:
-        return replace(base, action=Action.HOLD, faults=tuple(pf), plan=(),
-                       alerts=(*alerts, f"failover limit reached: {pol.recent_failovers} automatic "
-                               f"failovers in the window (max {pol.max_failovers})"),
-                       reason=f"{_names(hit)} on primary {p}, but {pol.recent_failovers} "
-                              f"automatic failovers already happened in the window (limit "
-                              f"{pol.max_failovers}): holding, no failover, alerting.")
+        return replace(
+            base,
+            action=Action.HOLD,
+            faults=tuple(pf),
+            plan=(),
+            alerts=(
+                *alerts,
+                f"failover limit reached: {pol.recent_failovers} automatic "
+                f"failovers in the window (max {pol.max_failovers})",
+            ),
+            reason=f"{_names(hit)} on primary {p}, but {pol.recent_failovers} "
+            f"automatic failovers already happened in the window (limit "
+            f"{pol.max_failovers}): holding, no failover, alerting.",
+        )
     plan = failover_plan(obs, p, s)
-    fence_note = (f"; CTI/IVR start on {s} only once {p} is fenced" if fenced else "")
-    return replace(base, action=Action.FAILOVER, plan=plan, faults=tuple(pf),
-                   roles={p: Role.FENCED, s: Role.PRIMARY}, board_down=base.board_down - {s, p},
-                   primary=s, epoch=obs.epoch + 1, alerts=alerts,
-                   reason=f"{_names(hit)} on primary {p}: failing over to {s} ({rule}): "
-                          f"stopping all services on {p}, then on {s} stopping its own KCXP/KCBP, "
-                          f"starting the replicas, CTI and IVR{fence_note}; epoch {obs.epoch} -> "
-                          f"{obs.epoch + 1}.")
+    fence_note = f"; CTI/IVR start on {s} only once {p} is fenced" if fenced else ""
+    return replace(
+        base,
+        action=Action.FAILOVER,
+        plan=plan,
+        faults=tuple(pf),
+        roles={p: Role.FENCED, s: Role.PRIMARY},
+        board_down=base.board_down - {s, p},
+        primary=s,
+        epoch=obs.epoch + 1,
+        alerts=alerts,
+        reason=f"{_names(hit)} on primary {p}: failing over to {s} ({rule}): "
+        f"stopping all services on {p}, then on {s} stopping its own KCXP/KCBP, "
+        f"starting the replicas, CTI and IVR{fence_note}; epoch {obs.epoch} -> "
+        f"{obs.epoch + 1}.",
+    )
 
 
 def _failover_fenced(*args: object) -> Decision:
     return _failover(*args, fenced=True)  # type: ignore[arg-type]
 
 
-def _hold_or_restart(obs: Observation, base: Decision, p: str, s: str, hit: list[Fault],
-                     pf: list[Fault], fence_s: tuple[Stage, ...], alerts: tuple[str, ...],
-                     sf: list[Fault], why_not: str) -> Decision:
+def _hold_or_restart(
+    obs: Observation,
+    base: Decision,
+    p: str,
+    s: str,
+    hit: list[Fault],
+    pf: list[Fault],
+    fence_s: tuple[Stage, ...],
+    alerts: tuple[str, ...],
+    sf: list[Fault],
+    why_not: str,
+) -> Decision:
     """Rule 4: the primary's CTI/IVR failed but the standby cannot take over."""
     pol = obs.policy
     roles = {**base.roles}
     if sf and roles[s] is Role.STANDBY:
         roles[s] = Role.FENCED
-    restartable = [f for f in hit if f.kind is FaultClass.APP
-                   and pol.restarts.get(f"{p}/{f.what}", 0) < pol.max_restarts]
+    restartable = [
+        f for f in hit if f.kind is FaultClass.APP and pol.restarts.get(f"{p}/{f.what}", 0) < pol.max_restarts
+    ]
     if pol.restart_in_place and restartable and obs.ipcs[p].reachable:
         steps = tuple(Step(p, "restart", f.what) for f in restartable)
-        return replace(base, action=Action.RESTART, roles=roles, faults=tuple(pf + sf),
-                       plan=(*fence_s, Stage(f"restart in place on {p}", steps)),
-                       alerts=(*alerts, f"no failover possible: {why_not}"),
-                       reason=f"{_names(hit)} on primary {p}, but {why_not}: no failover; "
-                              f"restarting {', '.join(f.what for f in restartable)} in place on {p} "
-                              f"(rule 4) and alerting.")
-    return replace(base, action=Action.HOLD, roles=roles, faults=tuple(pf + sf), plan=fence_s,
-                   alerts=(*alerts, f"no failover possible: {why_not}"),
-                   reason=f"{_names(hit)} on primary {p}, but {why_not}: no failover, "
-                          f"keeping {p} as primary (rule 4) and alerting.")
+        return replace(
+            base,
+            action=Action.RESTART,
+            roles=roles,
+            faults=tuple(pf + sf),
+            plan=(*fence_s, Stage(f"restart in place on {p}", steps)),
+            alerts=(*alerts, f"no failover possible: {why_not}"),
+            reason=f"{_names(hit)} on primary {p}, but {why_not}: no failover; "
+            f"restarting {', '.join(f.what for f in restartable)} in place on {p} "
+            f"(rule 4) and alerting.",
+        )
+    return replace(
+        base,
+        action=Action.HOLD,
+        roles=roles,
+        faults=tuple(pf + sf),
+        plan=fence_s,
+        alerts=(*alerts, f"no failover possible: {why_not}"),
+        reason=f"{_names(hit)} on primary {p}, but {why_not}: no failover, "
+        f"keeping {p} as primary (rule 4) and alerting.",
+    )
 
 
-def _board_down(obs: Observation, base: Decision, p: str, s: str, hit: list[Fault],
-                pf: list[Fault], standby_ok: bool, fence_s: tuple[Stage, ...],
-                alerts: tuple[str, ...], sf: list[Fault]) -> Decision:
+def _board_down(
+    obs: Observation,
+    base: Decision,
+    p: str,
+    s: str,
+    hit: list[Fault],
+    pf: list[Fault],
+    standby_ok: bool,
+    fence_s: tuple[Stage, ...],
+    alerts: tuple[str, ...],
+    sf: list[Fault],
+) -> Decision:
     o = obs.ipcs[p]
     up = _observed_up(o, obs.topology.services)
     steps = tuple(Step(p, "stop", x) for x in stop_order(up & BOARD_SERVICES, obs.topology.after))
     roles = {**base.roles}
     if fence_s:
         roles[s] = Role.FENCED
-    return replace(base, action=Action.BOARD_DOWN, faults=tuple(pf + sf), roles=roles,
-                   board_down=base.board_down | {p},
-                   plan=(*fence_s, Stage(f"stop the board driver on {p}", steps)),
-                   alerts=(*alerts, f"board down on {p}: capacity reduced"),
-                   reason=f"{_names(hit)} on primary {p}: stopping the board driver only "
-                          f"(rule 1); every other service keeps running, no role change, capacity "
-                          f"reduced.")
+    return replace(
+        base,
+        action=Action.BOARD_DOWN,
+        faults=tuple(pf + sf),
+        roles=roles,
+        board_down=base.board_down | {p},
+        plan=(*fence_s, Stage(f"stop the board driver on {p}", steps)),
+        alerts=(*alerts, f"board down on {p}: capacity reduced"),
+        reason=f"{_names(hit)} on primary {p}: stopping the board driver only "
+        f"(rule 1); every other service keeps running, no role change, capacity "
+        f"reduced.",
+    )
 
 
-def _restart(obs: Observation, base: Decision, p: str, s: str, hit: list[Fault], pf: list[Fault],
-             standby_ok: bool, fence_s: tuple[Stage, ...], alerts: tuple[str, ...],
-             sf: list[Fault]) -> Decision:
+def _restart(
+    obs: Observation,
+    base: Decision,
+    p: str,
+    s: str,
+    hit: list[Fault],
+    pf: list[Fault],
+    standby_ok: bool,
+    fence_s: tuple[Stage, ...],
+    alerts: tuple[str, ...],
+    sf: list[Fault],
+) -> Decision:
     pol = obs.policy
     roles = {**base.roles}
     if fence_s:
         roles[s] = Role.FENCED
     todo = [f for f in hit if pol.restarts.get(f"{p}/{f.what}", 0) < pol.max_restarts]
     if not pol.restart_in_place or not todo:
-        why = ("restart in place is disabled by policy" if not pol.restart_in_place else
-               f"it was already restarted {pol.max_restarts} times")
-        return replace(base, action=Action.HOLD, faults=tuple(pf + sf), roles=roles, plan=fence_s,
-                       alerts=(*alerts, f"{_names(hit)} keeps failing on {p}"),
-                       reason=f"{_names(hit)} on primary {p}: {why}; the plan names no "
-                              f"failover for it, so holding and alerting.")
+        why = (
+            "restart in place is disabled by policy"
+            if not pol.restart_in_place
+            else f"it was already restarted {pol.max_restarts} times"
+        )
+        return replace(
+            base,
+            action=Action.HOLD,
+            faults=tuple(pf + sf),
+            roles=roles,
+            plan=fence_s,
+            alerts=(*alerts, f"{_names(hit)} keeps failing on {p}"),
+            reason=f"{_names(hit)} on primary {p}: {why}; the plan names no "
+            f"failover for it, so holding and alerting.",
+        )
     steps = tuple(Step(p, "restart", f.what) for f in todo)
-    return replace(base, action=Action.RESTART, faults=tuple(pf + sf), roles=roles,
-                   plan=(*fence_s, Stage(f"restart in place on {p}", steps)), alerts=alerts,
-                   reason=f"{_names(todo)} on primary {p}: restarting it in place (the "
-                          f"plan names no failover for it).")
+    return replace(
+        base,
+        action=Action.RESTART,
+        faults=tuple(pf + sf),
+        roles=roles,
+        plan=(*fence_s, Stage(f"restart in place on {p}", steps)),
+        alerts=alerts,
+        reason=f"{_names(todo)} on primary {p}: restarting it in place (the plan names no failover for it).",
+    )
 
 
 HANDLERS = {
@@ -532,22 +638,38 @@ def _converge(obs: Observation, base: Decision) -> Decision:
         unreachable = [i for i in topo.ipcs if not obs.ipcs[i].reachable]
         if unreachable:
             n = obs.policy.failures_before_fault
-            what = ", ".join(f"{i} ({obs.ipcs[i].unreachable_count} of {n} failed checks)"
-                             for i in unreachable)
-            return replace(base, reason=f"Cannot reach {what}: not yet a fault, nothing to do "
-                                        f"(primary {obs.primary}, epoch {obs.epoch}).")
-        return replace(base, reason=f"All services match their roles (primary {obs.primary}, "
-                                    f"epoch {obs.epoch}); nothing to do.")
-    what = "; ".join(f"{st.steps[0].host}: " + ", ".join(f"{s.op} {s.service}" for s in st.steps)
-                     for st in stages)
-    return replace(base, action=Action.CONVERGE, plan=tuple(stages),
-                   reason=f"Layout differs from the roles: converging ({what}).")
+            what = ", ".join(
+                f"{i} ({obs.ipcs[i].unreachable_count} of {n} failed checks)" for i in unreachable
+            )
+            return replace(
+                base,
+                reason=f"Cannot reach {what}: not yet a fault, nothing to do "
+                f"(primary {obs.primary}, epoch {obs.epoch}).",
+            )
+        return replace(
+            base,
+            reason=f"All services match their roles (primary {obs.primary}, "
+            f"epoch {obs.epoch}); nothing to do.",
+        )
+    what = "; ".join(
+        f"{st.steps[0].host}: " + ", ".join(f"{s.op} {s.service}" for s in st.steps) for st in stages
+    )
+    return replace(
+        base,
+        action=Action.CONVERGE,
+        plan=tuple(stages),
+        reason=f"Layout differs from the roles: converging ({what}).",
+    )
 
 
 def _still_settling(obs: Observation, ipc: str, st: Step) -> bool:
     s = obs.ipcs[ipc].services.get(st.service)
-    return bool(st.op in ("start", "restart") and s and s.state is not State.STOPPED
-                and s.failures < obs.policy.failures_before_fault)
+    return bool(
+        st.op in ("start", "restart")
+        and s
+        and s.state is not State.STOPPED
+        and s.failures < obs.policy.failures_before_fault
+    )
 
 
 def _bootstrap(obs: Observation, base: Decision) -> Decision:
@@ -557,22 +679,43 @@ def _bootstrap(obs: Observation, base: Decision) -> Decision:
         o = obs.ipcs[cand]
         if o.reachable and o.role is not Role.FENCED and not _board_faulted(obs, cand):
             other = topo.peer(cand)
-            roles = {cand: Role.PRIMARY, other: obs.ipcs[other].role if obs.ipcs[other].role is
-                     Role.FENCED else Role.STANDBY}
+            roles = {
+                cand: Role.PRIMARY,
+                other: obs.ipcs[other].role if obs.ipcs[other].role is Role.FENCED else Role.STANDBY,
+            }
             stages = []
             for ipc in (other, cand):  # the other IPC's stops first
-                steps = converge_steps(topo, ipc, obs.ipcs[ipc],
-                                       topo.expected(ipc, roles[ipc], obs.ipcs[ipc].board_down))
+                steps = converge_steps(
+                    topo,
+                    ipc,
+                    obs.ipcs[ipc],
+                    topo.expected(ipc, roles[ipc], obs.ipcs[ipc].board_down),
+                )
                 if steps and obs.ipcs[ipc].reachable:
-                    stages.append(Stage(f"bring {ipc} to its {roles[ipc].value} layout", steps,
-                                        requires_fenced=other if ipc == cand else None))
-            return replace(base, action=Action.BOOTSTRAP, roles=roles, primary=cand,
-                           epoch=obs.epoch + 1, plan=tuple(stages),
-                           reason=f"No primary yet: {cand} takes the role "
-                                  f"({'preferred primary' if cand == topo.home_primary else 'the preferred primary cannot'}), "
-                                  f"epoch {obs.epoch} -> {obs.epoch + 1}.")
-    return replace(base, action=Action.HOLD, alerts=("no IPC can serve calls",),
-                   reason="No primary and neither IPC can take the role: holding and alerting.")
+                    stages.append(
+                        Stage(
+                            f"bring {ipc} to its {roles[ipc].value} layout",
+                            steps,
+                            requires_fenced=other if ipc == cand else None,
+                        )
+                    )
+            return replace(
+                base,
+                action=Action.BOOTSTRAP,
+                roles=roles,
+                primary=cand,
+                epoch=obs.epoch + 1,
+                plan=tuple(stages),
+                reason=f"No primary yet: {cand} takes the role "
+                f"({'preferred primary' if cand == topo.home_primary else 'the preferred primary cannot'}), "
+                f"epoch {obs.epoch} -> {obs.epoch + 1}.",
+            )
+    return replace(
+        base,
+        action=Action.HOLD,
+        alerts=("no IPC can serve calls",),
+        reason="No primary and neither IPC can take the role: holding and alerting.",
+    )
 
 
 def _board_faulted(obs: Observation, ipc: str) -> bool:
@@ -604,12 +747,30 @@ def end_state(obs: Observation, d: Decision) -> dict[str, frozenset[str]]:
 
 def capacity_after(topo: Topology, d: Decision) -> cap.Capacity:
     """Capacity once the decision's roles and layouts are in place."""
-    boards = [i for i in topo.ipcs
-              if "driver" in topo.expected(i, d.roles.get(i, Role.FENCED), i in d.board_down)]
+    boards = [
+        i for i in topo.ipcs if "driver" in topo.expected(i, d.roles.get(i, Role.FENCED), i in d.board_down)
+    ]
     serving = d.primary is not None and d.roles.get(d.primary) is Role.PRIMARY
     return cap.compute(topo.channels, topo.fax_channels, boards, serving)
 
 
-__all__ = ["APP_SERVICES", "MIDDLEWARE", "Action", "Decision", "Fault", "FaultClass", "IpcObs",
-           "Observation", "Policy", "Role", "ServiceObs", "Stage", "State", "Step", "Topology",
-           "decide", "end_state", "faults_of"]
+__all__ = [
+    "APP_SERVICES",
+    "MIDDLEWARE",
+    "Action",
+    "Decision",
+    "Fault",
+    "FaultClass",
+    "IpcObs",
+    "Observation",
+    "Policy",
+    "Role",
+    "ServiceObs",
+    "Stage",
+    "State",
+    "Step",
+    "Topology",
+    "decide",
+    "end_state",
+    "faults_of",
+]

@@ -79,9 +79,7 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, path: Path_, out: Loaded) -
                 out.problems.append((path, _mk(knode), f"keys must be strings, got {key!r}"))
                 continue
             if key in result:
-                out.problems.append(
-                    (path + (key,), _mk(knode), f"duplicate key {key!r}")
-                )
+                out.problems.append((path + (key,), _mk(knode), f"duplicate key {key!r}"))
                 continue
             out.key_marks[path + (key,)] = _mk(knode)
             result[key] = _build(loader, vnode, path + (key,), out)

@@ -15,8 +15,15 @@ def client(lab: Lab, ipc: LabIpc, known_hosts: str | None = None) -> paramiko.SS
     c = paramiko.SSHClient()
     c.load_host_keys(known_hosts or str(lab.known_hosts))
     c.set_missing_host_key_policy(paramiko.RejectPolicy())
-    c.connect(ipc.address, port=ipc.ssh_port, username=_user(), key_filename=str(lab.client_key),
-              look_for_keys=False, allow_agent=False, timeout=5)
+    c.connect(
+        ipc.address,
+        port=ipc.ssh_port,
+        username=_user(),
+        key_filename=str(lab.client_key),
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=5,
+    )
     return c
 
 

@@ -77,23 +77,120 @@ def test_good_minimal_file(tmp_path: Path) -> None:
 
 # (description, edit of GOOD as (old, new), expected line, expected text)
 BAD = [
-    ("unknown key (typo)", ("        channels: 60", "        chanels: 60"), 10, "unknown key 'chanels' (did you mean 'channels'?)"),
-    ("wrong type", ("        channels: 30", "        channels: thirty"), 16, "channels: Input should be a valid integer"),
-    ("out of range port", ("ssh: {user: root, key: k/id", "ssh: {port: 70000, user: root, key: k/id"), 9, "ssh.port: Input should be less than or equal to 65535"),
-    ("missing required key", ("        address: 10.0.0.2\n", ""), 12, "missing required key 'address'"),
-    ("bad platform", ("        platform: systemd\n        ssh: {user: root, key: k/id, known_hosts: k/kh}\n        channels: 30",
-                      "        platform: solaris\n        ssh: {user: root, key: k/id, known_hosts: k/kh}\n        channels: 30"), 14, "'windows', 'systemd' or 'lab'"),
-    ("duplicate IPC name", ("      - name: ipc-b", "      - name: ipc-a"), 12, "duplicate IPC name 'ipc-a'"),
-    ("duplicate YAML key", ("      cti: {service: cti.service}", "      cti: {service: cti.service}\n      cti: {service: other.service}"), 25, "duplicate key 'cti'"),
-    ("unknown service name", ("      ivr: {service: ivr.service}", "      ivr: {service: ivr.service}\n      sms: {service: sms.service}"), 26, "'driver', 'kcxp'"),
-    ("layout names undefined service", ("      kcbp-replica: {service: kcbp-replica.service}\n", ""), 19, "role layout 'promoted' (the plan's default layout) names undefined service 'kcbp-replica'"),
-    ("missing key file", ("ssh: {user: root, key: k/id, known_hosts: k/kh}\n        channels: 30", "ssh: {user: root, key: k/nope, known_hosts: k/kh}\n        channels: 30"), 15, "file not found"),
-    ("unsafe service name", ("      cti: {service: cti.service}", "      cti: {service: 'cti; rm -rf /'}"), 24, "cannot be quoted safely for systemd"),
-    ("two preferred primaries", ("        channels: 30\n        preferred_role: standby", "        channels: 30\n        preferred_role: primary"), 6, "exactly one IPC must have preferred_role: primary"),
-    ("inline secret", ("path: /failover/cc}", "path: /failover/cc, auth: {password: hunter2}}"), 4, "unknown key 'password'"),
+    (
+        "unknown key (typo)",
+        ("        channels: 60", "        chanels: 60"),
+        10,
+        "unknown key 'chanels' (did you mean 'channels'?)",
+    ),
+    (
+        "wrong type",
+        ("        channels: 30", "        channels: thirty"),
+        16,
+        "channels: Input should be a valid integer",
+    ),
+    (
+        "out of range port",
+        ("ssh: {user: root, key: k/id", "ssh: {port: 70000, user: root, key: k/id"),
+        9,
+        "ssh.port: Input should be less than or equal to 65535",
+    ),
+    (
+        "missing required key",
+        ("        address: 10.0.0.2\n", ""),
+        12,
+        "missing required key 'address'",
+    ),
+    (
+        "bad platform",
+        (
+            "        platform: systemd\n        ssh: {user: root, key: k/id, known_hosts: k/kh}\n"
+            "        channels: 30",
+            "        platform: solaris\n        ssh: {user: root, key: k/id, known_hosts: k/kh}\n"
+            "        channels: 30",
+        ),
+        14,
+        "'windows', 'systemd' or 'lab'",
+    ),
+    (
+        "duplicate IPC name",
+        ("      - name: ipc-b", "      - name: ipc-a"),
+        12,
+        "duplicate IPC name 'ipc-a'",
+    ),
+    (
+        "duplicate YAML key",
+        (
+            "      cti: {service: cti.service}",
+            "      cti: {service: cti.service}\n      cti: {service: other.service}",
+        ),
+        25,
+        "duplicate key 'cti'",
+    ),
+    (
+        "unknown service name",
+        (
+            "      ivr: {service: ivr.service}",
+            "      ivr: {service: ivr.service}\n      sms: {service: sms.service}",
+        ),
+        26,
+        "'driver', 'kcxp'",
+    ),
+    (
+        "layout names undefined service",
+        ("      kcbp-replica: {service: kcbp-replica.service}\n", ""),
+        19,
+        "role layout 'promoted' (the plan's default layout) names undefined service 'kcbp-replica'",
+    ),
+    (
+        "missing key file",
+        (
+            "ssh: {user: root, key: k/id, known_hosts: k/kh}\n        channels: 30",
+            "ssh: {user: root, key: k/nope, known_hosts: k/kh}\n        channels: 30",
+        ),
+        15,
+        "file not found",
+    ),
+    (
+        "unsafe service name",
+        ("      cti: {service: cti.service}", "      cti: {service: 'cti; rm -rf /'}"),
+        24,
+        "cannot be quoted safely for systemd",
+    ),
+    (
+        "two preferred primaries",
+        (
+            "        channels: 30\n        preferred_role: standby",
+            "        channels: 30\n        preferred_role: primary",
+        ),
+        6,
+        "exactly one IPC must have preferred_role: primary",
+    ),
+    (
+        "inline secret",
+        ("path: /failover/cc}", "path: /failover/cc, auth: {password: hunter2}}"),
+        4,
+        "unknown key 'password'",
+    ),
     ("YAML syntax error", ("    ipcs:", "    ipcs: [unclosed"), 6, "YAML syntax"),
-    ("cycle in start order", ("      driver: {service: dialogic.service}", "      driver: {service: dialogic.service, after: [ivr]}"), 19, "cyclic start order"),
-    ("CTI in the standby layout", ("      ivr: {service: ivr.service}", "      ivr: {service: ivr.service}\n    layouts:\n      standby: [driver, cti]"), 27, "must not run cti"),
+    (
+        "cycle in start order",
+        (
+            "      driver: {service: dialogic.service}",
+            "      driver: {service: dialogic.service, after: [ivr]}",
+        ),
+        19,
+        "cyclic start order",
+    ),
+    (
+        "CTI in the standby layout",
+        (
+            "      ivr: {service: ivr.service}",
+            "      ivr: {service: ivr.service}\n    layouts:\n      standby: [driver, cti]",
+        ),
+        27,
+        "must not run cti",
+    ),
 ]
 
 
@@ -111,7 +208,8 @@ def test_bad_file(tmp_path: Path, desc: str, edit: tuple[str, str], line: int, t
 
 def test_every_error_listed_and_exit_2(tmp_path: Path) -> None:
     text = GOOD.replace("        channels: 60", "        chanels: 60").replace(
-        "        channels: 30", "        channels: thirty")
+        "        channels: 30", "        channels: thirty"
+    )
     p = _write(tmp_path, text)
     r = CliRunner().invoke(main, ["inventory", "check", str(p)])
     assert r.exit_code == 2

@@ -152,7 +152,7 @@ def b(lab: Lab):  # type: ignore[no-untyped-def]
 def test_fault_kill(lab: Lab, b) -> None:  # type: ignore[no-untyped-def]
     ipc, c = b
     pid = labssh.simctl(c, ipc, "status")[1]["services"]["kcxp"]["pid"]
-    code, r, _ = labssh.simctl(c, ipc, "fault", "kill", "kcxp")  # over SSH, as drills do
+    code, _r, _ = labssh.simctl(c, ipc, "fault", "kill", "kcxp")  # over SSH, as drills do
     assert code == 0
     assert not alive(pid)
     assert "kcxp" not in observer.snapshot(lab.labid)["ipc-b"]
@@ -162,7 +162,7 @@ def test_fault_kill(lab: Lab, b) -> None:  # type: ignore[no-untyped-def]
 def test_fault_fail_start(lab: Lab, b) -> None:  # type: ignore[no-untyped-def]
     ipc, c = b
     lab.fault("ipc-b", "fail-start", "cti")
-    code, r, err = labssh.simctl(c, ipc, "start", "cti")
+    code, _r, err = labssh.simctl(c, ipc, "start", "cti")
     assert code == 1 and "failed to start" in err
     assert "cti" not in observer.snapshot(lab.labid)["ipc-b"]
     assert labssh.simctl(c, ipc, "start", "cti")[0] == 0  # only the next start fails
@@ -178,8 +178,10 @@ def test_fault_slow_stop_shows_pending(lab: Lab, b) -> None:  # type: ignore[no-
     t.start()
     c2 = labssh.client(lab, ipc)
     try:
-        assert wait_for(lambda: labssh.simctl(c2, ipc, "status")[1]["services"]["kcbp"]["state"]
-                        == "STOP_PENDING", timeout=1.0)
+        assert wait_for(
+            lambda: labssh.simctl(c2, ipc, "status")[1]["services"]["kcbp"]["state"] == "STOP_PENDING",
+            timeout=1.0,
+        )
         assert "kcbp" in observer.snapshot(lab.labid)["ipc-b"]  # still running meanwhile
         t.join()
         assert "kcbp" not in observer.snapshot(lab.labid)["ipc-b"]
@@ -244,18 +246,20 @@ def test_cli_lab_cycle(tmp_path: Path) -> None:
     """`failover lab up` -> status -> down, as separate processes."""
     d = str(tmp_path / "lab")
     exe = [str(Path(__import__("sys").executable).with_name("failover"))]
-    up = subprocess.run([*exe, "lab", "up", "--dir", d, "--zk-nodes", "1"], capture_output=True,
-                        text=True, timeout=60)
+    up = subprocess.run(
+        [*exe, "lab", "up", "--dir", d, "--zk-nodes", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     try:
         assert up.returncode == 0, up.stderr
-        st = subprocess.run([*exe, "lab", "status", "--dir", d], capture_output=True, text=True,
-                            timeout=30)
+        st = subprocess.run([*exe, "lab", "status", "--dir", d], capture_output=True, text=True, timeout=30)
         assert "1/1 nodes serving" in st.stdout and "IPC ipc-b" in st.stdout
     finally:
         lab = Lab.load(Path(d))
         pids = lab.live_pids()
-        down = subprocess.run([*exe, "lab", "down", "--dir", d], capture_output=True, text=True,
-                              timeout=60)
+        down = subprocess.run([*exe, "lab", "down", "--dir", d], capture_output=True, text=True, timeout=60)
     assert down.returncode == 0, down.stderr
     assert [p for p in pids if alive(p)] == []
 
@@ -271,8 +275,15 @@ def test_netns_unreachable(tmp_path: Path) -> None:
         with pytest.raises((paramiko.SSHException, OSError)):
             c = paramiko.SSHClient()
             c.load_host_keys(str(lab.known_hosts))
-            c.connect(ipc.address, port=ipc.ssh_port, key_filename=str(lab.client_key),
-                      look_for_keys=False, allow_agent=False, timeout=1, banner_timeout=1)
+            c.connect(
+                ipc.address,
+                port=ipc.ssh_port,
+                key_filename=str(lab.client_key),
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=1,
+                banner_timeout=1,
+            )
         lab.fault("ipc-a", "reachable")
         labssh.client(lab, ipc).close()
     finally:

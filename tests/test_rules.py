@@ -40,6 +40,7 @@ def ops(d: Decision, host: str) -> list[tuple[str, str]]:
 
 # ----- the required decisions, one by one --------------------------------------
 
+
 def test_steady_state_does_nothing() -> None:
     d = explain()
     assert d.action is Action.NONE and d.plan == ()
@@ -68,12 +69,21 @@ def test_rule2_app_fault_fails_over_in_order(fault: str) -> None:
     assert d.roles == {P: Role.FENCED, S: Role.PRIMARY}
     p_ops = ops(d, P)
     # IVR first (CTI first when IVR is the one already down), driver last.
-    assert p_ops[0] == ("stop", "ivr" if fault != "ivr" else "cti") and p_ops[-1] == ("stop", "driver")
+    assert p_ops[0] == ("stop", "ivr" if fault != "ivr" else "cti") and p_ops[-1] == (
+        "stop",
+        "driver",
+    )
     # Everything still up is stopped (the faulted service is already down).
     assert {x for _, x in p_ops} == {"driver", "fax", "kcxp", "kcbp", "cti", "ivr"} - {fault}
     assert all(op == "stop" for op, _ in p_ops)
-    assert ops(d, S) == [("stop", "kcbp"), ("stop", "kcxp"), ("start", "kcxp-replica"),
-                         ("start", "kcbp-replica"), ("start", "cti"), ("start", "ivr")]
+    assert ops(d, S) == [
+        ("stop", "kcbp"),
+        ("stop", "kcxp"),
+        ("start", "kcxp-replica"),
+        ("start", "kcbp-replica"),
+        ("start", "cti"),
+        ("start", "ivr"),
+    ]
     promote = d.plan[-1]
     assert promote.requires_fenced == P
     assert "rule 2" in d.reason
@@ -107,8 +117,13 @@ def test_rule4_with_standby_faulted_too() -> None:
 
 def test_rule4_hold_when_restart_disabled() -> None:
     obs = ex.hypothetical(CLUSTER, ex.parse_faults([f"cti@{P}"], CLUSTER), standby_down=True)
-    obs = Observation(obs.topology, obs.ipcs, obs.primary, obs.epoch,
-                      Policy(**{**obs.policy.__dict__, "restart_in_place": False}))
+    obs = Observation(
+        obs.topology,
+        obs.ipcs,
+        obs.primary,
+        obs.epoch,
+        Policy(**{**obs.policy.__dict__, "restart_in_place": False}),
+    )
     d = decide(obs)
     assert d.action is Action.HOLD and d.plan == () and "rule 4" in d.reason
 
@@ -142,8 +157,15 @@ def test_rule7_paused_proposes_only() -> None:
 
 def test_rule7_manual_mode_proposes_only() -> None:
     obs = ex.hypothetical(CLUSTER, ex.parse_faults([f"cti@{P}"], CLUSTER))
-    d = decide(Observation(obs.topology, obs.ipcs, obs.primary, 0,
-                           Policy(**{**obs.policy.__dict__, "mode": "manual"})))
+    d = decide(
+        Observation(
+            obs.topology,
+            obs.ipcs,
+            obs.primary,
+            0,
+            Policy(**{**obs.policy.__dict__, "mode": "manual"}),
+        )
+    )
     assert not d.execute and d.reason.startswith("Manual mode")
 
 
@@ -171,8 +193,16 @@ def test_no_automatic_failback() -> None:
     # After a failover the old (preferred) primary is fenced: healthy again, it
     # stays out until an operator's rejoin.
     roles = {P: Role.FENCED, S: Role.PRIMARY}
-    ipcs = {i: IpcObs(r, {s: ServiceObs(State.RUNNING if s in TOPO.expected(i, r) else State.STOPPED)
-                         for s in TOPO.services}) for i, r in roles.items()}
+    ipcs = {
+        i: IpcObs(
+            r,
+            {
+                s: ServiceObs(State.RUNNING if s in TOPO.expected(i, r) else State.STOPPED)
+                for s in TOPO.services
+            },
+        )
+        for i, r in roles.items()
+    }
     d = decide(Observation(TOPO, ipcs, S, 1, Policy()))
     assert d.action is Action.NONE and d.primary == S
 
@@ -187,8 +217,13 @@ def test_converge_is_idempotent() -> None:
     d = decide(Observation(TOPO, ipcs, P, 0, obs.policy))
     assert d.action is Action.CONVERGE and ops(d, S) == [("start", "kcxp")]
     after = end_state(Observation(TOPO, ipcs, P, 0, obs.policy), d)
-    ipcs2 = {i: IpcObs(ipcs[i].role, {s: ServiceObs(State.RUNNING if s in after[i] else State.STOPPED)
-                                      for s in TOPO.services}) for i in TOPO.ipcs}
+    ipcs2 = {
+        i: IpcObs(
+            ipcs[i].role,
+            {s: ServiceObs(State.RUNNING if s in after[i] else State.STOPPED) for s in TOPO.services},
+        )
+        for i in TOPO.ipcs
+    }
     assert decide(Observation(TOPO, ipcs2, P, 0, obs.policy)).action is Action.NONE
 
 
@@ -220,6 +255,7 @@ def test_explain_cli_json_and_exit_codes() -> None:
 
 
 # ----- capacity: the plan's figures ---------------------------------------------
+
 
 def test_capacity_today() -> None:
     c = cap.compute({"old": 60}, {"old": 4}, ["old"], serving=True)
@@ -260,7 +296,10 @@ def near_healthy(draw: st.DrawFn) -> Observation:
     for name in TOPO.ipcs:
         role = Role.PRIMARY if name == primary else draw(st.sampled_from([Role.STANDBY] * 3 + [Role.FENCED]))
         run = TOPO.expected(name, role)
-        svcs = {s: ServiceObs(State.RUNNING, True) if s in run else ServiceObs(State.STOPPED) for s in TOPO.services}
+        svcs = {
+            s: ServiceObs(State.RUNNING, True) if s in run else ServiceObs(State.STOPPED)
+            for s in TOPO.services
+        }
         reachable, unreach, line, lf = True, 0, "up", 0
         for _ in range(draw(st.integers(0, 2))):
             kind = draw(st.sampled_from(["svc", "svc", "svc", "host", "line"]))
@@ -270,12 +309,17 @@ def near_healthy(draw: st.DrawFn) -> Observation:
                 reachable, unreach = False, draw(st.integers(0, 3))
             else:
                 line, lf = draw(st.sampled_from(["alarm", "down"])), draw(st.integers(0, 3))
-        ipcs[name] = IpcObs(role, svcs, reachable=reachable, unreachable_count=unreach, line=line,
-                            line_failures=lf)
-    pol = Policy(mode=draw(st.sampled_from(["automatic"] * 4 + ["manual"])),
-                 paused=draw(st.sampled_from([False] * 4 + [True])),
-                 failures_before_fault=draw(st.integers(1, 3)), recent_failovers=draw(st.integers(0, 2)),
-                 max_failovers=draw(st.integers(1, 3)), restart_in_place=draw(st.booleans()))
+        ipcs[name] = IpcObs(
+            role, svcs, reachable=reachable, unreachable_count=unreach, line=line, line_failures=lf
+        )
+    pol = Policy(
+        mode=draw(st.sampled_from(["automatic"] * 4 + ["manual"])),
+        paused=draw(st.sampled_from([False] * 4 + [True])),
+        failures_before_fault=draw(st.integers(1, 3)),
+        recent_failovers=draw(st.integers(0, 2)),
+        max_failovers=draw(st.integers(1, 3)),
+        restart_in_place=draw(st.booleans()),
+    )
     return Observation(TOPO, ipcs, primary, draw(st.integers(0, 50)), pol)
 
 
@@ -284,19 +328,27 @@ def uniform(draw: st.DrawFn) -> Observation:
     primary = draw(st.sampled_from([P, S, None]))
     ipcs = {}
     for name in TOPO.ipcs:
-        if name == primary:
-            role = Role.PRIMARY
-        else:
-            role = draw(st.sampled_from([Role.STANDBY, Role.FENCED]))
+        role = Role.PRIMARY if name == primary else draw(st.sampled_from([Role.STANDBY, Role.FENCED]))
         svcs = {s: draw(service_obs) for s in TOPO.services}
         reachable = draw(st.booleans()) if draw(st.integers(0, 4)) == 0 else True
-        ipcs[name] = IpcObs(role, svcs, reachable=reachable, unreachable_count=draw(st.integers(0, 3)),
-                            line=draw(st.sampled_from(["up", "up", "alarm", "down"])),
-                            line_failures=draw(st.integers(0, 3)), board_down=draw(st.booleans()))
-    pol = Policy(mode=draw(st.sampled_from(["automatic", "manual"])), paused=draw(st.booleans()),
-                 failures_before_fault=draw(st.integers(1, 3)), recent_failovers=draw(st.integers(0, 3)),
-                 max_failovers=draw(st.integers(1, 3)), restart_in_place=draw(st.booleans()),
-                 restarts={f"{P}/cti": draw(st.integers(0, 4))})
+        ipcs[name] = IpcObs(
+            role,
+            svcs,
+            reachable=reachable,
+            unreachable_count=draw(st.integers(0, 3)),
+            line=draw(st.sampled_from(["up", "up", "alarm", "down"])),
+            line_failures=draw(st.integers(0, 3)),
+            board_down=draw(st.booleans()),
+        )
+    pol = Policy(
+        mode=draw(st.sampled_from(["automatic", "manual"])),
+        paused=draw(st.booleans()),
+        failures_before_fault=draw(st.integers(1, 3)),
+        recent_failovers=draw(st.integers(0, 3)),
+        max_failovers=draw(st.integers(1, 3)),
+        restart_in_place=draw(st.booleans()),
+        restarts={f"{P}/cti": draw(st.integers(0, 4))},
+    )
     return Observation(TOPO, ipcs, primary, draw(st.integers(0, 50)), pol)
 
 
@@ -334,13 +386,20 @@ def test_old_primary_stops_precede_new_primary_starts(obs: Observation) -> None:
         return
     old, new = obs.primary, d.primary
     assert old is not None and new is not None and old != new
-    last_stop = max((i for i, stg in enumerate(d.plan) for s in stg.steps
-                     if s.host == old and s.op == "stop"), default=-1)
-    first_start = min((i for i, stg in enumerate(d.plan) for s in stg.steps
-                       if s.host == new and s.op != "stop"), default=len(d.plan))
+    last_stop = max(
+        (i for i, stg in enumerate(d.plan) for s in stg.steps if s.host == old and s.op == "stop"),
+        default=-1,
+    )
+    first_start = min(
+        (i for i, stg in enumerate(d.plan) for s in stg.steps if s.host == new and s.op != "stop"),
+        default=len(d.plan),
+    )
     assert last_stop < first_start
-    assert all(stg.requires_fenced == old for stg in d.plan[first_start:]
-               if any(s.service in APP_SERVICES for s in stg.steps if s.op != "stop"))
+    assert all(
+        stg.requires_fenced == old
+        for stg in d.plan[first_start:]
+        if any(s.service in APP_SERVICES for s in stg.steps if s.op != "stop")
+    )
 
 
 @PROPS
@@ -359,8 +418,9 @@ def test_board_fault_only_stops_the_board(obs: Observation) -> None:
 @PROPS
 @given(observations())
 def test_deterministic(obs: Observation) -> None:
-    rev = Observation(obs.topology, dict(reversed(list(obs.ipcs.items()))), obs.primary, obs.epoch,
-                      obs.policy)
+    rev = Observation(
+        obs.topology, dict(reversed(list(obs.ipcs.items()))), obs.primary, obs.epoch, obs.policy
+    )
     assert decide(obs) == decide(obs) == decide(rev)
 
 
@@ -408,5 +468,13 @@ def test_zz_generator_covered_the_interesting_actions() -> None:
 
 
 def test_start_order_is_the_plans() -> None:
-    assert start_order(SERVICES) == ["driver", "fax", "kcxp", "kcbp", "kcxp-replica", "kcbp-replica",
-                                     "cti", "ivr"]
+    assert start_order(SERVICES) == [
+        "driver",
+        "fax",
+        "kcxp",
+        "kcbp",
+        "kcxp-replica",
+        "kcbp-replica",
+        "cti",
+        "ivr",
+    ]

@@ -29,8 +29,16 @@ from failover.layouts import SERVICES, Layout, running_set, start_order
 
 SIMCTL = str(Path(simctl.__file__))
 PROBED = ("cti", "ivr", "kcxp", "kcbp", "kcxp-replica", "kcbp-replica")
-SERVICE_FAULTS = ("kill", "hang", "unhang", "fail-start", "slow-start", "slow-stop",
-                  "stop-fail", "clear")
+SERVICE_FAULTS = (
+    "kill",
+    "hang",
+    "unhang",
+    "fail-start",
+    "slow-start",
+    "slow-stop",
+    "stop-fail",
+    "clear",
+)
 IPC_FAULTS = ("line-alarm", "line-clear", "driver-crash")
 HOST_FAULTS = ("sshd-down", "sshd-up", "unreachable", "reachable", "restore")
 DEFAULT_ROOT = Path(os.environ.get("FAILOVER_LAB_DIR", "/tmp/failover-lab"))
@@ -57,8 +65,15 @@ class LabIpc:
     sshd_pid: int | None = None
 
     def sshd(self, client_pubkey: Path) -> SshdHost:
-        return SshdHost(self.name, self.address, self.ssh_port, Path(self.dir) / "ssh",
-                        client_pubkey, self.sshd_pid, self.netns)
+        return SshdHost(
+            self.name,
+            self.address,
+            self.ssh_port,
+            Path(self.dir) / "ssh",
+            client_pubkey,
+            self.sshd_pid,
+            self.netns,
+        )
 
     def control(self) -> list[str]:
         return [sys.executable, "-I", SIMCTL, self.dir]
@@ -129,10 +144,12 @@ class Lab:
             keygen(self.client_key, f"lab-client-{self.labid}")
             for ipc in self.ipcs:
                 self._prepare_ipc(ipc, layout)
-            self.known_hosts.write_text("".join(
-                known_hosts_line(i.address, i.ssh_port,
-                                 Path(i.dir) / "ssh" / "ssh_host_ed25519_key.pub")
-                for i in self.ipcs))
+            self.known_hosts.write_text(
+                "".join(
+                    known_hosts_line(i.address, i.ssh_port, Path(i.dir) / "ssh" / "ssh_host_ed25519_key.pub")
+                    for i in self.ipcs
+                )
+            )
             for ipc in self.ipcs:
                 self._start_sim(ipc)
                 sshd = ipc.sshd(self.client_key.with_suffix(".pub"))
@@ -178,11 +195,21 @@ class Lab:
                     ns = net.create_host(index)
                     address = net.address(index)
                 ipc_dir = self.root / f"{prefix}ipc-{suffix}"
-                self.ipcs.append(LabIpc(
-                    cluster=cname, name=f"{prefix}ipc-{suffix}", index=index,
-                    address=address or "127.0.0.1", ssh_port=ports.pop(), dir=str(ipc_dir),
-                    ports={s: ports.pop() for s in PROBED}, preferred_role=role,
-                    channels=ch, fax_channels=4, netns=ns))
+                self.ipcs.append(
+                    LabIpc(
+                        cluster=cname,
+                        name=f"{prefix}ipc-{suffix}",
+                        index=index,
+                        address=address or "127.0.0.1",
+                        ssh_port=ports.pop(),
+                        dir=str(ipc_dir),
+                        ports={s: ports.pop() for s in PROBED},
+                        preferred_role=role,
+                        channels=ch,
+                        fax_channels=4,
+                        netns=ns,
+                    )
+                )
 
     def _prepare_ipc(self, ipc: LabIpc, layout: str) -> None:
         d = Path(ipc.dir)
@@ -190,11 +217,19 @@ class Lab:
         ipc.sshd(self.client_key.with_suffix(".pub")).prepare()
         role = Layout.PRIMARY if ipc.preferred_role == "primary" else Layout.STANDBY
         autostart = start_order(running_set(role, SERVICES)) if layout == "normal" else []
-        (d / "sim.json").write_text(json.dumps({
-            "lab": self.labid, "ipc": ipc.name, "host": ipc.address, "python": sys.executable,
-            "services": {s: {"port": ipc.ports.get(s, 0)} for s in SERVICES},
-            "autostart": autostart,
-        }, indent=1))
+        (d / "sim.json").write_text(
+            json.dumps(
+                {
+                    "lab": self.labid,
+                    "ipc": ipc.name,
+                    "host": ipc.address,
+                    "python": sys.executable,
+                    "services": {s: {"port": ipc.ports.get(s, 0)} for s in SERVICES},
+                    "autostart": autostart,
+                },
+                indent=1,
+            )
+        )
         with contextlib.suppress(FileNotFoundError):
             (d / "sim.ready").unlink()
 
@@ -205,9 +240,15 @@ class Lab:
         if ipc.netns:
             cmd = ["ip", "netns", "exec", ipc.netns, *cmd]
         log = open(Path(ipc.dir) / "sim.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, close_fds=True,
-                                cwd=str(Path(__file__).resolve().parents[2]))
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+            cwd=str(Path(__file__).resolve().parents[2]),
+        )
         log.close()
         ipc.sim_pid = proc.pid
 
@@ -231,47 +272,86 @@ class Lab:
             for s in SERVICES:
                 svc: dict = {"service": s, "start_timeout": 10, "stop_timeout": 10}
                 if s in PROBED:
-                    svc["probe"] = {"tcp": {"port": first.ports[s], "send": "PING\n",
-                                            "expect": "PONG", "timeout": 0.5}}
+                    svc["probe"] = {
+                        "tcp": {
+                            "port": first.ports[s],
+                            "send": "PING\n",
+                            "expect": "PONG",
+                            "timeout": 0.5,
+                        }
+                    }
                 services[s] = svc
-            clusters.append({
-                "name": cname,
-                "drills_allowed": True,
-                "zookeeper": {"hosts": [f"{n.host}:{n.client_port}" for n in self.zk],
-                              "path": f"/failover/{cname}"},
-                "timings": {"monitor_interval": 0.5, "failures_before_fault": 2,
-                            "session_timeout": 4.0},
-                "ipcs": [{
-                    "name": i.name, "address": i.address, "platform": "lab",
-                    "ssh": {"port": i.ssh_port, "user": _user(), "key": str(self.client_key),
-                            "known_hosts": str(self.known_hosts)},
-                    "probe_ports": {k: v for k, v in i.ports.items()},
-                    "lab": {"control": i.control()},
-                    "channels": i.channels, "fax_channels": i.fax_channels,
-                    "preferred_role": i.preferred_role,
-                } for i in ipcs],
-                "services": services,
-                # The lab's basic call tests, run on whichever IPC serves calls
-                # (each IPC's own control command: see executor.smoke_command).
-                "smoke_checks": {
-                    k: {"command": f"call {k}", "timeout": 10}
-                    for k in ("inbound", "outbound", "agent")
-                },
-            })
+            clusters.append(
+                {
+                    "name": cname,
+                    "drills_allowed": True,
+                    "zookeeper": {
+                        "hosts": [f"{n.host}:{n.client_port}" for n in self.zk],
+                        "path": f"/failover/{cname}",
+                    },
+                    "timings": {
+                        "monitor_interval": 0.5,
+                        "failures_before_fault": 2,
+                        "session_timeout": 4.0,
+                    },
+                    "ipcs": [
+                        {
+                            "name": i.name,
+                            "address": i.address,
+                            "platform": "lab",
+                            "ssh": {
+                                "port": i.ssh_port,
+                                "user": _user(),
+                                "key": str(self.client_key),
+                                "known_hosts": str(self.known_hosts),
+                            },
+                            "probe_ports": {k: v for k, v in i.ports.items()},
+                            "lab": {"control": i.control()},
+                            "channels": i.channels,
+                            "fax_channels": i.fax_channels,
+                            "preferred_role": i.preferred_role,
+                        }
+                        for i in ipcs
+                    ],
+                    "services": services,
+                    # The lab's basic call tests, run on whichever IPC serves calls
+                    # (each IPC's own control command: see executor.smoke_command).
+                    "smoke_checks": {
+                        k: {"command": f"call {k}", "timeout": 10} for k in ("inbound", "outbound", "agent")
+                    },
+                }
+            )
         doc = {"version": 1, "clusters": clusters}
-        header = (f"# Generated by `failover lab up` for lab {self.labid} ({self.root}).\n"
-                  "# Valid until `failover lab down`.\n")
+        header = (
+            f"# Generated by `failover lab up` for lab {self.labid} ({self.root}).\n"
+            "# Valid until `failover lab down`.\n"
+        )
         self.inventory_path.write_text(header + yaml.safe_dump(doc, sort_keys=False, width=120))
 
     # ----- state -------------------------------------------------------------
     def save(self) -> None:
         data = {
-            "labid": self.labid, "root": str(self.root), "zk_count": self.zk_count,
-            "clusters": self.clusters, "netns": self.netns, "subnet": self.subnet,
-            "zk_host": self.zk_host, "started_at": self.started_at, "up_seconds": self.up_seconds,
-            "zk": [{"myid": n.myid, "host": n.host, "client_port": n.client_port,
-                    "quorum_port": n.quorum_port, "election_port": n.election_port,
-                    "dir": str(n.dir), "pid": n.pid} for n in self.zk],
+            "labid": self.labid,
+            "root": str(self.root),
+            "zk_count": self.zk_count,
+            "clusters": self.clusters,
+            "netns": self.netns,
+            "subnet": self.subnet,
+            "zk_host": self.zk_host,
+            "started_at": self.started_at,
+            "up_seconds": self.up_seconds,
+            "zk": [
+                {
+                    "myid": n.myid,
+                    "host": n.host,
+                    "client_port": n.client_port,
+                    "quorum_port": n.quorum_port,
+                    "election_port": n.election_port,
+                    "dir": str(n.dir),
+                    "pid": n.pid,
+                }
+                for n in self.zk
+            ],
             "ipcs": [asdict(i) for i in self.ipcs],
         }
         tmp = self.state_file.with_suffix(".tmp")
@@ -284,12 +364,29 @@ class Lab:
             data = json.loads((root / "lab.json").read_text())
         except FileNotFoundError:
             raise LabError(f"no lab in {root} (run `failover lab up`)") from None
-        lab = cls(root=Path(data["root"]), zk_count=data["zk_count"], clusters=data["clusters"],
-                  netns=data["netns"], labid=data["labid"], subnet=data["subnet"],
-                  zk_host=data["zk_host"], started_at=data["started_at"],
-                  up_seconds=data.get("up_seconds", 0.0))
-        lab.zk = [ZkNode(z["myid"], z["host"], z["client_port"], z["quorum_port"],
-                         z["election_port"], Path(z["dir"]), z["pid"]) for z in data["zk"]]
+        lab = cls(
+            root=Path(data["root"]),
+            zk_count=data["zk_count"],
+            clusters=data["clusters"],
+            netns=data["netns"],
+            labid=data["labid"],
+            subnet=data["subnet"],
+            zk_host=data["zk_host"],
+            started_at=data["started_at"],
+            up_seconds=data.get("up_seconds", 0.0),
+        )
+        lab.zk = [
+            ZkNode(
+                z["myid"],
+                z["host"],
+                z["client_port"],
+                z["quorum_port"],
+                z["election_port"],
+                Path(z["dir"]),
+                z["pid"],
+            )
+            for z in data["zk"]
+        ]
         lab.ipcs = [LabIpc(**i) for i in data["ipcs"]]
         return lab
 
@@ -306,33 +403,46 @@ class Lab:
             except (OSError, ValueError) as e:
                 sim = {"ok": False, "error": str(e)}
             ipcs[i.name] = {
-                "cluster": i.cluster, "address": i.address, "ssh_port": i.ssh_port,
-                "netns": i.netns, "sshd": "up" if i.sshd_pid and alive(i.sshd_pid) else "down",
+                "cluster": i.cluster,
+                "address": i.address,
+                "ssh_port": i.ssh_port,
+                "netns": i.netns,
+                "sshd": "up" if i.sshd_pid and alive(i.sshd_pid) else "down",
                 "simulator": "up" if sim.get("ok") else f"down ({sim.get('error')})",
                 "line": sim.get("line", "unknown"),
                 "services": {s: v["state"] for s, v in sim.get("services", {}).items()},
                 "processes": seen.get(i.name, {}),
             }
         return {
-            "lab": self.labid, "root": str(self.root), "inventory": str(self.inventory_path),
+            "lab": self.labid,
+            "root": str(self.root),
+            "inventory": str(self.inventory_path),
             "up_seconds": round(self.up_seconds, 2),
-            "zookeeper": [{"id": n.myid, "address": f"{n.host}:{n.client_port}",
-                           "mode": n.mode() if n.running() else None, "pid": n.pid}
-                          for n in self.zk],
+            "zookeeper": [
+                {
+                    "id": n.myid,
+                    "address": f"{n.host}:{n.client_port}",
+                    "mode": n.mode() if n.running() else None,
+                    "pid": n.pid,
+                }
+                for n in self.zk
+            ],
             "ipcs": ipcs,
         }
 
     # ----- faults -----------------------------------------------------------
-    def fault(self, ipc_name: str, kind: str, service: str | None = None,
-              seconds: float = 5.0) -> str:
+    def fault(self, ipc_name: str, kind: str, service: str | None = None, seconds: float = 5.0) -> str:
         ipc = self.ipc(ipc_name)
         if kind in SERVICE_FAULTS + IPC_FAULTS:
             if kind in SERVICE_FAULTS and kind != "clear" and not service:
                 raise LabError(f"fault {kind} needs a service ({', '.join(SERVICES)})")
             if service and service not in SERVICES:
                 raise LabError(f"unknown service {service!r} (one of {', '.join(SERVICES)})")
-            resp = simctl.request(ipc.dir, {"op": "fault", "kind": kind, "service": service,
-                                            "seconds": seconds}, timeout=10)
+            resp = simctl.request(
+                ipc.dir,
+                {"op": "fault", "kind": kind, "service": service, "seconds": seconds},
+                timeout=10,
+            )
             if not resp.get("ok"):
                 raise LabError(f"{ipc.name}: {resp.get('error')}")
             return f"{ipc.name}: {resp.get('detail')}"
@@ -361,8 +471,9 @@ class Lab:
                     self.fault(ipc_name, "unhang", s)
             simctl.request(ipc.dir, {"op": "fault", "kind": "clear"}, timeout=10)
             return f"{ipc.name}: faults cleared (services left as they are)"
-        raise LabError(f"unknown fault {kind!r}; one of: "
-                       + ", ".join(SERVICE_FAULTS + IPC_FAULTS + HOST_FAULTS))
+        raise LabError(
+            f"unknown fault {kind!r}; one of: " + ", ".join(SERVICE_FAULTS + IPC_FAULTS + HOST_FAULTS)
+        )
 
     # ----- down ------------------------------------------------------------
     def down(self, remove: bool = True) -> list[int]:

@@ -16,9 +16,7 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def available() -> bool:
-    return os.geteuid() == 0 and subprocess.run(
-        ["ip", "netns", "list"], capture_output=True
-    ).returncode == 0
+    return os.geteuid() == 0 and subprocess.run(["ip", "netns", "list"], capture_output=True).returncode == 0
 
 
 def pick_subnet() -> int:
@@ -76,8 +74,7 @@ class LabNet:
 
 
 def iptables(ns: str, *args: str) -> None:
-    subprocess.run(["ip", "netns", "exec", ns, "iptables", "-w", *args], check=True,
-                   capture_output=True)
+    subprocess.run(["ip", "netns", "exec", ns, "iptables", "-w", *args], check=True, capture_output=True)
 
 
 def isolate(ns: str) -> None:

@@ -38,7 +38,12 @@ from pathlib import Path
 SVC_SCRIPT = str(Path(__file__).with_name("svc.py"))
 MARKER = "failover-labsvc"
 
-STOPPED, START_PENDING, RUNNING, STOP_PENDING = "STOPPED", "START_PENDING", "RUNNING", "STOP_PENDING"
+STOPPED, START_PENDING, RUNNING, STOP_PENDING = (
+    "STOPPED",
+    "START_PENDING",
+    "RUNNING",
+    "STOP_PENDING",
+)
 
 
 @dataclass
@@ -107,12 +112,31 @@ class Manager:
             if s.start_delay:
                 time.sleep(s.start_delay)
             fail, s.fail_next_start = s.fail_next_start, False
-            cmd = [self.python, "-I", SVC_SCRIPT, MARKER, "--lab", self.lab, "--ipc", self.ipc,
-                   "--service", name, "--host", self.host, "--port", str(s.port)]
+            cmd = [
+                self.python,
+                "-I",
+                SVC_SCRIPT,
+                MARKER,
+                "--lab",
+                self.lab,
+                "--ipc",
+                self.ipc,
+                "--service",
+                name,
+                "--host",
+                self.host,
+                "--port",
+                str(s.port),
+            ]
             if fail:
                 cmd.append("--fail")
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, close_fds=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                close_fds=True,
+            )
             ready, err = _wait_ready(proc, timeout)
             if not ready:
                 if proc.poll() is None:
@@ -221,7 +245,10 @@ class Manager:
             if not any(all(self.services[x].state == RUNNING for x in p) for p in pairs):
                 problems.append("no KCXP/KCBP pair running")
         if problems:
-            return {"ok": False, "error": f"{kind} call failed on {self.ipc}: " + ", ".join(problems)}
+            return {
+                "ok": False,
+                "error": f"{kind} call failed on {self.ipc}: " + ", ".join(problems),
+            }
         return {"ok": True, "detail": f"{kind} call answered on {self.ipc}"}
 
     def shutdown(self) -> None:

@@ -91,8 +91,14 @@ class SshdHost:
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         log = open(self.dir / "sshd.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+        )
         log.close()
         self.pid = proc.pid
 
