@@ -122,6 +122,90 @@ def explain_cmd(
         click.echo(ex.render(c, d, faults))
 
 
+# ----- hosts --------------------------------------------------------------------
+@main.group("hosts")
+def hosts_group() -> None:
+    """SSH access to the IPCs: trust a host key, check reachability."""
+
+
+@hosts_group.command("trust")
+@inventory_option
+@click.argument("ipc")
+@click.option(
+    "--yes", is_flag=True, help="Trust without asking (only after checking the fingerprint out of band)."
+)
+def hosts_trust(inventory_path: str, ipc: str, yes: bool) -> None:
+    """First contact with IPC's SSH host key: show its fingerprint and add it to
+    the inventory's known_hosts once confirmed. A changed key is refused."""
+    from failover import executor as ex
+
+    inv = load_inventory(inventory_path)
+    try:
+        _, i = inv.find_ipc(ipc)
+    except inv_mod.InventoryError as e:
+        click.echo(str(e), err=True)
+        sys.exit(EXIT_USAGE)
+
+    def accept(text: str) -> bool:
+        click.echo(f"{ipc} presents: {text}")
+        return yes or click.confirm(
+            "Is this the right fingerprint (checked on the IPC's console)?", default=False
+        )
+
+    try:
+        click.echo(ex.trust_host(i, accept))
+    except ex.HostKeyChanged as e:
+        click.echo(str(e), err=True)
+        sys.exit(EXIT_REFUSED)
+    except ex.ExecError as e:
+        click.echo(str(e), err=True)
+        sys.exit(EXIT_FAILED)
+
+
+@hosts_group.command("check")
+@inventory_option
+@click.option("--cluster", "-c", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def hosts_check(inventory_path: str, cluster: str | None, as_json: bool) -> None:
+    """Connect to each IPC (strict host keys) and show every service's state
+    from one batched status call, with the probes."""
+    from failover import executor as ex
+
+    inv = load_inventory(inventory_path)
+    clusters = [inv.cluster(cluster)] if cluster else inv.clusters
+    report: dict = {}
+    failed = False
+    for c in clusters:
+        with ex.Executor(c, ex.RetryPolicy(attempts=2, total_seconds=5)) as e:
+            for i in c.ipcs:
+                try:
+                    st = e.observe(i.name)
+                    report[i.name] = {
+                        "cluster": c.name,
+                        "reachable": True,
+                        "line": st.line,
+                        "seconds": round(st.duration, 3),
+                        "services": {
+                            k: {"state": v.value, "probe": st.healthy.get(k)} for k, v in st.states.items()
+                        },
+                    }
+                except ex.ExecError as err:
+                    failed = True
+                    report[i.name] = {"cluster": c.name, "reachable": False, "error": str(err)}
+    if as_json:
+        emit_json(report)
+    else:
+        for name, r in report.items():
+            if not r["reachable"]:
+                click.echo(f"{name}: UNREACHABLE: {r['error']}")
+                continue
+            click.echo(f"{name} (cluster {r['cluster']}): line {r['line']}, status in {r['seconds']} s")
+            for svc, v in r["services"].items():
+                probe = {True: "probe ok", False: "PROBE FAILING", None: ""}[v["probe"]]
+                click.echo(f"  {svc:<13} {v['state']:<14} {probe}")
+    sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
 # ----- lab ----------------------------------------------------------------------
 def _lab_root(d: str | None) -> Path:
     from failover.lab.lab import DEFAULT_ROOT

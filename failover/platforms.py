@@ -142,6 +142,19 @@ def _explicit_state(code: int) -> State:
     return State.RUNNING if code == 0 else State.STOPPED if code in (3, 7) else State.UNKNOWN
 
 
+def _explicit_from_block(text: str) -> State:
+    m = re.search(rf"{SEP}rc (-?\d+)", text)
+    return _explicit_state(int(m.group(1))) if m else State.UNKNOWN
+
+
+class Posix(Platform):
+    """Linux hosts: a command over its deadline is killed on the host too
+    (a closed SSH channel alone leaves it running)."""
+
+    def run_cmd(self, command: str, timeout: float) -> str:
+        return f"timeout -k 5 {timeout:g} sh -c {quote_posix(command)}"
+
+
 class Windows(Platform):
     kind = "windows"
     shell = "cmd"
@@ -184,15 +197,14 @@ class Windows(Platform):
         for s in services:
             text = blocks.get(s.logical, "")
             if s.name is None:
-                m = re.search(rf"{SEP}rc (-?\d+)", text)
-                states[s.logical] = _explicit_state(int(m.group(1))) if m else State.UNKNOWN
+                states[s.logical] = _explicit_from_block(text)
             else:
                 r = parse_sc(text)
                 states[s.logical] = r.state or State.UNKNOWN
         return states, "unknown"
 
 
-class Systemd(Platform):
+class Systemd(Posix):
     kind = "systemd"
 
     def status_cmd(self, svc: ServiceRef) -> str:
@@ -209,10 +221,6 @@ class Systemd(Platform):
         if svc.name is None:
             return self.run_cmd(svc.stop, timeout)  # type: ignore[arg-type]
         return f"timeout -k 5 {timeout:g} systemctl stop {quote_posix(svc.name)}"
-
-    def run_cmd(self, command: str, timeout: float) -> str:
-        # The remote command is killed at its deadline (a dropped channel does not).
-        return f"timeout -k 5 {timeout:g} sh -c {quote_posix(command)}"
 
     def batch_status_cmd(self, services: Sequence[ServiceRef]) -> str:
         parts = []
@@ -238,15 +246,19 @@ class Systemd(Platform):
         for s in services:
             text = blocks.get(s.logical, "").strip()
             if s.name is None:
-                m = re.search(rf"{SEP}rc (-?\d+)", text)
-                states[s.logical] = _explicit_state(int(m.group(1))) if m else State.UNKNOWN
+                states[s.logical] = _explicit_from_block(text)
             else:
                 states[s.logical] = mapping.get(text.splitlines()[0] if text else "", State.UNKNOWN)
         return states, "unknown"
 
 
-class Lab(Platform):
+class Lab(Posix):
+    """The lab's simulated IPC: services are driven by its simctl command.
+    Inventory commands that begin with a simulator verb (call, fault, status)
+    go to the IPC's own simulator; others run in a POSIX shell."""
+
     kind = "lab"
+    SIM_VERBS = ("call", "fault", "status")
 
     def __init__(self, control: Sequence[str]) -> None:
         self.control = list(control)
@@ -264,8 +276,10 @@ class Lab(Platform):
         return self._cmd("stop", svc.name or svc.logical, "--timeout", f"{timeout:g}")
 
     def run_cmd(self, command: str, timeout: float) -> str:
-        # Lab smoke checks are simulator operations ("call inbound").
-        return self._cmd(*shlex.split(command), "--timeout", f"{timeout:g}")
+        words = shlex.split(command)
+        if words and words[0] in self.SIM_VERBS:
+            return self._cmd(*words, "--timeout", f"{timeout:g}")
+        return super().run_cmd(command, timeout)
 
     def batch_status_cmd(self, services: Sequence[ServiceRef]) -> str:
         return self._cmd("status")  # one call returns every service

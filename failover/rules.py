@@ -407,7 +407,8 @@ def _decide(obs: Observation) -> Decision:
         for klass, handler in PRIMARY_RULES:
             hit = [f for f in pf if f.kind is klass]
             if hit:
-                return HANDLERS[handler](obs, base, p, s, hit, pf, standby_ok, fence_s, tuple(alerts), sf)
+                case = _Case(obs, base, p, s, hit, pf, sf, standby_ok, fence_s, tuple(alerts))
+                return HANDLERS[handler](case)
     if sf and roles[s] is Role.STANDBY:
         return replace(
             base,
@@ -422,26 +423,37 @@ def _decide(obs: Observation) -> Decision:
     return _converge(obs, base)
 
 
+@dataclass(frozen=True)
+class _Case:
+    """Everything a primary-fault handler looks at."""
+
+    obs: Observation
+    base: Decision
+    p: str  # the primary
+    s: str  # the standby
+    hit: list[Fault]  # the faults of the class that decided
+    pf: list[Fault]  # all primary faults
+    sf: list[Fault]  # all standby faults
+    standby_ok: bool  # the standby can take over
+    fence_s: tuple[Stage, ...]  # rule 3 stage for a faulted standby (may be empty)
+    alerts: tuple[str, ...]
+
+    def roles_with_standby_fenced(self) -> dict[str, Role]:
+        roles = {**self.base.roles}
+        if self.sf and roles[self.s] is Role.STANDBY:
+            roles[self.s] = Role.FENCED
+        return roles
+
+
 def _names(fs: list[Fault]) -> str:
     return " and ".join(str(f) for f in fs)
 
 
-def _failover(
-    obs: Observation,
-    base: Decision,
-    p: str,
-    s: str,
-    hit: list[Fault],
-    pf: list[Fault],
-    standby_ok: bool,
-    fence_s: tuple[Stage, ...],
-    alerts: tuple[str, ...],
-    sf: list[Fault],
-    fenced: bool = False,
-) -> Decision:
+def _failover(c: _Case, fenced: bool = False) -> Decision:
+    obs, base, p, s, hit, pf, alerts = c.obs, c.base, c.p, c.s, c.hit, c.pf, c.alerts
     pol = obs.policy
     rule = "rule 2" if not fenced else "primary unreachable"
-    if not standby_ok:
+    if not c.standby_ok:
         why = (
             "unreachable"
             if not obs.ipcs[s].reachable
@@ -449,7 +461,7 @@ def _failover(
             if obs.ipcs[s].role is not Role.STANDBY
             else "faulted"
         )
-        return _hold_or_restart(obs, base, p, s, hit, pf, fence_s, alerts, sf, f"standby {s} is {why}")
+        return _hold_or_restart(c, f"standby {s} is {why}")
     if pol.recent_failovers >= pol.max_failovers:
         return replace(
             base,
@@ -484,27 +496,15 @@ def _failover(
     )
 
 
-def _failover_fenced(*args: object) -> Decision:
-    return _failover(*args, fenced=True)  # type: ignore[arg-type]
+def _failover_fenced(c: _Case) -> Decision:
+    return _failover(c, fenced=True)
 
 
-def _hold_or_restart(
-    obs: Observation,
-    base: Decision,
-    p: str,
-    s: str,
-    hit: list[Fault],
-    pf: list[Fault],
-    fence_s: tuple[Stage, ...],
-    alerts: tuple[str, ...],
-    sf: list[Fault],
-    why_not: str,
-) -> Decision:
+def _hold_or_restart(c: _Case, why_not: str) -> Decision:
     """Rule 4: the primary's CTI/IVR failed but the standby cannot take over."""
+    obs, base, p, hit, pf, sf, fence_s, alerts = c.obs, c.base, c.p, c.hit, c.pf, c.sf, c.fence_s, c.alerts
     pol = obs.policy
-    roles = {**base.roles}
-    if sf and roles[s] is Role.STANDBY:
-        roles[s] = Role.FENCED
+    roles = c.roles_with_standby_fenced()
     restartable = [
         f for f in hit if f.kind is FaultClass.APP and pol.restarts.get(f"{p}/{f.what}", 0) < pol.max_restarts
     ]
@@ -533,24 +533,12 @@ def _hold_or_restart(
     )
 
 
-def _board_down(
-    obs: Observation,
-    base: Decision,
-    p: str,
-    s: str,
-    hit: list[Fault],
-    pf: list[Fault],
-    standby_ok: bool,
-    fence_s: tuple[Stage, ...],
-    alerts: tuple[str, ...],
-    sf: list[Fault],
-) -> Decision:
+def _board_down(c: _Case) -> Decision:
+    obs, base, p, hit, pf, sf, fence_s, alerts = c.obs, c.base, c.p, c.hit, c.pf, c.sf, c.fence_s, c.alerts
     o = obs.ipcs[p]
     up = _observed_up(o, obs.topology.services)
     steps = tuple(Step(p, "stop", x) for x in stop_order(up & BOARD_SERVICES, obs.topology.after))
-    roles = {**base.roles}
-    if fence_s:
-        roles[s] = Role.FENCED
+    roles = c.roles_with_standby_fenced()
     return replace(
         base,
         action=Action.BOARD_DOWN,
@@ -565,22 +553,10 @@ def _board_down(
     )
 
 
-def _restart(
-    obs: Observation,
-    base: Decision,
-    p: str,
-    s: str,
-    hit: list[Fault],
-    pf: list[Fault],
-    standby_ok: bool,
-    fence_s: tuple[Stage, ...],
-    alerts: tuple[str, ...],
-    sf: list[Fault],
-) -> Decision:
+def _restart(c: _Case) -> Decision:
+    obs, base, p, hit, pf, sf, fence_s, alerts = c.obs, c.base, c.p, c.hit, c.pf, c.sf, c.fence_s, c.alerts
     pol = obs.policy
-    roles = {**base.roles}
-    if fence_s:
-        roles[s] = Role.FENCED
+    roles = c.roles_with_standby_fenced()
     todo = [f for f in hit if pol.restarts.get(f"{p}/{f.what}", 0) < pol.max_restarts]
     if not pol.restart_in_place or not todo:
         why = (

@@ -77,6 +77,26 @@ def kill_and_wait(pid: int, marker: str | None = None, timeout: float = 5.0) -> 
     return False
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of pid (children first found, then theirs)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def _reap(pid: int) -> None:
     # Reap it if it is our child; otherwise PID 1 will (slowly) and a zombie
     # already counts as gone.

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from failover.lab.procs import alive, kill_and_wait
+from failover.lab.procs import alive, descendants, kill_and_wait
 
 SSHD = "/usr/sbin/sshd"  # sshd refuses to run unless started by absolute path
 
@@ -120,8 +120,13 @@ class SshdHost:
         raise RuntimeError(f"sshd for {self.name} not listening on {self.host}:{self.port}")
 
     def stop(self) -> None:
-        if self.pid:
+        """The whole sshd: the listener and every session it forked (killing
+        only the listener leaves established connections working)."""
+        if self.pid and alive(self.pid, self.marker):
+            children = descendants(self.pid)
             kill_and_wait(self.pid, self.marker)
+            for child in children:
+                kill_and_wait(child, timeout=2)
 
     def running(self) -> bool:
         return bool(self.pid and alive(self.pid, self.marker))

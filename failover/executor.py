@@ -1,0 +1,748 @@
+"""SSH executors: the only way the orchestrator acts on an IPC.
+
+- One paramiko Transport per host, reused (keepalive; rebuilt when broken;
+  dropped when opening a channel times out on a live-looking transport).
+- Strict host keys from the inventory's known_hosts (unknown and changed keys
+  refused); key authentication only, never a password prompt.
+- Typed errors naming host and action. Only transient connection-level errors
+  are retried (tenacity: exponential backoff with jitter, bounded attempts and
+  total time). A non-zero exit is never retried; a start/stop whose outcome is
+  unknown is followed by a status check, never blindly repeated.
+- Service operations per platform return only when the service is RUNNING
+  (and its probe answers) or STOPPED, within the service's timeouts.
+- Ordered plans: stages in order; in a stage, hosts in parallel and each
+  host's steps in order; stop at the first failure and report what was done,
+  what was not, and what is unknown. A stage that starts CTI/IVR on a new
+  primary runs only once the old primary is verified fenced.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from failover import platforms
+from failover.inventory import Cluster, Ipc, Service
+from failover.layouts import APP_SERVICES, LABELS
+from failover.rules import Stage, State, Step
+
+log = logging.getLogger("failover.executor")
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+
+class ExecError(Exception):
+    """Base: every error names the host and the action."""
+
+    def __init__(self, host: str, action: str, detail: str) -> None:
+        super().__init__(f"{host}: {action}: {detail}")
+        self.host, self.action, self.detail = host, action, detail
+
+
+class Unreachable(ExecError):
+    """Could not connect (refused, timed out, connection dropped before the
+    command was sent). Transient: retried."""
+
+
+class AuthFailed(ExecError):
+    pass
+
+
+class HostKeyUnknown(ExecError):
+    pass
+
+
+class HostKeyChanged(ExecError):
+    pass
+
+
+class ConfigError(ExecError):
+    """The inventory names something the host does not have (sc.exe 1060), or
+    an argument that cannot be quoted safely."""
+
+
+class AccessDenied(ExecError):
+    pass
+
+
+class CommandFailed(ExecError):
+    def __init__(self, host: str, action: str, detail: str, result: Result | None = None) -> None:
+        super().__init__(host, action, detail)
+        self.result = result
+
+
+class CommandTimedOut(ExecError):
+    pass
+
+
+class OutcomeUnknown(ExecError):
+    """The connection broke after the command was sent: it may or may not have run."""
+
+
+@dataclass(frozen=True)
+class Result:
+    host: str
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration: float
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    total_seconds: float = 15.0
+    initial_backoff: float = 0.2
+    max_backoff: float = 2.0
+
+
+# ---------------------------------------------------------------------------
+# Connections
+# ---------------------------------------------------------------------------
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH-style SHA256 fingerprint."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def known_hosts_name(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+class Connection:
+    """One SSH connection to one IPC, reused across commands."""
+
+    def __init__(self, ipc: Ipc, retry: RetryPolicy) -> None:
+        self.ipc = ipc
+        self.retry = retry
+        self.transport: paramiko.Transport | None = None
+        self.lock = threading.Lock()
+        self.connects = 0  # TCP connections opened (tests and metrics)
+        self.connect_attempts = 0
+
+    @property
+    def name(self) -> str:
+        return self.ipc.name
+
+    def close(self) -> None:
+        with self.lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self.transport is not None:
+            with contextlib.suppress(Exception):
+                self.transport.close()
+        self.transport = None
+
+    def transport_for(self, action: str) -> paramiko.Transport:
+        with self.lock:
+            if self.transport is not None and self.transport.is_active():
+                return self.transport
+            self._drop()
+            for attempt in Retrying(
+                retry=retry_if_exception_type(Unreachable),
+                stop=stop_after_attempt(self.retry.attempts) | stop_after_delay(self.retry.total_seconds),
+                wait=wait_exponential_jitter(
+                    multiplier=self.retry.initial_backoff,
+                    max=self.retry.max_backoff,
+                    jitter=self.retry.initial_backoff,
+                ),
+                reraise=True,
+            ):
+                with attempt:
+                    self.transport = self._connect(action)
+            assert self.transport is not None
+            return self.transport
+
+    def _connect(self, action: str) -> paramiko.Transport:
+        ipc = self.ipc
+        self.connect_attempts += 1
+        try:
+            sock = socket.create_connection((ipc.address, ipc.ssh.port), timeout=ipc.ssh.connect_timeout)
+        except OSError as e:
+            raise Unreachable(
+                self.name, action, f"cannot connect to {ipc.address}:{ipc.ssh.port}: {e}"
+            ) from None
+        # Nagle + delayed ACK stall a pooled channel by ~40 ms per exchange.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        t = paramiko.Transport(sock)
+        t.banner_timeout = t.auth_timeout = ipc.ssh.connect_timeout
+        try:
+            t.start_client(timeout=ipc.ssh.connect_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            t.close()
+            raise Unreachable(
+                self.name, action, f"SSH handshake with {ipc.address}:{ipc.ssh.port} failed: {e}"
+            ) from None
+        self.connects += 1
+        try:
+            self._check_host_key(t, action)
+            self._authenticate(t, action)
+        except BaseException:
+            t.close()
+            raise
+        t.set_keepalive(max(1, int(ipc.ssh.connect_timeout)))
+        return t
+
+    def _check_host_key(self, t: paramiko.Transport, action: str) -> None:
+        ipc = self.ipc
+        server_key = t.get_remote_server_key()
+        name = known_hosts_name(ipc.address, ipc.ssh.port)
+        try:
+            known = paramiko.HostKeys(ipc.ssh.known_hosts)
+        except (OSError, paramiko.SSHException) as e:
+            raise HostKeyUnknown(
+                self.name, action, f"cannot read known_hosts {ipc.ssh.known_hosts}: {e}"
+            ) from None
+        entry = known.lookup(name)
+        if not entry:
+            raise HostKeyUnknown(
+                self.name,
+                action,
+                f"host key of {name} is not in {ipc.ssh.known_hosts} ({server_key.get_name()} "
+                f"{fingerprint(server_key)}); verify it, then `failover hosts trust {self.name}`",
+            )
+        stored = entry.get(server_key.get_name())
+        if stored is None or stored.asbytes() != server_key.asbytes():
+            raise HostKeyChanged(
+                self.name,
+                action,
+                f"HOST KEY CHANGED for {name}: it now presents {server_key.get_name()} "
+                f"{fingerprint(server_key)}, not the key in {ipc.ssh.known_hosts}; refusing to connect "
+                "(possible impersonation, or a reinstalled host)",
+            )
+
+    def _authenticate(self, t: paramiko.Transport, action: str) -> None:
+        ipc = self.ipc
+        try:
+            key = paramiko.PKey.from_path(ipc.ssh.key)
+        except (OSError, paramiko.SSHException, ValueError) as e:
+            raise AuthFailed(self.name, action, f"cannot load private key {ipc.ssh.key}: {e}") from None
+        try:
+            t.auth_publickey(ipc.ssh.user, key)
+        except paramiko.AuthenticationException:
+            raise AuthFailed(
+                self.name, action, f"key {ipc.ssh.key} refused for user {ipc.ssh.user}"
+            ) from None
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise Unreachable(self.name, action, f"connection lost during authentication: {e}") from None
+        if not t.is_authenticated():
+            raise AuthFailed(self.name, action, f"key {ipc.ssh.key} not accepted for {ipc.ssh.user}")
+
+    def open_channel(self, action: str) -> paramiko.Channel:
+        t = self.transport_for(action)
+        try:
+            return t.open_session(timeout=self.ipc.ssh.connect_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            # A transport that looks alive but cannot open a channel (broken
+            # network) is dropped; the command was not sent, so it is safe to
+            # try once more on a fresh connection.
+            with self.lock:
+                if self.transport is t:
+                    self._drop()
+            log.info("dropped connection to %s: %s", self.name, e)
+            t = self.transport_for(action)
+            try:
+                return t.open_session(timeout=self.ipc.ssh.connect_timeout)
+            except (paramiko.SSHException, OSError, EOFError) as e2:
+                with self.lock:
+                    self._drop()
+                raise Unreachable(self.name, action, f"cannot open a channel: {e2}") from None
+
+
+# ---------------------------------------------------------------------------
+# Status, probes, results
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    host: str
+    states: dict[str, State]
+    line: str
+    duration: float
+    healthy: dict[str, bool | None] = field(default_factory=dict)  # probe results
+
+
+@dataclass
+class StepResult:
+    step: Step
+    status: str  # done | failed | unknown | not run
+    detail: str = ""
+    duration: float = 0.0
+
+    def line(self) -> str:
+        what = f"{self.step.op} {LABELS.get(self.step.service, self.step.service)} on {self.step.host}"
+        dur = f" {self.duration:.1f} s" if self.status != "not run" else ""
+        return f"{what}: {self.status}{dur}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass
+class PlanReport:
+    results: list[StepResult]
+    blocked: str = ""  # why the plan stopped early, if it did
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status == "done" for r in self.results) and not self.blocked
+
+    def by_status(self, status: str) -> list[StepResult]:
+        return [r for r in self.results if r.status == status]
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"plan done: {len(self.results)} step(s)"
+        parts = [
+            f"{s}: " + "; ".join(r.line() for r in self.by_status(s))
+            for s in ("done", "failed", "unknown", "not run")
+            if self.by_status(s)
+        ]
+        return (f"plan stopped ({self.blocked}). " if self.blocked else "plan stopped. ") + " | ".join(parts)
+
+
+Progress = Callable[[str], None]
+
+
+# ---------------------------------------------------------------------------
+# The executor
+# ---------------------------------------------------------------------------
+
+
+class Executor:
+    """Runs commands and service operations on the IPCs of one cluster."""
+
+    POLL = 0.25  # sc.exe / systemctl state polling interval
+
+    def __init__(self, cluster: Cluster, retry: RetryPolicy | None = None) -> None:
+        self.cluster = cluster
+        self.retry = retry or RetryPolicy()
+        self.refs = platforms.refs(cluster.services)
+        self._conns = {i.name: Connection(i, self.retry) for i in cluster.ipcs}
+        self._platforms = {i.name: platforms.for_ipc(i) for i in cluster.ipcs}
+
+    def close(self) -> None:
+        for c in self._conns.values():
+            c.close()
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connection(self, host: str) -> Connection:
+        return self._conns[host]
+
+    def platform(self, host: str) -> platforms.Platform:
+        return self._platforms[host]
+
+    # ----- commands -----------------------------------------------------------
+    def run(
+        self, host: str, command: str, timeout: float, action: str = "run command", check: bool = False
+    ) -> Result:
+        """Run one command with a deadline. A non-zero exit is returned (or
+        raised as CommandFailed with check=True), never retried."""
+        chan = self._conns[host].open_channel(action)
+        start = time.monotonic()
+        out, err = bytearray(), bytearray()
+        try:
+            chan.settimeout(0.0)
+            chan.exec_command(command)
+            deadline = start + timeout
+            while True:
+                self._drain(chan, out, err)
+                if chan.exit_status_ready():
+                    break
+                if chan.closed or not chan.get_transport() or not chan.get_transport().is_active():  # type: ignore[union-attr]
+                    raise OutcomeUnknown(
+                        host,
+                        action,
+                        "connection lost while the command ran; it may or may not have taken effect",
+                    )
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise CommandTimedOut(
+                        host, action, f"no answer within {timeout:g} s (`{_short(command)}`)"
+                    )
+                chan.status_event.wait(min(left, 0.05))
+            code = chan.recv_exit_status()
+            # Output can trail the exit status by a packet.
+            end = time.monotonic() + 1.0
+            while not (chan.eof_received and not chan.recv_ready() and not chan.recv_stderr_ready()):
+                self._drain(chan, out, err)
+                if time.monotonic() > end:
+                    break
+                time.sleep(0.001)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            self._conns[host].close()
+            raise OutcomeUnknown(host, action, f"connection lost after sending the command: {e}") from None
+        finally:
+            with contextlib.suppress(Exception):
+                chan.close()
+        res = Result(
+            host,
+            command,
+            code,
+            out.decode(errors="replace"),
+            err.decode(errors="replace"),
+            time.monotonic() - start,
+        )
+        if check and code != 0:
+            raise CommandFailed(host, action, f"exit {code}: {_short(res.stderr or res.stdout)}", res)
+        return res
+
+    @staticmethod
+    def _drain(chan: paramiko.Channel, out: bytearray, err: bytearray) -> None:
+        while chan.recv_ready():
+            out += chan.recv(65536)
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+
+    def run_shell(
+        self, host: str, command: str, timeout: float, action: str = "run command", check: bool = False
+    ) -> Result:
+        """An inventory command (smoke check, probe), wrapped per platform so a
+        command over its deadline is killed on the host where possible."""
+        plat = self.platform(host)
+        res = self.run(host, plat.run_cmd(command, timeout), timeout + 10, action)
+        if isinstance(plat, platforms.Posix) and res.exit_code == 124:
+            raise CommandTimedOut(
+                host, action, f"killed on the host at its deadline of {timeout:g} s (`{_short(command)}`)"
+            )
+        if check and res.exit_code != 0:
+            raise CommandFailed(
+                host, action, f"exit {res.exit_code}: {_short(res.stderr or res.stdout)}", res
+            )
+        return res
+
+    # ----- status -------------------------------------------------------------
+    def status_all(self, host: str) -> HostStatus:
+        """Every service's state in ONE round trip (the monitor's hot path)."""
+        plat = self.platform(host)
+        refs = list(self.refs.values())
+        res = self.run(host, plat.batch_status_cmd(refs), 15, "status of all services")
+        try:
+            states, line = plat.parse_batch(res.stdout, refs)
+        except (ValueError, IndexError) as e:
+            raise CommandFailed(
+                host,
+                "status of all services",
+                f"unreadable status output ({e}): {_short(res.stdout or res.stderr)}",
+                res,
+            ) from None
+        return HostStatus(host, states, line, res.duration)
+
+    def observe(self, host: str) -> HostStatus:
+        """Batched status plus the application probes of the running services."""
+        st = self.status_all(host)
+        running = [s for s, v in st.states.items() if v is State.RUNNING and self._probe_of(s)]
+        healthy: dict[str, bool | None] = {s: None for s in st.states}
+        if running:
+            with ThreadPoolExecutor(max_workers=len(running)) as pool:
+                for s, ok in zip(running, pool.map(lambda s: self.probe(host, s), running), strict=True):
+                    healthy[s] = ok
+        return HostStatus(host, st.states, st.line, st.duration, healthy)
+
+    def _probe_of(self, service: str) -> platforms.ServiceRef | None:
+        svc = self.cluster.services[service]
+        return self.refs[service] if svc.probe is not None else None
+
+    def probe(self, host: str, service: str) -> bool:
+        """The service's application-level probe. TCP probes run from here
+        against the IPC (a hung process accepts TCP but never answers)."""
+        svc = self.cluster.services[service]
+        if svc.probe is None:
+            return True
+        ipc = self.cluster.ipc(host)
+        if svc.probe.tcp is not None:
+            p = svc.probe.tcp
+            port = ipc.probe_ports.get(service, p.port)  # type: ignore[call-overload]
+            return tcp_probe(p.host or ipc.address, port, p.send, p.expect, p.timeout)
+        assert svc.probe.command is not None
+        try:
+            return (
+                self.run_shell(host, svc.probe.command, svc.probe.timeout, f"probe {service}").exit_code == 0
+            )
+        except (CommandTimedOut, OutcomeUnknown):
+            return False
+
+    def service_state(self, host: str, service: str) -> State:
+        return self.status_all(host).states[service]
+
+    # ----- service operations ---------------------------------------------------
+    def start(self, host: str, service: str) -> str:
+        """Start; return when RUNNING and the probe answers (within start_timeout)."""
+        svc = self.cluster.services[service]
+        action = f"start {service}"
+        deadline = time.monotonic() + svc.start_timeout
+        self._service_command(host, service, "start", svc, deadline)
+        self._wait_state(host, service, State.RUNNING, deadline, action)
+        while not self.probe(host, service):
+            if time.monotonic() > deadline:
+                raise CommandFailed(
+                    host,
+                    action,
+                    f"{service} runs but its probe does not answer after {svc.start_timeout:g} s",
+                )
+            time.sleep(self.POLL)
+        return f"{service} running"
+
+    def stop(self, host: str, service: str) -> str:
+        """Stop; return when STOPPED (within stop_timeout)."""
+        svc = self.cluster.services[service]
+        deadline = time.monotonic() + svc.stop_timeout
+        self._service_command(host, service, "stop", svc, deadline)
+        self._wait_state(host, service, State.STOPPED, deadline, f"stop {service}")
+        return f"{service} stopped"
+
+    def restart(self, host: str, service: str) -> str:
+        self.stop(host, service)
+        return self.start(host, service)
+
+    def _service_command(self, host: str, service: str, op: str, svc: Service, deadline: float) -> None:
+        plat, ref = self.platform(host), self.refs[service]
+        action = f"{op} {service}"
+        timeout = max(1.0, deadline - time.monotonic())
+        try:
+            cmd = plat.start_cmd(ref, timeout) if op == "start" else plat.stop_cmd(ref, timeout)
+        except platforms.UnsafeArgument as e:
+            raise ConfigError(host, action, str(e)) from None
+        try:
+            res = self.run(host, cmd, timeout + 5, action)
+        except (OutcomeUnknown, CommandTimedOut) as e:
+            # Never repeat blindly: look at the service's state instead.
+            log.warning("%s; checking %s's state before going on", e, service)
+            return
+        self._interpret(host, service, op, plat, res)
+
+    def _interpret(self, host: str, service: str, op: str, plat: platforms.Platform, res: Result) -> None:
+        action = f"{op} {service}"
+        if res.exit_code == 0:
+            return
+        if isinstance(plat, platforms.Windows) and self.refs[service].name is not None:
+            sc = platforms.parse_sc(res.stdout + res.stderr)
+            code = sc.error if sc.error is not None else res.exit_code
+            if code in (platforms.WIN32_ALREADY_RUNNING, platforms.WIN32_NOT_STARTED):
+                return  # idempotent success
+            if code == platforms.WIN32_NO_SUCH_SERVICE:
+                raise ConfigError(
+                    host,
+                    action,
+                    f"no service named {self.refs[service].name!r} on this host "
+                    "(sc.exe 1060): check the inventory",
+                )
+            if code == platforms.WIN32_ACCESS_DENIED:
+                raise AccessDenied(
+                    host,
+                    action,
+                    "access denied (Win32 error 5): the SSH user needs the right to start and stop services",
+                )
+            msg = platforms.WIN32_MESSAGES.get(code, "failed")
+            raise CommandFailed(host, action, f"sc.exe error {code}: {msg}", res)
+        detail = (res.stderr or res.stdout).strip().splitlines()
+        raise CommandFailed(
+            host, action, f"exit {res.exit_code}: {detail[-1] if detail else 'no output'}", res
+        )
+
+    def _wait_state(self, host: str, service: str, want: State, deadline: float, action: str) -> None:
+        while True:
+            try:
+                state = self.service_state(host, service)
+            except (OutcomeUnknown, CommandTimedOut):
+                state = State.UNKNOWN
+            if state is want:
+                return
+            if time.monotonic() > deadline:
+                raise CommandFailed(
+                    host, action, f"{service} is {state.value}, not {want.value}, at the deadline"
+                )
+            if (
+                want is State.RUNNING
+                and state is State.STOPPED
+                and isinstance(self.platform(host), platforms.Lab)
+            ):
+                # The lab's start returns only once running: STOPPED now means it failed.
+                raise CommandFailed(host, action, f"{service} stopped again right after starting")
+            time.sleep(self.POLL)
+
+    def do(self, step: Step) -> str:
+        return {"start": self.start, "stop": self.stop, "restart": self.restart}[step.op](
+            step.host, step.service
+        )
+
+    # ----- plans ------------------------------------------------------------------
+    def fenced(self, host: str) -> tuple[bool, str]:
+        """Verify over SSH that CTI and IVR are stopped on `host`."""
+        try:
+            st = self.status_all(host)
+        except ExecError as e:
+            return False, f"cannot verify: {e}"
+        up = [s for s in sorted(APP_SERVICES) if st.states.get(s) is not State.STOPPED]
+        if up:
+            return False, f"{', '.join(up)} not stopped on {host}"
+        return True, f"CTI and IVR verified stopped on {host}"
+
+    def execute(
+        self,
+        plan: Sequence[Stage],
+        progress: Progress | None = None,
+        fence_check: Callable[[str], tuple[bool, str]] | None = None,
+    ) -> PlanReport:
+        """Run a plan. fence_check(old) decides whether a gated stage may start
+        CTI/IVR (default: verify over SSH); the agent passes its own, which also
+        accepts "the old primary must have stopped them itself by now"."""
+        say = progress or (lambda _m: None)
+        check = fence_check or self.fenced
+        results = [StepResult(s, "not run") for st in plan for s in st.steps]
+        index = {id(r.step): r for r in results}
+        blocked = ""
+        for st in plan:
+            if blocked:
+                break
+            if st.requires_fenced:
+                ok, why = check(st.requires_fenced)
+                say(f"fencing {st.requires_fenced}: {why}")
+                if not ok:
+                    blocked = f"{st.requires_fenced} not verified fenced: {why}; CTI/IVR not started"
+                    break
+            failed = self._run_stage(st, [index[id(s)] for s in st.steps], say)
+            if failed:
+                blocked = failed
+        return PlanReport(results, blocked)
+
+    def _run_stage(self, st: Stage, results: list[StepResult], say: Progress) -> str:
+        hosts: dict[str, list[StepResult]] = {}
+        for r in results:
+            hosts.setdefault(r.step.host, []).append(r)
+        abort = threading.Event()
+
+        def run_host(rs: list[StepResult]) -> None:
+            for r in rs:
+                if abort.is_set():
+                    return
+                say(f"{r.step.op}ing {LABELS.get(r.step.service, r.step.service)} on {r.step.host} …")
+                t0 = time.monotonic()
+                try:
+                    r.detail = self.do(r.step)
+                    r.status = "done"
+                except (OutcomeUnknown, CommandTimedOut) as e:
+                    r.status, r.detail = "unknown", e.detail
+                except ExecError as e:
+                    r.status, r.detail = "failed", e.detail
+                r.duration = time.monotonic() - t0
+                say(
+                    f"{r.step.op} {LABELS.get(r.step.service, r.step.service)} on {r.step.host}: "
+                    f"{r.status} {r.duration:.1f} s" + ("" if r.status == "done" else f" ({r.detail})")
+                )
+                if r.status != "done":
+                    abort.set()
+                    return
+
+        if len(hosts) == 1:
+            run_host(next(iter(hosts.values())))
+        else:
+            with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+                list(pool.map(run_host, hosts.values()))
+        bad = [r for r in results if r.status in ("failed", "unknown")]
+        return f"stage '{st.title}' failed at: {bad[0].line()}" if bad else ""
+
+    def dry_run(self, plan: Sequence[Stage]) -> list[str]:
+        """The exact commands a plan would run, per host, without connecting."""
+        lines = []
+        for n, st in enumerate(plan, 1):
+            gate = f"  [only once {st.requires_fenced} is verified fenced]" if st.requires_fenced else ""
+            lines.append(f"{n}. {st.title}{gate}")
+            for s in st.steps:
+                svc = self.cluster.services[s.service]
+                timeout = svc.stop_timeout if s.op == "stop" else svc.start_timeout
+                for cmd in self.platform(s.host).describe(s.op, self.refs[s.service], timeout):
+                    lines.append(f"   {s.host}: {cmd}")
+        return lines
+
+
+def tcp_probe(host: str, port: int, send: str, expect: str, timeout: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(send.encode())
+            buf = b""
+            deadline = time.monotonic() + timeout
+            while len(buf) < len(expect) and time.monotonic() < deadline:
+                data = s.recv(256)
+                if not data:
+                    break
+                buf += data
+            return buf.decode(errors="replace").startswith(expect)
+    except OSError:
+        return False
+
+
+def _short(text: str, n: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def trust_host(ipc: Ipc, accept: Callable[[str], bool]) -> str:
+    """First contact with a host key: show its fingerprint, add it to the
+    inventory's known_hosts only if `accept(fingerprint_text)` says so."""
+    name = known_hosts_name(ipc.address, ipc.ssh.port)
+    try:
+        sock = socket.create_connection((ipc.address, ipc.ssh.port), timeout=ipc.ssh.connect_timeout)
+    except OSError as e:
+        raise Unreachable(
+            ipc.name, "trust host key", f"cannot connect to {ipc.address}:{ipc.ssh.port}: {e}"
+        ) from None
+    t = paramiko.Transport(sock)
+    try:
+        t.start_client(timeout=ipc.ssh.connect_timeout)
+        key = t.get_remote_server_key()
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        raise Unreachable(ipc.name, "trust host key", f"SSH handshake failed: {e}") from None
+    finally:
+        t.close()
+    path = Path(ipc.ssh.known_hosts)
+    known = paramiko.HostKeys(str(path)) if path.exists() else paramiko.HostKeys()
+    entry = known.lookup(name)
+    text = f"{name} {key.get_name()} {fingerprint(key)}"
+    if entry and key.get_name() in entry:
+        if entry[key.get_name()].asbytes() == key.asbytes():
+            return f"{ipc.name}: already trusted: {text}"
+        raise HostKeyChanged(
+            ipc.name,
+            "trust host key",
+            f"{name} presents {fingerprint(key)}, which differs from the key in {path}; "
+            "remove the old line by hand after checking why it changed",
+        )
+    if not accept(text):
+        return f"{ipc.name}: not trusted (nothing written)"
+    with path.open("a") as f:
+        f.write(f"{name} {key.get_name()} {key.get_base64()}\n")
+    return f"{ipc.name}: trusted {text} (added to {path})"
+
+
+def hosts_of(cluster: Cluster, names: Iterable[str] | None = None) -> list[str]:
+    return list(names) if names else [i.name for i in cluster.ipcs]

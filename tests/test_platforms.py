@@ -1,0 +1,114 @@
+"""Platform command building and parsing (pure): Windows sc.exe output in its
+real format (CRLF, padded columns, FAILED lines), quoting, batch parsing."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from failover import platforms as pf
+from failover.rules import State
+
+SC_RUNNING = (
+    "\r\nSERVICE_NAME: CTIServer \r\n"
+    "        TYPE               : 10  WIN32_OWN_PROCESS  \r\n"
+    "        STATE              : 4  RUNNING \r\n"
+    "                                (STOPPABLE, NOT_PAUSABLE, ACCEPTS_SHUTDOWN)\r\n"
+    "        WIN32_EXIT_CODE    : 0  (0x0)\r\n"
+    "        SERVICE_EXIT_CODE  : 0  (0x0)\r\n"
+    "        CHECKPOINT         : 0x0\r\n"
+    "        WAIT_HINT          : 0x0\r\n"
+)
+
+
+def sc_state(n: int, name: str) -> str:
+    return SC_RUNNING.replace("STATE              : 4  RUNNING", f"STATE              : {n}  {name}")
+
+
+@pytest.mark.parametrize(
+    ("n", "name", "want"),
+    [
+        (1, "STOPPED", State.STOPPED),
+        (2, "START_PENDING", State.START_PENDING),
+        (3, "STOP_PENDING", State.STOP_PENDING),
+        (4, "RUNNING", State.RUNNING),
+        (7, "PAUSED", State.STOPPED),
+    ],
+)
+def test_parse_sc_states(n: int, name: str, want: State) -> None:
+    r = pf.parse_sc(sc_state(n, name))
+    assert r.state is want and r.error is None
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("[SC] StartService FAILED 1056:\r\n\r\nAn instance of the service is already running.\r\n", 1056),
+        ("[SC] ControlService FAILED 1062:\r\n\r\nThe service has not been started.\r\n", 1062),
+        (
+            "[SC] EnumQueryServicesStatus:OpenService FAILED 1060:\r\n\r\nThe specified service does not "
+            "exist as an installed service.\r\n",
+            1060,
+        ),
+        ("[SC] OpenService FAILED 5:\r\n\r\nAccess is denied.\r\n", 5),
+    ],
+)
+def test_parse_sc_errors(text: str, code: int) -> None:
+    r = pf.parse_sc(text)
+    assert r.error == code and r.state is None
+
+
+def test_sc_start_returns_start_pending() -> None:
+    # sc.exe start returns early: its own output shows START_PENDING.
+    out = sc_state(2, "START_PENDING").replace("SERVICE_NAME", "SERVICE_NAME") + "        PID : 4242\r\n"
+    assert pf.parse_sc(out).state is State.START_PENDING
+
+
+def test_windows_batch_roundtrip() -> None:
+    w = pf.Windows()
+    refs = [
+        pf.ServiceRef("cti", "CTIServer"),
+        pf.ServiceRef("ivr", "IVR Service"),
+        pf.ServiceRef("kcxp", None, "start.cmd", "stop.cmd", "status.cmd"),
+    ]
+    cmd = w.batch_status_cmd(refs)
+    assert cmd.count("sc.exe query") == 2 and '"IVR Service"' in cmd
+    out = (
+        f"{pf.SEP} cti\r\n" + SC_RUNNING + f"{pf.SEP} ivr\r\n"
+        "[SC] EnumQueryServicesStatus:OpenService FAILED 1060:\r\n\r\nnope\r\n"
+        f"{pf.SEP} kcxp\r\n{pf.SEP}rc 3\r\n"
+    )
+    states, _ = w.parse_batch(out, refs)
+    assert states == {"cti": State.RUNNING, "ivr": State.UNKNOWN, "kcxp": State.STOPPED}
+
+
+def test_systemd_batch_roundtrip() -> None:
+    sd = pf.Systemd()
+    refs = [pf.ServiceRef("cti", "cti.service"), pf.ServiceRef("ivr", "ivr.service")]
+    out = f"{pf.SEP} cti\nactive\n{pf.SEP} ivr\ndeactivating\n"
+    assert sd.parse_batch(out, refs)[0] == {"cti": State.RUNNING, "ivr": State.STOP_PENDING}
+    assert sd.run_cmd("echo hi; sleep 1", 3) == "timeout -k 5 3 sh -c 'echo hi; sleep 1'"
+
+
+@pytest.mark.parametrize("bad", ['a"b', "a&b", "a|b", "50%", "a^b", "a<b", "a>b", "a!b", "x\ny"])
+def test_cmd_quoting_refuses_metacharacters(bad: str) -> None:
+    with pytest.raises(pf.UnsafeArgument):
+        pf.quote_cmd(bad)
+
+
+def test_cmd_quoting_accepts_service_names() -> None:
+    assert pf.quote_cmd("Dialogic System Service") == '"Dialogic System Service"'
+
+
+@given(st.text(min_size=1).filter(lambda t: "\0" not in t and "\n" not in t))
+def test_posix_quoting_roundtrips(arg: str) -> None:
+    import shlex
+
+    assert shlex.split(pf.quote_posix(arg)) == [arg]
+
+
+def test_lab_routes_simulator_verbs() -> None:
+    lab = pf.Lab(["/py", "-I", "/simctl.py", "/lab/ipc-a"])
+    assert lab.run_cmd("call inbound", 10) == "/py -I /simctl.py /lab/ipc-a call inbound --timeout 10"
+    assert lab.run_cmd("sleep 1", 2).startswith("timeout -k 5 2 sh -c")
