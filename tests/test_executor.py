@@ -248,7 +248,7 @@ def test_injection_in_service_name_refused_before_connecting(cluster: Cluster) -
     ]
     bad = with_service(cluster.model_copy(update={"ipcs": ipcs}), "cti", service="CTI & del C:\\x")
     with ex.Executor(bad, FAST_RETRY) as e:
-        with pytest.raises(ex.ConfigError, match="cannot be passed safely to cmd.exe"):
+        with pytest.raises(ex.ConfigError, match=r"cannot be passed safely to cmd\.exe"):
             e.stop("ipc-a", "cti")
         assert e.connection("ipc-a").connect_attempts == 0
 
