@@ -343,8 +343,11 @@ class Executor:
         self.refs = platforms.refs(cluster.services)
         self._conns = {i.name: Connection(i, self.retry) for i in cluster.ipcs}
         self._platforms = {i.name: platforms.for_ipc(i) for i in cluster.ipcs}
+        self._sessions: dict[str, _Session] = {}
 
     def close(self) -> None:
+        for h in list(self._sessions):
+            self._close_session(h)
         for c in self._conns.values():
             c.close()
 
@@ -455,6 +458,38 @@ class Executor:
                 res,
             ) from None
         return HostStatus(host, states, line, res.duration)
+
+    def status_fast(self, host: str) -> HostStatus:
+        """Batched status through a long-lived remote session fed over stdin
+        (no sshd session setup nor process start per call), where the platform
+        has one; otherwise, and whenever the session breaks, status_all()."""
+        plat = self.platform(host)
+        if plat.session_cmd() is None:
+            return self.status_all(host)
+        refs = list(self.refs.values())
+        t0 = time.monotonic()
+        try:
+            out = self._session(host).ask(plat.session_status_request(refs), plat.session_answer_done, 10)
+            states, line = plat.parse_batch(out, refs)
+        except (ExecError, ValueError, IndexError) as e:
+            log.info("%s: status session failed (%s); using an exec channel", host, e)
+            self._close_session(host)
+            return self.status_all(host)
+        return HostStatus(host, states, line, time.monotonic() - t0)
+
+    def _session(self, host: str) -> _Session:
+        sess = self._sessions.get(host)
+        if sess is None or not sess.alive():
+            cmd = self.platform(host).session_cmd()
+            assert cmd is not None
+            sess = _Session(host, self._conns[host].open_channel("open status session"), cmd)
+            self._sessions[host] = sess
+        return sess
+
+    def _close_session(self, host: str) -> None:
+        sess = self._sessions.pop(host, None)
+        if sess is not None:
+            sess.close()
 
     def observe(self, host: str) -> HostStatus:
         """Batched status plus the application probes of the running services."""
@@ -682,6 +717,42 @@ class Executor:
                 for cmd in self.platform(s.host).describe(s.op, self.refs[s.service], timeout):
                     lines.append(f"   {s.host}: {cmd}")
         return lines
+
+
+class _Session:
+    """One long-lived remote command fed requests over stdin."""
+
+    def __init__(self, host: str, chan: paramiko.Channel, command: str) -> None:
+        self.host, self.chan = host, chan
+        self.lock = threading.Lock()
+        chan.exec_command(command)
+
+    def alive(self) -> bool:
+        t = self.chan.get_transport()
+        return not self.chan.closed and not self.chan.exit_status_ready() and bool(t and t.is_active())
+
+    def ask(self, request: str, done: Callable[[str], bool], timeout: float) -> str:
+        with self.lock:
+            try:
+                self.chan.sendall(request.encode())
+                buf = b""
+                deadline = time.monotonic() + timeout
+                while not done(buf.decode(errors="replace")):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise CommandTimedOut(self.host, "status session", f"no answer within {timeout:g} s")
+                    self.chan.settimeout(left)
+                    data = self.chan.recv(65536)
+                    if not data:
+                        raise OutcomeUnknown(self.host, "status session", "the session ended")
+                    buf += data
+                return buf.decode(errors="replace")
+            except (OSError, paramiko.SSHException, EOFError) as e:
+                raise OutcomeUnknown(self.host, "status session", str(e)) from None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.chan.close()
 
 
 def tcp_probe(host: str, port: int, send: str, expect: str, timeout: float) -> bool:

@@ -154,6 +154,15 @@ class Posix(Platform):
     def run_cmd(self, command: str, timeout: float) -> str:
         return f"timeout -k 5 {timeout:g} sh -c {quote_posix(command)}"
 
+    def session_cmd(self) -> str | None:
+        return "exec sh"
+
+    def session_status_request(self, services: Sequence[ServiceRef]) -> str:
+        return f"{self.batch_status_cmd(services)}; echo {SEP}end\n"
+
+    def session_answer_done(self, buf: str) -> bool:
+        return buf.endswith(f"{SEP}end\n")
+
 
 class Windows(Platform):
     kind = "windows"
@@ -283,6 +292,15 @@ class Lab(Posix):
 
     def batch_status_cmd(self, services: Sequence[ServiceRef]) -> str:
         return self._cmd("status")  # one call returns every service
+
+    def session_cmd(self) -> str | None:
+        return self._cmd("serve")  # the simulator's own request loop
+
+    def session_status_request(self, services: Sequence[ServiceRef]) -> str:
+        return "status\n"
+
+    def session_answer_done(self, buf: str) -> bool:
+        return buf.endswith("\n")
 
     def parse_batch(self, output: str, services: Sequence[ServiceRef]) -> tuple[dict[str, State], str]:
         data = json.loads(output.strip().splitlines()[-1])

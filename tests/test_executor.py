@@ -273,3 +273,15 @@ def test_trust_host_shows_fingerprint(lab: Lab, cluster: Cluster, tmp_path: Path
     assert "already trusted" in ex.trust_host(ipc, lambda fp: True)
     with ex.Executor(with_ssh(cluster, "ipc-a", known_hosts=str(kh))) as e:
         assert e.run("ipc-a", "true", 10).exit_code == 0
+
+
+def test_status_session_matches_and_recovers(lab: Lab, cluster: Cluster) -> None:
+    with ex.Executor(cluster) as e:
+        assert e.status_fast("ipc-a").states == e.status_all("ipc-a").states
+        sess = e._session("ipc-a")
+        assert e.status_fast("ipc-a").states["cti"] is State.RUNNING
+        assert e._session("ipc-a") is sess  # reused
+        sess.chan.close()  # the session breaks: status falls back, then reopens
+        assert e.status_fast("ipc-a").states["cti"] is State.RUNNING
+        assert e.status_fast("ipc-a").states["cti"] is State.RUNNING
+        assert e._session("ipc-a") is not sess

@@ -6,6 +6,7 @@ call costs milliseconds.
   simctl.py DIR start|stop SERVICE [--timeout S]
   simctl.py DIR fault KIND [SERVICE] [--seconds S]
   simctl.py DIR call inbound|outbound|agent   -> the lab's basic call test
+  simctl.py DIR serve                  -> long-lived: one request per stdin line
 
 Exit codes: 0 done, 1 failed, 2 usage, 3 service manager unreachable.
 """
@@ -32,11 +33,33 @@ def request(ipc_dir: str, req: dict, timeout: float) -> dict:
     return json.loads(buf)
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    ipc_dir, op, rest = argv[0], argv[1], argv[2:]
+def serve(ipc_dir: str) -> int:
+    """A long-lived session: one request per stdin line (the same words as the
+    command line), one JSON answer per line. Saves sshd's per-command session
+    setup and this interpreter's start-up on the monitor's hot path."""
+    import shlex
+
+    for line in sys.stdin:
+        words = shlex.split(line)
+        if not words:
+            continue
+        try:
+            req = build(words[0], words[1:])
+            resp = request(ipc_dir, req, timeout=float(req.get("timeout", 30.0)) + 5)
+        except UsageError as e:
+            resp = {"ok": False, "error": str(e)}
+        except (OSError, ValueError) as e:
+            resp = {"ok": False, "error": f"service manager unreachable: {e}"}
+        sys.stdout.write(json.dumps(resp) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+class UsageError(ValueError):
+    pass
+
+
+def build(op: str, rest: list[str]) -> dict:
     opts: dict = {}
     pos: list[str] = []
     i = 0
@@ -50,21 +73,34 @@ def main(argv: list[str]) -> int:
     req: dict = {"op": op, **opts}
     if op in ("start", "stop"):
         if len(pos) != 1:
-            print(f"usage: simctl DIR {op} SERVICE", file=sys.stderr)
-            return 2
+            raise UsageError(f"usage: simctl DIR {op} SERVICE")
         req["service"] = pos[0]
     elif op == "fault":
         if not pos:
-            print("usage: simctl DIR fault KIND [SERVICE]", file=sys.stderr)
-            return 2
+            raise UsageError("usage: simctl DIR fault KIND [SERVICE]")
         req["kind"] = pos[0]
         if len(pos) > 1:
             req["service"] = pos[1]
     elif op == "call":
         req["kind"] = pos[0] if pos else "inbound"
     elif op != "status":
-        print(f"unknown operation {op!r}", file=sys.stderr)
+        raise UsageError(f"unknown operation {op!r}")
+    return req
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
         return 2
+    ipc_dir, op, rest = argv[0], argv[1], argv[2:]
+    if op == "serve":
+        return serve(ipc_dir)
+    try:
+        req = build(op, rest)
+    except UsageError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    opts = req
     try:
         resp = request(ipc_dir, req, timeout=opts.get("timeout", 30.0) + 5)
     except (OSError, ValueError) as e:
