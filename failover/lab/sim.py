@@ -195,10 +195,15 @@ class Manager:
             if s.pid is None:
                 return {"ok": False, "error": f"{name} is not running"}
             sig = {"kill": signal.SIGKILL, "hang": signal.SIGSTOP, "unhang": signal.SIGCONT}[kind]
-            os.kill(s.pid, sig)
+            pid = s.pid
+            os.kill(pid, sig)
             if kind == "kill":
                 s.proc.wait()  # type: ignore[union-attr]
                 self.reap()
+            else:
+                # Signals are asynchronous: answer only once the kernel shows the
+                # process stopped (or running again), so observers agree.
+                _wait_proc_state(pid, stopped=kind == "hang")
         elif kind == "fail-start":
             s.fail_next_start = True
         elif kind == "slow-start":
@@ -259,6 +264,19 @@ class Manager:
                     with contextlib.suppress(ProcessLookupError):
                         s.proc.send_signal(sig)
                 s.proc.wait()
+
+
+def _wait_proc_state(pid: int, stopped: bool, timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return
+        if (state in ("T", "t")) == stopped:
+            return
+        time.sleep(0.002)
 
 
 def _probe(host: str, port: int, timeout: float = 0.5) -> bool:
