@@ -58,7 +58,5 @@ def table(rows: list[tuple[str, dict[str, float]]]) -> str:
     w = max(len(r[0]) for r in rows)
     lines = [f"{'measurement':<{w}}  {'n':>4}  {'p50 ms':>8}  {'p95 ms':>8}  {'max ms':>8}"]
     for name, s in rows:
-        lines.append(
-            f"{name:<{w}}  {s['n']:>4}  {s['p50_ms']:>8.2f}  {s['p95_ms']:>8.2f}  {s['max_ms']:>8.2f}"
-        )
+        lines.append(f"{name:<{w}}  {s['n']:>4}  {s['p50_ms']:>8.2f}  {s['p95_ms']:>8.2f}  {s['max_ms']:>8.2f}")
     return "\n".join(lines)

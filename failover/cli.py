@@ -91,8 +91,7 @@ def inventory_check(file: str, as_json: bool) -> None:
     "faults",
     multiple=True,
     metavar="KIND@IPC",
-    help="A fault: cti, ivr, driver, line, kcxp, kcbp, kcxp-replica, kcbp-replica, fax "
-    "or host, at an IPC. Repeatable.",
+    help="A fault: cti, ivr, driver, line, kcxp, kcbp, kcxp-replica, kcbp-replica, fax or host, at an IPC. Repeatable.",
 )
 @click.option("--paused", is_flag=True, help="As if automation were paused.")
 @click.option("--standby-down", is_flag=True, help="As if the standby were ineligible.")
@@ -122,6 +121,37 @@ def explain_cmd(
         click.echo(ex.render(c, d, faults))
 
 
+# ----- agent --------------------------------------------------------------------
+@main.command("agent")
+@inventory_option
+@click.option("--ipc", required=True, help="The IPC this agent manages.")
+@click.option(
+    "--state-dir",
+    default="/var/lib/failover",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the agent keeps its ZooKeeper session (for reattach after a restart).",
+)
+@click.option("--log-level", default="WARNING", show_default=True)
+def agent_cmd(inventory_path: str, ipc: str, state_dir: str, log_level: str) -> None:
+    """Run the agent for one IPC (one per IPC). Prints one JSON line per decision
+    (what it decided and why). Stopping it does not touch the IPC's services."""
+    import logging
+
+    from failover import agent as agent_mod
+
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    inv = load_inventory(inventory_path)
+    try:
+        cluster, _ = inv.find_ipc(ipc)
+    except inv_mod.InventoryError as e:
+        click.echo(str(e), err=True)
+        sys.exit(EXIT_USAGE)
+    sys.exit(agent_mod.main_loop(cluster, ipc, Path(state_dir)))
+
+
 # ----- hosts --------------------------------------------------------------------
 @main.group("hosts")
 def hosts_group() -> None:
@@ -131,9 +161,7 @@ def hosts_group() -> None:
 @hosts_group.command("trust")
 @inventory_option
 @click.argument("ipc")
-@click.option(
-    "--yes", is_flag=True, help="Trust without asking (only after checking the fingerprint out of band)."
-)
+@click.option("--yes", is_flag=True, help="Trust without asking (only after checking the fingerprint out of band).")
 def hosts_trust(inventory_path: str, ipc: str, yes: bool) -> None:
     """First contact with IPC's SSH host key: show its fingerprint and add it to
     the inventory's known_hosts once confirmed. A changed key is refused."""
@@ -148,9 +176,7 @@ def hosts_trust(inventory_path: str, ipc: str, yes: bool) -> None:
 
     def accept(text: str) -> bool:
         click.echo(f"{ipc} presents: {text}")
-        return yes or click.confirm(
-            "Is this the right fingerprint (checked on the IPC's console)?", default=False
-        )
+        return yes or click.confirm("Is this the right fingerprint (checked on the IPC's console)?", default=False)
 
     try:
         click.echo(ex.trust_host(i, accept))
@@ -185,9 +211,7 @@ def hosts_check(inventory_path: str, cluster: str | None, as_json: bool) -> None
                         "reachable": True,
                         "line": st.line,
                         "seconds": round(st.duration, 3),
-                        "services": {
-                            k: {"state": v.value, "probe": st.healthy.get(k)} for k, v in st.states.items()
-                        },
+                        "services": {k: {"state": v.value, "probe": st.healthy.get(k)} for k, v in st.states.items()},
                     }
                 except ex.ExecError as err:
                     failed = True

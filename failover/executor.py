@@ -184,9 +184,7 @@ class Connection:
         try:
             sock = socket.create_connection((ipc.address, ipc.ssh.port), timeout=ipc.ssh.connect_timeout)
         except OSError as e:
-            raise Unreachable(
-                self.name, action, f"cannot connect to {ipc.address}:{ipc.ssh.port}: {e}"
-            ) from None
+            raise Unreachable(self.name, action, f"cannot connect to {ipc.address}:{ipc.ssh.port}: {e}") from None
         # Nagle + delayed ACK stall a pooled channel by ~40 ms per exchange.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         t = paramiko.Transport(sock)
@@ -215,9 +213,7 @@ class Connection:
         try:
             known = paramiko.HostKeys(ipc.ssh.known_hosts)
         except (OSError, paramiko.SSHException) as e:
-            raise HostKeyUnknown(
-                self.name, action, f"cannot read known_hosts {ipc.ssh.known_hosts}: {e}"
-            ) from None
+            raise HostKeyUnknown(self.name, action, f"cannot read known_hosts {ipc.ssh.known_hosts}: {e}") from None
         entry = known.lookup(name)
         if not entry:
             raise HostKeyUnknown(
@@ -245,9 +241,7 @@ class Connection:
         try:
             t.auth_publickey(ipc.ssh.user, key)
         except paramiko.AuthenticationException:
-            raise AuthFailed(
-                self.name, action, f"key {ipc.ssh.key} refused for user {ipc.ssh.user}"
-            ) from None
+            raise AuthFailed(self.name, action, f"key {ipc.ssh.key} refused for user {ipc.ssh.user}") from None
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise Unreachable(self.name, action, f"connection lost during authentication: {e}") from None
         if not t.is_authenticated():
@@ -364,9 +358,7 @@ class Executor:
         return self._platforms[host]
 
     # ----- commands -----------------------------------------------------------
-    def run(
-        self, host: str, command: str, timeout: float, action: str = "run command", check: bool = False
-    ) -> Result:
+    def run(self, host: str, command: str, timeout: float, action: str = "run command", check: bool = False) -> Result:
         """Run one command with a deadline. A non-zero exit is returned (or
         raised as CommandFailed with check=True), never retried."""
         chan = self._conns[host].open_channel(action)
@@ -388,9 +380,7 @@ class Executor:
                     )
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise CommandTimedOut(
-                        host, action, f"no answer within {timeout:g} s (`{_short(command)}`)"
-                    )
+                    raise CommandTimedOut(host, action, f"no answer within {timeout:g} s (`{_short(command)}`)")
                 chan.status_event.wait(min(left, 0.05))
             code = chan.recv_exit_status()
             # Output can trail the exit status by a packet.
@@ -437,9 +427,7 @@ class Executor:
                 host, action, f"killed on the host at its deadline of {timeout:g} s (`{_short(command)}`)"
             )
         if check and res.exit_code != 0:
-            raise CommandFailed(
-                host, action, f"exit {res.exit_code}: {_short(res.stderr or res.stdout)}", res
-            )
+            raise CommandFailed(host, action, f"exit {res.exit_code}: {_short(res.stderr or res.stdout)}", res)
         return res
 
     # ----- status -------------------------------------------------------------
@@ -519,9 +507,7 @@ class Executor:
             return tcp_probe(p.host or ipc.address, port, p.send, p.expect, p.timeout)
         assert svc.probe.command is not None
         try:
-            return (
-                self.run_shell(host, svc.probe.command, svc.probe.timeout, f"probe {service}").exit_code == 0
-            )
+            return self.run_shell(host, svc.probe.command, svc.probe.timeout, f"probe {service}").exit_code == 0
         except (CommandTimedOut, OutcomeUnknown):
             return False
 
@@ -587,8 +573,7 @@ class Executor:
                 raise ConfigError(
                     host,
                     action,
-                    f"no service named {self.refs[service].name!r} on this host "
-                    "(sc.exe 1060): check the inventory",
+                    f"no service named {self.refs[service].name!r} on this host (sc.exe 1060): check the inventory",
                 )
             if code == platforms.WIN32_ACCESS_DENIED:
                 raise AccessDenied(
@@ -599,9 +584,7 @@ class Executor:
             msg = platforms.WIN32_MESSAGES.get(code, "failed")
             raise CommandFailed(host, action, f"sc.exe error {code}: {msg}", res)
         detail = (res.stderr or res.stdout).strip().splitlines()
-        raise CommandFailed(
-            host, action, f"exit {res.exit_code}: {detail[-1] if detail else 'no output'}", res
-        )
+        raise CommandFailed(host, action, f"exit {res.exit_code}: {detail[-1] if detail else 'no output'}", res)
 
     def _wait_state(self, host: str, service: str, want: State, deadline: float, action: str) -> None:
         while True:
@@ -612,22 +595,14 @@ class Executor:
             if state is want:
                 return
             if time.monotonic() > deadline:
-                raise CommandFailed(
-                    host, action, f"{service} is {state.value}, not {want.value}, at the deadline"
-                )
-            if (
-                want is State.RUNNING
-                and state is State.STOPPED
-                and isinstance(self.platform(host), platforms.Lab)
-            ):
+                raise CommandFailed(host, action, f"{service} is {state.value}, not {want.value}, at the deadline")
+            if want is State.RUNNING and state is State.STOPPED and isinstance(self.platform(host), platforms.Lab):
                 # The lab's start returns only once running: STOPPED now means it failed.
                 raise CommandFailed(host, action, f"{service} stopped again right after starting")
             time.sleep(self.POLL)
 
     def do(self, step: Step) -> str:
-        return {"start": self.start, "stop": self.stop, "restart": self.restart}[step.op](
-            step.host, step.service
-        )
+        return {"start": self.start, "stop": self.stop, "restart": self.restart}[step.op](step.host, step.service)
 
     # ----- plans ------------------------------------------------------------------
     def fenced(self, host: str) -> tuple[bool, str]:
@@ -784,9 +759,7 @@ def trust_host(ipc: Ipc, accept: Callable[[str], bool]) -> str:
     try:
         sock = socket.create_connection((ipc.address, ipc.ssh.port), timeout=ipc.ssh.connect_timeout)
     except OSError as e:
-        raise Unreachable(
-            ipc.name, "trust host key", f"cannot connect to {ipc.address}:{ipc.ssh.port}: {e}"
-        ) from None
+        raise Unreachable(ipc.name, "trust host key", f"cannot connect to {ipc.address}:{ipc.ssh.port}: {e}") from None
     t = paramiko.Transport(sock)
     try:
         t.start_client(timeout=ipc.ssh.connect_timeout)

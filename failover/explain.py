@@ -44,9 +44,7 @@ def parse_faults(specs: Iterable[str], cluster: Cluster) -> list[FaultSpec]:
         if what not in FAULT_KINDS:
             raise FaultSpecError(f"fault {spec!r}: unknown kind {what!r}; one of: {', '.join(FAULT_KINDS)}")
         if ipc not in names:
-            raise FaultSpecError(
-                f"fault {spec!r}: unknown IPC {ipc!r}; cluster {cluster.name} has {', '.join(names)}"
-            )
+            raise FaultSpecError(f"fault {spec!r}: unknown IPC {ipc!r}; cluster {cluster.name} has {', '.join(names)}")
         out.append(FaultSpec(what, ipc))
     return out
 
@@ -197,8 +195,6 @@ def render(cluster: Cluster, d: Decision, fault_specs: Iterable[str] = ()) -> st
     return "\n".join(lines)
 
 
-def explain(
-    cluster: Cluster, fault_specs: Iterable[str], paused: bool = False, standby_down: bool = False
-) -> Decision:
+def explain(cluster: Cluster, fault_specs: Iterable[str], paused: bool = False, standby_down: bool = False) -> Decision:
     faults = parse_faults(fault_specs, cluster)
     return decide(hypothetical(cluster, faults, paused, standby_down))

@@ -147,9 +147,7 @@ class ZkAuth(_Model):
 
 
 class ZooKeeper(_Model):
-    hosts: Annotated[
-        list[Annotated[str, Field(pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")]], Field(min_length=1)
-    ]
+    hosts: Annotated[list[Annotated[str, Field(pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")]], Field(min_length=1)]
     path: Annotated[str, Field(pattern=r"^(/[A-Za-z0-9_.\-]+)+$")]
     auth: ZkAuth | None = None
 
@@ -220,9 +218,7 @@ class Inventory(_Model):
         for c in self.clusters:
             if c.name == name:
                 return c
-        raise InventoryError(
-            [f"no cluster named {name!r} (have: {', '.join(c.name for c in self.clusters)})"]
-        )
+        raise InventoryError([f"no cluster named {name!r} (have: {', '.join(c.name for c in self.clusters)})"])
 
     def find_ipc(self, name: str) -> tuple[Cluster, Ipc]:
         for c in self.clusters:

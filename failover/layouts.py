@@ -77,11 +77,7 @@ def running_set(
     services the cluster defines. board_down: the plan's rule 1 variant, with
     the board's services (driver, fax) stopped and everything else unchanged."""
     defined = frozenset(defined)
-    base = (
-        frozenset(overrides[layout.value])
-        if overrides and layout.value in overrides
-        else (DEFAULT_LAYOUTS[layout])
-    )
+    base = frozenset(overrides[layout.value]) if overrides and layout.value in overrides else (DEFAULT_LAYOUTS[layout])
     run = set(base & defined)
     if "driver" in run and "fax" in defined:
         run.add("fax")

@@ -343,9 +343,7 @@ def refs(services: Mapping[str, object]) -> dict[str, ServiceRef]:
     for logical, svc in services.items():
         assert isinstance(svc, Service)
         if svc.commands is not None:
-            out[logical] = ServiceRef(
-                logical, None, svc.commands.start, svc.commands.stop, svc.commands.status
-            )
+            out[logical] = ServiceRef(logical, None, svc.commands.start, svc.commands.stop, svc.commands.status)
         else:
             out[logical] = ServiceRef(logical, svc.service)
     return out

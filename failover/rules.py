@@ -242,11 +242,7 @@ def faults_of(obs: Observation, ipc: str) -> list[Fault]:
     for svc in start_order(expected, obs.topology.after):
         s = o.services.get(svc, ServiceObs(State.UNKNOWN, None, n))
         if not s.ok and s.failures >= n:
-            why = (
-                "not answering its probe"
-                if s.state is State.RUNNING
-                else s.state.value.lower().replace("_", " ")
-            )
+            why = "not answering its probe" if s.state is State.RUNNING else s.state.value.lower().replace("_", " ")
             out.append(Fault(ipc, CLASS_OF[svc], svc, why))
     line_bad = "driver" in expected and o.line != "up" and o.line_failures >= n
     if line_bad and not any(f.what == "driver" for f in out):
@@ -571,8 +567,7 @@ def _restart(c: _Case) -> Decision:
             roles=roles,
             plan=fence_s,
             alerts=(*alerts, f"{_names(hit)} keeps failing on {p}"),
-            reason=f"{_names(hit)} on primary {p}: {why}; the plan names no "
-            f"failover for it, so holding and alerting.",
+            reason=f"{_names(hit)} on primary {p}: {why}; the plan names no failover for it, so holding and alerting.",
         )
     steps = tuple(Step(p, "restart", f.what) for f in todo)
     return replace(
@@ -614,9 +609,7 @@ def _converge(obs: Observation, base: Decision) -> Decision:
         unreachable = [i for i in topo.ipcs if not obs.ipcs[i].reachable]
         if unreachable:
             n = obs.policy.failures_before_fault
-            what = ", ".join(
-                f"{i} ({obs.ipcs[i].unreachable_count} of {n} failed checks)" for i in unreachable
-            )
+            what = ", ".join(f"{i} ({obs.ipcs[i].unreachable_count} of {n} failed checks)" for i in unreachable)
             return replace(
                 base,
                 reason=f"Cannot reach {what}: not yet a fault, nothing to do "
@@ -624,12 +617,9 @@ def _converge(obs: Observation, base: Decision) -> Decision:
             )
         return replace(
             base,
-            reason=f"All services match their roles (primary {obs.primary}, "
-            f"epoch {obs.epoch}); nothing to do.",
+            reason=f"All services match their roles (primary {obs.primary}, epoch {obs.epoch}); nothing to do.",
         )
-    what = "; ".join(
-        f"{st.steps[0].host}: " + ", ".join(f"{s.op} {s.service}" for s in st.steps) for st in stages
-    )
+    what = "; ".join(f"{st.steps[0].host}: " + ", ".join(f"{s.op} {s.service}" for s in st.steps) for st in stages)
     return replace(
         base,
         action=Action.CONVERGE,
@@ -639,13 +629,10 @@ def _converge(obs: Observation, base: Decision) -> Decision:
 
 
 def _still_settling(obs: Observation, ipc: str, st: Step) -> bool:
+    """Hysteresis: a service counting failures (1 .. N-1) is left alone until the
+    fault is declared (or it recovers); it is neither started nor restarted."""
     s = obs.ipcs[ipc].services.get(st.service)
-    return bool(
-        st.op in ("start", "restart")
-        and s
-        and s.state is not State.STOPPED
-        and s.failures < obs.policy.failures_before_fault
-    )
+    return bool(st.op in ("start", "restart") and s and 0 < s.failures < obs.policy.failures_before_fault)
 
 
 def _bootstrap(obs: Observation, base: Decision) -> Decision:
@@ -723,9 +710,7 @@ def end_state(obs: Observation, d: Decision) -> dict[str, frozenset[str]]:
 
 def capacity_after(topo: Topology, d: Decision) -> cap.Capacity:
     """Capacity once the decision's roles and layouts are in place."""
-    boards = [
-        i for i in topo.ipcs if "driver" in topo.expected(i, d.roles.get(i, Role.FENCED), i in d.board_down)
-    ]
+    boards = [i for i in topo.ipcs if "driver" in topo.expected(i, d.roles.get(i, Role.FENCED), i in d.board_down)]
     serving = d.primary is not None and d.roles.get(d.primary) is Role.PRIMARY
     return cap.compute(topo.channels, topo.fax_channels, boards, serving)
 

@@ -27,8 +27,7 @@ def cluster(lab: Lab) -> Cluster:
 
 def with_ssh(cluster: Cluster, ipc: str, **changes: object) -> Cluster:
     ipcs = [
-        i.model_copy(update={"ssh": i.ssh.model_copy(update=changes)}) if i.name == ipc else i
-        for i in cluster.ipcs
+        i.model_copy(update={"ssh": i.ssh.model_copy(update=changes)}) if i.name == ipc else i for i in cluster.ipcs
     ]
     return cluster.model_copy(update={"ipcs": ipcs})
 
@@ -243,8 +242,7 @@ def test_injection_in_service_name_refused_before_connecting(cluster: Cluster) -
     # A Windows IPC whose inventory was altered after validation: the executor
     # still refuses to build the command, and nothing is contacted.
     ipcs = [
-        i.model_copy(update={"platform": "windows", "lab": None, "address": "198.18.255.254"})
-        for i in cluster.ipcs
+        i.model_copy(update={"platform": "windows", "lab": None, "address": "198.18.255.254"}) for i in cluster.ipcs
     ]
     bad = with_service(cluster.model_copy(update={"ipcs": ipcs}), "cti", service="CTI & del C:\\x")
     with ex.Executor(bad, FAST_RETRY) as e:

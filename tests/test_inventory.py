@@ -104,10 +104,8 @@ BAD = [
     (
         "bad platform",
         (
-            "        platform: systemd\n        ssh: {user: root, key: k/id, known_hosts: k/kh}\n"
-            "        channels: 30",
-            "        platform: solaris\n        ssh: {user: root, key: k/id, known_hosts: k/kh}\n"
-            "        channels: 30",
+            "        platform: systemd\n        ssh: {user: root, key: k/id, known_hosts: k/kh}\n        channels: 30",
+            "        platform: solaris\n        ssh: {user: root, key: k/id, known_hosts: k/kh}\n        channels: 30",
         ),
         14,
         "'windows', 'systemd' or 'lab'",

@@ -196,10 +196,7 @@ def test_no_automatic_failback() -> None:
     ipcs = {
         i: IpcObs(
             r,
-            {
-                s: ServiceObs(State.RUNNING if s in TOPO.expected(i, r) else State.STOPPED)
-                for s in TOPO.services
-            },
+            {s: ServiceObs(State.RUNNING if s in TOPO.expected(i, r) else State.STOPPED) for s in TOPO.services},
         )
         for i, r in roles.items()
     }
@@ -296,10 +293,7 @@ def near_healthy(draw: st.DrawFn) -> Observation:
     for name in TOPO.ipcs:
         role = Role.PRIMARY if name == primary else draw(st.sampled_from([Role.STANDBY] * 3 + [Role.FENCED]))
         run = TOPO.expected(name, role)
-        svcs = {
-            s: ServiceObs(State.RUNNING, True) if s in run else ServiceObs(State.STOPPED)
-            for s in TOPO.services
-        }
+        svcs = {s: ServiceObs(State.RUNNING, True) if s in run else ServiceObs(State.STOPPED) for s in TOPO.services}
         reachable, unreach, line, lf = True, 0, "up", 0
         for _ in range(draw(st.integers(0, 2))):
             kind = draw(st.sampled_from(["svc", "svc", "svc", "host", "line"]))
@@ -309,9 +303,7 @@ def near_healthy(draw: st.DrawFn) -> Observation:
                 reachable, unreach = False, draw(st.integers(0, 3))
             else:
                 line, lf = draw(st.sampled_from(["alarm", "down"])), draw(st.integers(0, 3))
-        ipcs[name] = IpcObs(
-            role, svcs, reachable=reachable, unreachable_count=unreach, line=line, line_failures=lf
-        )
+        ipcs[name] = IpcObs(role, svcs, reachable=reachable, unreachable_count=unreach, line=line, line_failures=lf)
     pol = Policy(
         mode=draw(st.sampled_from(["automatic"] * 4 + ["manual"])),
         paused=draw(st.sampled_from([False] * 4 + [True])),
@@ -418,9 +410,7 @@ def test_board_fault_only_stops_the_board(obs: Observation) -> None:
 @PROPS
 @given(observations())
 def test_deterministic(obs: Observation) -> None:
-    rev = Observation(
-        obs.topology, dict(reversed(list(obs.ipcs.items()))), obs.primary, obs.epoch, obs.policy
-    )
+    rev = Observation(obs.topology, dict(reversed(list(obs.ipcs.items()))), obs.primary, obs.epoch, obs.policy)
     assert decide(obs) == decide(obs) == decide(rev)
 
 

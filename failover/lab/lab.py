@@ -270,7 +270,10 @@ class Lab:
             first = ipcs[0]
             services: dict[str, dict] = {}
             for s in SERVICES:
-                svc: dict = {"service": s, "start_timeout": 10, "stop_timeout": 10}
+                # Lab services stop in milliseconds; a short stop timeout for CTI/IVR
+                # keeps the fence grace (docs/agent.md) short.
+                stop = 2 if s in ("cti", "ivr") else 10
+                svc: dict = {"service": s, "start_timeout": 10, "stop_timeout": stop}
                 if s in PROBED:
                     svc["probe"] = {
                         "tcp": {
@@ -471,9 +474,7 @@ class Lab:
                     self.fault(ipc_name, "unhang", s)
             simctl.request(ipc.dir, {"op": "fault", "kind": "clear"}, timeout=10)
             return f"{ipc.name}: faults cleared (services left as they are)"
-        raise LabError(
-            f"unknown fault {kind!r}; one of: " + ", ".join(SERVICE_FAULTS + IPC_FAULTS + HOST_FAULTS)
-        )
+        raise LabError(f"unknown fault {kind!r}; one of: " + ", ".join(SERVICE_FAULTS + IPC_FAULTS + HOST_FAULTS))
 
     # ----- down ------------------------------------------------------------
     def down(self, remove: bool = True) -> list[int]:

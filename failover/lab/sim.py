@@ -87,8 +87,7 @@ class Manager:
             "ipc": self.ipc,
             "line": self.line_status(),
             "services": {
-                n: {"state": s.state, "pid": s.pid, "last_exit": s.last_exit}
-                for n, s in self.services.items()
+                n: {"state": s.state, "pid": s.pid, "last_exit": s.last_exit} for n, s in self.services.items()
             },
         }
 

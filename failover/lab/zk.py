@@ -16,9 +16,7 @@ from failover.lab.procs import alive, kill_and_wait
 JARS = Path("/usr/share/java")
 # zookeeper.jar's manifest pulls in jute, netty, jackson...; a logging backend is
 # needed, and netty-codec when the Netty connection factory is used.
-CLASSPATH = ":".join(
-    str(JARS / j) for j in ("zookeeper.jar", "slf4j-log4j12.jar", "log4j-1.2.jar", "netty-codec.jar")
-)
+CLASSPATH = ":".join(str(JARS / j) for j in ("zookeeper.jar", "slf4j-log4j12.jar", "log4j-1.2.jar", "netty-codec.jar"))
 JVM_OPTS = ["-Xms32m", "-Xmx64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
 MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 TICK_MS = 500

@@ -1,0 +1,781 @@
+"""The agent: one per IPC. Each cycle it observes its IPC (one batched status
+over SSH plus the application probes), reads the cluster's records in
+ZooKeeper, asks the rules what to do, does the part that is its own, and ends
+with one sentence saying what it decided and why.
+
+Election (docs/agent.md):
+- The primary is the agent holding the ephemeral znode P/leader. The persistent
+  record P/cluster names the primary, the roles and the epoch; it is only ever
+  changed with a conditional write, and the epoch (the fencing token) is bumped
+  on every change of primary.
+- An agent stops acting as primary the moment it cannot confirm, this cycle,
+  that it still owns P/leader through a connected session (kazoo keeps running
+  an Election holder while SUSPENDED: we never rely on that). It stops CTI/IVR
+  on its IPC when it has had no contact with ZooKeeper for `self_fence_after`
+  seconds (default: half the session timeout).
+- A standby takes over only once P/leader is gone *and* the old primary is
+  fenced: it handed the role over after stopping everything; or its CTI and IVR
+  are stopped (by this agent, over SSH) and verified; or, unreachable by SSH,
+  it must have stopped them itself: `fence_grace` seconds after its session
+  expired (see docs/agent.md for the timing argument).
+- Reattach: the agent saves its ZooKeeper session id; restarted within the
+  session timeout it resumes the same session, so P/leader never disappears
+  and nothing is started or stopped.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from kazoo.client import KazooState
+
+from failover import executor as exe
+from failover import monitor, zkstore
+from failover.inventory import Cluster
+from failover.layouts import APP_SERVICES, LABELS, stop_order
+from failover.rules import (
+    Action,
+    Decision,
+    IpcObs,
+    Observation,
+    Policy,
+    Role,
+    Stage,
+    Step,
+    Topology,
+    converge_steps,
+    decide,
+    faults_of,
+)
+
+log = logging.getLogger("failover.agent")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The agent's timing, derived from the inventory (docs/agent.md)."""
+
+    interval: float  # monitor interval I
+    session: float  # ZooKeeper session timeout S
+    self_fence_after: float  # D: no ZooKeeper contact for this long -> stop CTI/IVR here
+    stop_budget: float  # B: the longest CTI + IVR stop may take
+    fence_grace: float  # G: wait after taking P/leader before promoting without SSH proof
+    bootstrap_grace: float  # the non-preferred IPC waits this long before bootstrapping
+
+    @classmethod
+    def of(cls, c: Cluster) -> Timing:
+        s, i = c.timings.session_timeout, c.timings.monitor_interval
+        d = s / 2
+        b = sum(c.services[x].stop_timeout for x in APP_SERVICES if x in c.services)
+        # The old primary stops CTI/IVR by (last contact) + D + I + B; its session
+        # expires no earlier than (last contact) + S, and we took P/leader after
+        # that. Waiting G more covers the difference, plus a margin.
+        g = max(0.0, d + i + b - s) + 0.5
+        return cls(i, s, d, b, g, 2 * s)
+
+
+@dataclass
+class Memory:
+    """What the agent remembers between cycles (all in this process)."""
+
+    obs: IpcObs | None = None
+    first_failure: dict[str, float] = field(default_factory=dict)  # service -> wall time
+    last_zk_ok: float = field(default_factory=time.monotonic)
+    leader: bool = False  # confirmed owner of P/leader at the last successful read
+    self_fenced: bool = False
+    takeover_started: float | None = None  # monotonic, while waiting for fence_grace
+    restarts: dict[str, list[float]] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    sentence: str = ""
+    last_logged: tuple[str, float] = ("", 0.0)
+    fence_failures: int = 0
+
+
+class Agent:
+    def __init__(self, cluster: Cluster, ipc: str, state_dir: Path, out: TextIO | None = None) -> None:
+        self.c = cluster
+        self.me = ipc
+        self.peer = cluster.peer(ipc).name
+        self.topo = Topology.from_cluster(cluster)
+        self.t = Timing.of(cluster)
+        self.n = cluster.timings.failures_before_fault
+        self.ex = exe.Executor(
+            cluster, exe.RetryPolicy(attempts=2, total_seconds=2, initial_backoff=0.1, max_backoff=0.5)
+        )
+        self.state_dir = state_dir
+        self.out = out or sys.stdout
+        self.mem = Memory()
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.zk = None
+        self.store: zkstore.Store | None = None
+        self.session_id: int | None = None
+        self._watching = False
+        self.host = socket.gethostname()
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def session_file(self) -> Path:
+        return self.state_dir / f"{self.c.name}-{self.me}.session"
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        client_id = self._saved_session()
+        self.zk = zkstore.connect(self.c, client_id=client_id)
+        self.zk.add_listener(self._on_state)
+        self.store = zkstore.Store(self.zk, self.c.zookeeper.path)
+        self.zk.start_async()
+
+    def _saved_session(self) -> tuple[int, bytes] | None:
+        try:
+            data = json.loads(self.session_file.read_text())
+            return int(data["id"]), base64.b64decode(data["password"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _save_session(self) -> None:
+        assert self.zk is not None
+        cid = self.zk.client_id
+        if not cid or cid[0] == self.session_id:
+            return
+        self.session_id = cid[0]
+        tmp = self.session_file.with_suffix(".tmp")
+        # The session password lets a restarted agent resume this session: 0600.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"id": cid[0], "password": base64.b64encode(cid[1]).decode()}, f)
+        tmp.replace(self.session_file)
+
+    def _on_state(self, state: KazooState) -> None:
+        # Listener callbacks must not block: note it and wake the loop.
+        if state != KazooState.CONNECTED:
+            self.mem.leader = False  # stop acting as primary at once
+        self.wake.set()
+
+    def _on_leader_change(self, *_: Any) -> bool:
+        self.wake.set()
+        return not self.stop_event.is_set()
+
+    def run(self) -> None:
+        self.start()
+        try:
+            while not self.stop_event.is_set():
+                t0 = time.monotonic()
+                try:
+                    sentence = self.cycle()
+                except Exception as e:  # the loop must survive anything
+                    log.exception("cycle failed")
+                    sentence = f"Cycle failed ({type(e).__name__}: {e}); retrying next cycle."
+                self.say(sentence)
+                self.wake.wait(max(0.0, self.t.interval - (time.monotonic() - t0)))
+                self.wake.clear()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        # Deliberately no zk.stop(): closing the session would delete P/leader
+        # and hand the role over; a restarted agent resumes the session instead.
+        self.ex.close()
+
+    def say(self, sentence: str, **extra: Any) -> None:
+        self.mem.sentence = sentence
+        last, when = self.mem.last_logged
+        now = time.monotonic()
+        if sentence != last or now - when > 30:
+            rec = {
+                "ts": round(time.time(), 3),
+                "cluster": self.c.name,
+                "ipc": self.me,
+                "role": self._my_role_name(),
+                "sentence": sentence,
+                **extra,
+            }
+            self.out.write(json.dumps(rec) + "\n")
+            self.out.flush()
+            self.mem.last_logged = (sentence, now)
+
+    def _my_role_name(self) -> str:
+        return self.mem.obs.role.value if self.mem.obs else "unknown"
+
+    # ------------------------------------------------------------------ one cycle
+    def cycle(self) -> str:
+        own_raw = self._observe_own()
+        try:
+            zk = self._read_zk()
+        except zkstore.ZkUnavailable as e:
+            return self._without_zk(own_raw, str(e))
+        self.mem.last_zk_ok = time.monotonic()
+        if zk["cluster"] is None:
+            return self._bootstrap(zk, own_raw)
+        crec = zk["cluster"].data
+        roles = {k: Role(v) for k, v in crec.get("roles", {}).items()}
+        leader = zk["leader"]
+        holds = leader is not None and leader[1] == self.session_id
+        if leader is None and crec.get("primary") == self.me and roles.get(self.me) is Role.PRIMARY:
+            # The recorded primary without P/leader (our session expired, or a
+            # restart): take it back; nothing is started or stopped for that.
+            holds = self.store.take_leader(self._leader_data(crec["epoch"]))  # type: ignore[union-attr]
+            if holds:
+                self._observe_update(own_raw, Role.PRIMARY, crec)
+                self._publish(zk, crec, Decision(Action.NONE, ""))
+                return (
+                    f"{self.me} took P/leader back as the recorded primary (epoch {crec['epoch']}); "
+                    "no service started or stopped."
+                )
+        self.mem.leader = holds
+        my_role = Role.PRIMARY if holds else roles.get(self.me, Role.STANDBY)
+        if my_role is Role.PRIMARY and not holds:
+            my_role = Role.STANDBY  # the record lags: act as standby until it says otherwise
+        self._observe_update(own_raw, my_role, crec)
+        if holds:
+            return self._as_primary(zk, crec, roles)
+        if leader is None:
+            return self._leaderless(zk, crec, roles)
+        self.mem.takeover_started = None
+        return self._as_standby(zk, crec, roles)
+
+    # ----- observation -------------------------------------------------------
+    def _observe_own(self) -> monitor.Raw:
+        try:
+            st = self.ex.status_fast(self.me)
+            healthy = {}
+            for s, state in st.states.items():
+                if state.value == "RUNNING" and self.c.services[s].probe is not None:
+                    healthy[s] = self.ex.probe(self.me, s)
+            return monitor.Raw(True, st.states, healthy, st.line)
+        except exe.ExecError as e:
+            log.warning("cannot observe %s: %s", self.me, e)
+            return monitor.Raw(False)
+
+    def _observe_update(self, raw: monitor.Raw, role: Role, crec: dict) -> IpcObs:
+        board_down = self.me in crec.get("board_down", [])
+        obs = monitor.update(self.mem.obs, raw, self.topo, self.me, role, board_down)
+        now = time.time()
+        for s, v in obs.services.items():
+            if v.failures == 1:
+                self.mem.first_failure[s] = now
+            elif v.failures == 0:
+                self.mem.first_failure.pop(s, None)
+        if obs.line_failures == 1:
+            self.mem.first_failure["line"] = now
+        self.mem.obs = obs
+        return obs
+
+    def _read_zk(self) -> dict:
+        assert self.store is not None and self.zk is not None
+        if not self.store.connected():
+            raise zkstore.ZkUnavailable(f"not connected ({self.zk.state})")
+        self._save_session()
+        if not self._watching:
+            self.store.ensure_layout()
+            self.zk.DataWatch(self.store.leader_path, self._on_leader_change)
+            self._watching = True
+        return {
+            "cluster": self.store.cluster(),
+            "leader": self.store.leader(),
+            "pause": self.store.pause(),
+            "peer": self.store.member(self.peer),
+        }
+
+    def _observation(self, zk: dict, crec: dict, roles: dict[str, Role]) -> Observation:
+        assert self.mem.obs is not None
+        peer_role = roles.get(self.peer, Role.STANDBY)
+        if crec.get("primary") == self.peer and peer_role is Role.PRIMARY and not self.mem.leader:
+            peer_role = Role.PRIMARY
+        peer = monitor.from_record((zk["peer"] or {}).get("obs"), self.topo, peer_role)
+        pause = zk["pause"]
+        pol = self.c.policy
+        window = time.time() - pol.failover_window
+        recent = [t for t in crec.get("failovers", []) if t >= window]
+        restarts = {k: len([t for t in v if t >= window]) for k, v in self.mem.restarts.items()}
+        policy = Policy(
+            mode=pol.mode,
+            paused=pause is not None,
+            pause_reason=_pause_text(pause),
+            failures_before_fault=self.n,
+            recent_failovers=len(recent),
+            max_failovers=pol.max_failovers,
+            restart_in_place=pol.restart_in_place,
+            restarts=restarts,
+            max_restarts=pol.max_restarts,
+        )
+        return Observation(
+            self.topo,
+            {self.me: self.mem.obs, self.peer: peer},
+            crec.get("primary"),
+            int(crec.get("epoch", 0)),
+            policy,
+        )
+
+    # ----- publishing ----------------------------------------------------------
+    def _leader_data(self, epoch: int) -> dict:
+        return {"ipc": self.me, "epoch": epoch, "since": time.time(), "host": self.host, "pid": os.getpid()}
+
+    def _publish(self, zk: dict, crec: dict, d: Decision, sentence: str = "") -> None:
+        assert self.store is not None and self.mem.obs is not None
+        o = self.mem.obs
+        own_faults = [str(f) for f in d.faults if f.ipc == self.me]
+        rec = {
+            "ipc": self.me,
+            "cluster": self.c.name,
+            "role": o.role.value,
+            "leader": self.mem.leader,
+            "epoch": crec.get("epoch", 0),
+            "eligible": o.role is Role.STANDBY and not own_faults and o.reachable,
+            "obs": monitor.to_record(o),
+            "sentence": sentence or self.mem.sentence,
+            "decision": d.action.value,
+            "alerts": list(d.alerts),
+            "faults": own_faults,
+            "paused": zk.get("pause") is not None,
+            "self_fenced": self.mem.self_fenced,
+            "updated": time.time(),
+            "agent": {"host": self.host, "pid": os.getpid()},
+        }
+        try:
+            self.store.publish_member(self.me, rec)
+        except zkstore.ZkUnavailable as e:
+            log.warning("cannot publish member record: %s", e)
+
+    def _cas(self, zk: dict, change: dict) -> dict | None:
+        """Apply `change` to P/cluster with a conditional write; None if it lost."""
+        assert self.store is not None
+        v = zk["cluster"]
+        new = {**v.data, **change}
+        try:
+            self.store.update_cluster(v.version, new)
+        except zkstore.Conflict:
+            return None
+        return new
+
+    # ----- without ZooKeeper ---------------------------------------------------
+    def _without_zk(self, raw: monitor.Raw, why: str) -> str:
+        was_primary = self.mem.obs is not None and self.mem.obs.role is Role.PRIMARY
+        self.mem.leader = False
+        gone = time.monotonic() - self.mem.last_zk_ok
+        if not was_primary:
+            return f"ZooKeeper unreachable for {gone:.1f} s ({why}): {self.me} holds as it is, no action."
+        if gone < self.t.self_fence_after:
+            return (
+                f"ZooKeeper unreachable for {gone:.1f} s ({why}): not acting as primary; CTI and IVR keep "
+                f"running until {self.t.self_fence_after:g} s without ZooKeeper."
+            )
+        if self.mem.self_fenced:
+            return (
+                f"ZooKeeper unreachable for {gone:.1f} s: CTI and IVR stopped on {self.me} (self-fenced); "
+                "waiting for ZooKeeper."
+            )
+        done = self._self_fence()
+        return (
+            f"ZooKeeper unreachable for {gone:.1f} s (limit {self.t.self_fence_after:g} s): {done}; the "
+            "standby may take over after our session expires."
+        )
+
+    def _self_fence(self) -> str:
+        stopped, failed = [], []
+        for s in stop_order(APP_SERVICES & self.topo.services, self.topo.after):
+            try:
+                self.ex.stop(self.me, s)
+                stopped.append(LABELS[s])
+            except exe.ExecError as e:
+                failed.append(f"{LABELS[s]} ({e.detail})")
+        self.mem.self_fenced = not failed
+        if failed:
+            return f"FAILED to stop {', '.join(failed)} on {self.me} (ALERT: cannot self-fence)"
+        return f"stopped {' and '.join(stopped)} on {self.me} (self-fencing)"
+
+    # ----- bootstrap -------------------------------------------------------------
+    def _bootstrap(self, zk: dict, raw: monitor.Raw) -> str:
+        assert self.store is not None
+        preferred = self.topo.home_primary == self.me
+        waited = time.monotonic() - self.mem.started
+        if not preferred and (zk["peer"] is not None or waited < self.t.bootstrap_grace):
+            self._observe_update(raw, Role.STANDBY, {})
+            return (
+                f"No cluster record yet: waiting for the preferred primary {self.peer} to bootstrap "
+                f"({waited:.0f}/{self.t.bootstrap_grace:g} s)."
+            )
+        obs = self._observe_update(raw, Role.PRIMARY, {})
+        if not obs.reachable:
+            return f"No cluster record yet, and {self.me} is unreachable over SSH: not bootstrapping."
+        if not self.store.take_leader(self._leader_data(1)):
+            return "No cluster record yet; another agent is bootstrapping."
+        self.mem.leader = True
+        roles = {self.me: Role.PRIMARY.value, self.peer: Role.STANDBY.value}
+        if not self.store.create_cluster(
+            {
+                "epoch": 1,
+                "primary": self.me,
+                "roles": roles,
+                "board_down": [],
+                "failovers": [],
+                "handoff": None,
+            }
+        ):
+            return "No cluster record yet; another agent created it first."
+        self.store.add_history(
+            {
+                "kind": "bootstrap",
+                "from": None,
+                "to": self.me,
+                "epoch": 1,
+                "why": "first start of the cluster",
+                "who": f"agent {self.me}",
+                "outcome": "done",
+            }
+        )
+        return f"Bootstrapped the cluster: {self.me} is primary, epoch 1."
+
+    # ----- primary ------------------------------------------------------------------
+    def _as_primary(self, zk: dict, crec: dict, roles: dict[str, Role]) -> str:
+        epoch = crec["epoch"]
+        resumed = ""
+        if self.mem.self_fenced:
+            self.mem.self_fenced = False
+            resumed = "ZooKeeper is back and our session survived: "
+        obs = self._observation(zk, crec, roles)
+        d = decide(obs)
+        if not d.execute or d.action in (Action.NONE, Action.HOLD):
+            self._publish(zk, crec, d, d.reason)
+            return f"{resumed}{self.me} is primary (epoch {epoch}): {d.reason}"
+        if d.action is Action.FAILOVER:
+            return resumed + self._hand_over(zk, crec, d)
+        mine = _own_stages(d.plan, self.me)
+        if not mine:
+            self._publish(zk, crec, d, d.reason)
+            return f"{resumed}{self.me} is primary (epoch {epoch}): {d.reason}"
+        rep = self.ex.execute(mine)
+        if self.mem.obs is not None:
+            self.mem.obs = _failed_starts(self.mem.obs, rep, self.n)
+        if d.action is Action.RESTART:
+            for st in mine:
+                for s in st.steps:
+                    self.mem.restarts.setdefault(f"{self.me}/{s.service}", []).append(time.time())
+        if d.action is Action.BOARD_DOWN and rep.ok:
+            self._cas(zk, {"board_down": sorted({*crec.get("board_down", []), self.me})})
+            self.store.add_history(
+                {
+                    "kind": "board-down",
+                    "from": self.me,
+                    "to": self.me,
+                    "epoch": epoch,  # type: ignore[union-attr]
+                    "why": d.reason,
+                    "who": f"agent {self.me}",
+                    "outcome": "done",
+                }
+            )
+        result = "done" if rep.ok else f"FAILED: {rep.summary()}"
+        sentence = f"{resumed}{self.me} is primary (epoch {epoch}): {d.reason} Result: {result}."
+        self._publish(zk, crec, d, sentence)
+        return sentence
+
+    def _hand_over(self, zk: dict, crec: dict, d: Decision) -> str:
+        """Rule 2 on the primary's side: stop everything here, then give the role
+        up with a handoff record the standby's agent acts on."""
+        assert self.store is not None
+        epoch = crec["epoch"]
+        decided = time.time()
+        seen = min(
+            (self.mem.first_failure.get(f.what, decided) for f in d.faults if f.ipc == self.me),
+            default=decided,
+        )
+        mine = _own_stages(d.plan, self.me)
+        rep = self.ex.execute(mine)
+        if not rep.ok:
+            sentence = (
+                f"{d.reason} But stopping the services on {self.me} failed ({rep.summary()}): NOT "
+                "handing over, the standby will not start CTI/IVR; holding and alerting."
+            )
+            self._publish(zk, crec, replace_alerts(d, "stop failed on the old primary: cluster holding"), sentence)
+            return sentence
+        roles = {**crec["roles"], self.me: Role.FENCED.value, self.peer: Role.STANDBY.value}
+        handoff = {
+            "from": self.me,
+            "to": self.peer,
+            "reason": d.reason,
+            "fault_seen_at": seen,
+            "decided_at": decided,
+            "stopped_at": time.time(),
+            "epoch": epoch,
+            "kind": "failover",
+        }
+        if self._cas(zk, {"roles": roles, "handoff": handoff}) is None:
+            return f"{d.reason} Services stopped on {self.me}, but the cluster record changed meanwhile; retrying."
+        self.store.release_leader(self.session_id or 0)
+        self.mem.leader = False
+        self.mem.obs = IpcObs(Role.FENCED, self.mem.obs.services, board_down=False) if self.mem.obs else None
+        sentence = (
+            f"{d.reason.rstrip('.')}. Done on {self.me}: all services stopped and the role handed "
+            f"to {self.peer} (epoch {epoch}); {self.me} is now fenced until `failover rejoin`."
+        )
+        self._publish(zk, {**crec, "roles": roles}, d, sentence)
+        return sentence
+
+    # ----- standby / fenced -------------------------------------------------------
+    def _as_standby(self, zk: dict, crec: dict, roles: dict[str, Role]) -> str:
+        obs = self._observation(zk, crec, roles)
+        d = decide(obs)
+        epoch = crec["epoch"]
+        role = self.mem.obs.role.value if self.mem.obs else "standby"
+        own_faults = faults_of(obs, self.me)
+        if own_faults and self.mem.obs and self.mem.obs.role is Role.STANDBY:
+            if not d.execute:
+                self._publish(zk, crec, d, d.reason)
+                return f"{self.me} is standby (epoch {epoch}): {d.reason}"
+            return self._fence_self(zk, crec, own_faults, d)
+        mine = _own_stages(d.plan, self.me) if d.execute else ()
+        if d.action is Action.CONVERGE and mine:
+            rep = self.ex.execute(mine)
+            if self.mem.obs is not None:
+                self.mem.obs = _failed_starts(self.mem.obs, rep, self.n)
+            result = "done" if rep.ok else f"FAILED: {rep.summary()}"
+            sentence = f"{self.me} is {role} (epoch {epoch}): {d.reason} Result: {result}."
+        else:
+            sentence = f"{self.me} is {role} (epoch {epoch}): " + _standby_text(d, self.me, role)
+        self._publish(zk, crec, d, sentence)
+        return sentence
+
+    def _fence_self(self, zk: dict, crec: dict, faults: Sequence, d: Decision) -> str:
+        """Rule 3: a fault on the standby stops everything there; ineligible."""
+        assert self.store is not None and self.mem.obs is not None
+        steps = tuple(
+            Step(self.me, "stop", s)
+            for s in stop_order(
+                {s for s, v in self.mem.obs.services.items() if v.state.value != "STOPPED"}, self.topo.after
+            )
+        )
+        rep = self.ex.execute((Stage(f"stop all services on {self.me}", steps),)) if steps else None
+        roles = {**crec["roles"], self.me: Role.FENCED.value}
+        self._cas(zk, {"roles": roles})
+        what = " and ".join(str(f) for f in faults)
+        self.store.add_history(
+            {
+                "kind": "standby-fault",
+                "from": self.me,
+                "to": self.me,
+                "epoch": crec["epoch"],
+                "why": f"{what} on standby {self.me} (rule 3)",
+                "who": f"agent {self.me}",
+                "outcome": "done" if rep is None or rep.ok else "failed",
+            }
+        )
+        result = "" if rep is None or rep.ok else f" Stopping FAILED: {rep.summary()}."
+        sentence = (
+            f"{what[:1].upper() + what[1:]} on standby {self.me}: stopped all services here and marked "
+            f"it ineligible (rule 3); calls stay on {crec.get('primary')}.{result}"
+        )
+        self.mem.obs = IpcObs(Role.FENCED, self.mem.obs.services)
+        self._publish(zk, {**crec, "roles": roles}, d, sentence)
+        return sentence
+
+    # ----- no leader: take over? -----------------------------------------------------
+    def _leaderless(self, zk: dict, crec: dict, roles: dict[str, Role]) -> str:
+        epoch = crec["epoch"]
+        my_role = roles.get(self.me, Role.STANDBY)
+        handoff = crec.get("handoff") or {}
+        to_me = handoff.get("to") == self.me and handoff.get("from") == self.peer
+        peer_agent = zk["peer"]
+        obs = self._observation(zk, crec, roles)
+        self._publish(zk, crec, Decision(Action.NONE, ""))
+        if my_role is not Role.STANDBY:
+            return f"No primary holds the role (epoch {epoch}); {self.me} is {my_role.value}: not taking over."
+        if obs.policy.paused:
+            return f"No primary holds the role (epoch {epoch}); paused ({obs.policy.pause_reason}): not taking over."
+        if obs.policy.mode == "manual" and not to_me:
+            return f"No primary holds the role (epoch {epoch}); manual mode: not taking over (use `failover failover`)."
+        if not to_me and peer_agent is not None:
+            # Its agent lives (new session): it will take P/leader back itself.
+            return (
+                f"No primary holds the role (epoch {epoch}), but {self.peer}'s agent is alive: waiting for it "
+                "to take the role back."
+            )
+        if obs.policy.recent_failovers >= obs.policy.max_failovers and not to_me:
+            return (
+                f"No primary holds the role (epoch {epoch}), but {obs.policy.recent_failovers} automatic "
+                f"failovers already happened in the window: holding, ALERT."
+            )
+        own = faults_of(obs, self.me)
+        if own or not obs.ipcs[self.me].reachable:
+            what = " and ".join(map(str, own)) or "unreachable over SSH"
+            return f"No primary holds the role (epoch {epoch}), but {self.me} cannot serve ({what}): not taking over."
+        return self._take_over(zk, crec, handoff if to_me else None)
+
+    def _take_over(self, zk: dict, crec: dict, handoff: dict | None) -> str:
+        assert self.store is not None
+        epoch = crec["epoch"]
+        t_start = time.time()
+        if not self.store.take_leader(self._leader_data(epoch + 1)):
+            return f"No primary held the role; another agent took it first (epoch {epoch})."
+        self.mem.leader = True
+        fenced, how = self._fence_peer(handoff)
+        if not fenced:
+            if self.mem.takeover_started is not None and how.startswith("waiting"):
+                return f"Taking the role from {self.peer} (epoch {epoch} -> {epoch + 1}): {how}."
+            self.store.release_leader(self.session_id or 0)
+            self.mem.leader = False
+            self.mem.takeover_started = None
+            return f"Cannot take the role from {self.peer}: {how}; not promoting {self.me}, ALERT."
+        t_fenced = time.time()
+        failovers = list(crec.get("failovers", []))
+        if handoff is None or handoff.get("kind") == "failover":
+            failovers.append(t_fenced)
+        change = {
+            "epoch": epoch + 1,
+            "primary": self.me,
+            "handoff": None,
+            "failovers": failovers[-20:],
+            "roles": {**crec["roles"], self.me: Role.PRIMARY.value, self.peer: Role.FENCED.value},
+            "board_down": [x for x in crec.get("board_down", []) if x != self.me],
+        }
+        if self._cas(zk, change) is None:
+            self.store.release_leader(self.session_id or 0)
+            self.mem.leader = False
+            return "Lost the race for the cluster record while taking over; retrying next cycle."
+        self.mem.takeover_started = None
+        assert self.mem.obs is not None
+        self.mem.obs = IpcObs(Role.PRIMARY, self.mem.obs.services, board_down=False)
+        target = self.topo.expected(self.me, Role.PRIMARY)
+        steps = converge_steps(self.topo, self.me, self.mem.obs, target)
+        rep = self.ex.execute((Stage(f"promote {self.me}", steps),)) if steps else None
+        t_done = time.time()
+        ok = rep is None or rep.ok
+        seen = (handoff or {}).get("fault_seen_at") or t_start
+        why = (handoff or {}).get("reason") or f"{self.peer}'s agent lost its ZooKeeper session"
+        entry = {
+            "kind": (handoff or {}).get("kind", "takeover"),
+            "from": self.peer,
+            "to": self.me,
+            "epoch": epoch + 1,
+            "why": why,
+            "who": (handoff or {}).get("who", f"agent {self.me}"),
+            "fencing": how,
+            "outcome": "done" if ok else "failed",
+            "detection_s": round(((handoff or {}).get("decided_at") or t_start) - seen, 3),
+            "fencing_s": round(t_fenced - ((handoff or {}).get("stopped_at") or t_start), 3),
+            "promotion_s": round(t_done - t_fenced, 3),
+            "duration_s": round(t_done - seen, 3),
+        }
+        if not ok:
+            entry["failed"] = rep.summary() if rep else ""
+        self.store.add_history(entry)
+        result = f"promoted in {t_done - t_fenced:.1f} s" if ok else f"promotion FAILED: {rep.summary()}"  # type: ignore[union-attr]
+        sentence = f"Took the primary role from {self.peer} (epoch {epoch} -> {epoch + 1}): {how}; {result}."
+        d = Decision(Action.FAILOVER, sentence)
+        self._publish(zk, {**crec, **change}, d, sentence)
+        return sentence
+
+    def _fence_peer(self, handoff: dict | None) -> tuple[bool, str]:
+        """Fencing before CTI/IVR start here (docs/agent.md)."""
+        if handoff is not None:
+            ok, why = self.ex.fenced(self.peer)
+            if ok:
+                return True, f"{self.peer} handed over after stopping its services ({why})"
+            if why.startswith("cannot verify"):
+                return True, f"{self.peer} handed over after stopping its services (its own report; {why})"
+            return False, f"{self.peer} handed over but {why}"
+        # The old primary's agent is gone: stop its services ourselves, over SSH.
+        try:
+            self.ex.connection(self.peer)
+            st = self.ex.status_all(self.peer)
+        except exe.ExecError as e:
+            return self._fence_by_time(f"{self.peer} unreachable over SSH ({e.detail})")
+        up = {s for s, v in st.states.items() if v.value != "STOPPED"}
+        steps = tuple(Step(self.peer, "stop", s) for s in stop_order(up, self.topo.after))
+        rep = self.ex.execute((Stage(f"stop all services on {self.peer}", steps),)) if steps else None
+        if rep is not None and not rep.ok:
+            return False, f"stopping services on {self.peer} failed ({rep.summary()})"
+        ok, why = self.ex.fenced(self.peer)
+        return (True, f"{self.peer} fenced: {why}") if ok else (False, why)
+
+    def _fence_by_time(self, why: str) -> tuple[bool, str]:
+        now = time.monotonic()
+        if self.mem.takeover_started is None:
+            self.mem.takeover_started = now
+        waited = now - self.mem.takeover_started
+        if waited >= self.t.fence_grace:
+            return True, (
+                f"{why}; its agent must have stopped CTI/IVR itself: its session expired and "
+                f"{waited:.1f} s more have passed (fence grace {self.t.fence_grace:g} s)"
+            )
+        return (
+            False,
+            f"waiting: {why}; promoting after a fence grace of {self.t.fence_grace:g} s ({waited:.1f} s so far)",
+        )
+
+
+def _failed_starts(obs: IpcObs, rep: exe.PlanReport, n: int) -> IpcObs:
+    """A start that failed is a declared fault at once (no point waiting N checks)."""
+    from dataclasses import replace
+
+    svcs = dict(obs.services)
+    for r in rep.results:
+        if r.step.op in ("start", "restart") and r.status in ("failed", "unknown") and r.step.service in svcs:
+            svcs[r.step.service] = replace(svcs[r.step.service], failures=max(n, svcs[r.step.service].failures))
+    return replace(obs, services=svcs)
+
+
+def _own_stages(plan: Sequence[Stage], host: str) -> tuple[Stage, ...]:
+    out = []
+    for st in plan:
+        steps = tuple(s for s in st.steps if s.host == host)
+        if steps:
+            out.append(Stage(st.title, steps, st.requires_fenced))
+    return tuple(out)
+
+
+def _pause_text(pause: dict | None) -> str:
+    if not pause:
+        return ""
+    return f"paused by {pause.get('operator', '?')}: {pause.get('reason') or 'no reason given'}"
+
+
+def _standby_text(d: Decision, me: str, role: str) -> str:
+    """A non-primary agent's sentence: about its own IPC; what the decision says
+    about the primary is the primary's agent's to carry out."""
+    if d.action is Action.NONE:
+        return d.reason
+    others = [f for f in d.faults if f.ipc != me]
+    if others:
+        what = " and ".join(map(str, others))
+        return f"its services match the {role} layout; the primary reports {what}, its agent acts."
+    return f"its services match the {role} layout; the primary's agent is converging its own IPC."
+
+
+def replace_alerts(d: Decision, alert: str) -> Decision:
+    from dataclasses import replace
+
+    return replace(d, alerts=(*d.alerts, alert))
+
+
+def main_loop(cluster: Cluster, ipc: str, state_dir: Path) -> int:
+    import signal
+
+    agent = Agent(cluster, ipc, state_dir)
+
+    def stop(*_: object) -> None:
+        agent.stop_event.set()
+        agent.wake.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    agent.say(
+        f"Agent for {ipc} (cluster {cluster.name}) starting: monitor every {agent.t.interval:g} s, "
+        f"session {agent.t.session:g} s, self-fence after {agent.t.self_fence_after:g} s without "
+        f"ZooKeeper, fence grace {agent.t.fence_grace:g} s."
+    )
+    agent.run()
+    return 0
+
+
+__all__ = ["Agent", "Timing", "main_loop"]

@@ -1,0 +1,253 @@
+"""The cluster's records in ZooKeeper, and fail-fast access to them.
+
+Layout under the cluster's path P (docs/zookeeper.md):
+
+  P/leader            ephemeral  the agent holding the primary role: {ipc, epoch, since}
+  P/cluster           persistent {epoch, primary, roles, board_down, handoff, failovers, updated}
+                                 written only with a conditional (versioned) set: the epoch
+                                 is the fencing token, bumped on every change of primary
+  P/members/<ipc>     ephemeral  each agent's record: observed state, last sentence
+  P/history/h-NNNN    persistent sequential: role changes, switchovers, drills
+  P/switchover        persistent a pending switchover request
+  P/pause             persistent the pause flag {reason, operator, since}
+
+Every call fails fast when the client is not connected (kazoo queues requests
+while disconnected; a loop waiting on them would freeze and never demote).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import ZnodeStat
+
+from failover.inventory import Cluster
+
+OP_TIMEOUT = 2.0
+
+
+class ZkUnavailable(Exception):
+    """ZooKeeper cannot answer now (not connected, or no answer in time)."""
+
+
+class Conflict(Exception):
+    """A conditional write lost: somebody changed the record first."""
+
+
+def connect(
+    cluster: Cluster,
+    timeout: float | None = None,
+    client_id: tuple[int, bytes] | None = None,
+    read_only: bool = False,
+) -> KazooClient:
+    zk = cluster.zookeeper
+    auth = None
+    if zk.auth is not None:
+        auth = [("digest", zk.auth.credentials())]
+    client = KazooClient(
+        hosts=",".join(zk.hosts),
+        timeout=timeout or cluster.timings.session_timeout,
+        client_id=client_id,
+        auth_data=auth,
+        read_only=read_only or None,
+    )
+    return client
+
+
+def dumps(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+def loads(raw: bytes | None) -> Any:
+    return json.loads(raw) if raw else None
+
+
+@dataclass
+class Versioned:
+    data: dict
+    version: int  # -1 when the node does not exist yet
+
+
+class Store:
+    def __init__(self, zk: KazooClient, path: str, acl: list | None = None) -> None:
+        self.zk = zk
+        self.path = path.rstrip("/")
+        self.acl = acl
+
+    # ----- paths -------------------------------------------------------------
+    @property
+    def leader_path(self) -> str:
+        return f"{self.path}/leader"
+
+    @property
+    def cluster_path(self) -> str:
+        return f"{self.path}/cluster"
+
+    def member_path(self, ipc: str) -> str:
+        return f"{self.path}/members/{ipc}"
+
+    @property
+    def history_path(self) -> str:
+        return f"{self.path}/history"
+
+    @property
+    def switchover_path(self) -> str:
+        return f"{self.path}/switchover"
+
+    @property
+    def pause_path(self) -> str:
+        return f"{self.path}/pause"
+
+    # ----- fail-fast primitives ------------------------------------------------
+    def connected(self) -> bool:
+        return self.zk.state == KazooState.CONNECTED
+
+    def _wait(self, async_result: Any, timeout: float) -> Any:
+        try:
+            return async_result.get(timeout=timeout)
+        except KazooTimeoutError:
+            raise ZkUnavailable(f"no answer from ZooKeeper within {timeout:g} s") from None
+
+    def _guard(self) -> None:
+        if not self.connected():
+            raise ZkUnavailable(f"not connected to ZooKeeper ({self.zk.state})")
+
+    def call(self, fn: Callable[..., Any], *args: Any, timeout: float = OP_TIMEOUT, **kw: Any) -> Any:
+        self._guard()
+        try:
+            return self._wait(fn(*args, **kw), timeout)
+        except (NoNodeError, NodeExistsError, BadVersionError):
+            raise
+        except ZkUnavailable:
+            raise
+        except Exception as e:  # ConnectionLoss, SessionExpired, ...
+            raise ZkUnavailable(f"{type(e).__name__}: {e}") from None
+
+    def get(self, path: str) -> tuple[Any, ZnodeStat] | None:
+        try:
+            raw, stat = self.call(self.zk.get_async, path)
+        except NoNodeError:
+            return None
+        return loads(raw), stat
+
+    def ensure_layout(self) -> None:
+        for p in (self.path, f"{self.path}/members", self.history_path):
+            self._guard()
+            try:
+                self.zk.ensure_path_async(p, acl=self.acl).get(timeout=OP_TIMEOUT)
+            except KazooTimeoutError:
+                raise ZkUnavailable("no answer from ZooKeeper") from None
+            except NodeExistsError:
+                pass
+
+    # ----- leader ----------------------------------------------------------------
+    def leader(self) -> tuple[dict, int] | None:
+        """(data, ephemeralOwner session id) of the leader znode, or None."""
+        got = self.get(self.leader_path)
+        if got is None:
+            return None
+        data, stat = got
+        return data or {}, stat.ephemeralOwner
+
+    def take_leader(self, data: dict) -> bool:
+        try:
+            self.call(self.zk.create_async, self.leader_path, dumps(data), acl=self.acl, ephemeral=True)
+            return True
+        except NodeExistsError:
+            return False
+
+    def release_leader(self, session_id: int) -> None:
+        got = self.get(self.leader_path)
+        if got is not None and got[1].ephemeralOwner == session_id:
+            try:
+                self.call(self.zk.delete_async, self.leader_path, version=got[1].version)
+            except (NoNodeError, BadVersionError):
+                pass
+
+    # ----- the cluster record (CAS) ----------------------------------------------
+    def cluster(self) -> Versioned | None:
+        got = self.get(self.cluster_path)
+        if got is None:
+            return None
+        return Versioned(got[0] or {}, got[1].version)
+
+    def create_cluster(self, data: dict) -> bool:
+        try:
+            self.call(self.zk.create_async, self.cluster_path, dumps({**data, "updated": time.time()}), acl=self.acl)
+            return True
+        except NodeExistsError:
+            return False
+
+    def update_cluster(self, expected_version: int, data: dict) -> int:
+        try:
+            stat = self.call(
+                self.zk.set_async,
+                self.cluster_path,
+                dumps({**data, "updated": time.time()}),
+                version=expected_version,
+            )
+        except (BadVersionError, NoNodeError):
+            raise Conflict("the cluster record changed meanwhile") from None
+        return stat.version
+
+    # ----- members -----------------------------------------------------------------
+    def publish_member(self, ipc: str, record: dict) -> None:
+        path = self.member_path(ipc)
+        try:
+            self.call(self.zk.set_async, path, dumps(record))
+        except NoNodeError:
+            try:
+                self.call(self.zk.create_async, path, dumps(record), acl=self.acl, ephemeral=True)
+            except NodeExistsError:
+                self.call(self.zk.set_async, path, dumps(record))
+
+    def member(self, ipc: str) -> dict | None:
+        got = self.get(self.member_path(ipc))
+        return None if got is None else got[0]
+
+    # ----- history ------------------------------------------------------------------
+    def add_history(self, entry: dict) -> None:
+        self.call(
+            self.zk.create_async,
+            f"{self.history_path}/h-",
+            dumps({"when": time.time(), **entry}),
+            acl=self.acl,
+            sequence=True,
+        )
+
+    def history(self, limit: int = 50) -> list[dict]:
+        try:
+            names = sorted(self.call(self.zk.get_children_async, self.history_path))
+        except NoNodeError:
+            return []
+        out = []
+        for n in names[-limit:]:
+            got = self.get(f"{self.history_path}/{n}")
+            if got is not None:
+                out.append({"id": n, **(got[0] or {})})
+        return out
+
+    # ----- pause ----------------------------------------------------------------------
+    def pause(self) -> dict | None:
+        got = self.get(self.pause_path)
+        return None if got is None else got[0]
+
+    def set_pause(self, reason: str, operator: str) -> None:
+        data = dumps({"reason": reason, "operator": operator, "since": time.time()})
+        try:
+            self.call(self.zk.create_async, self.pause_path, data, acl=self.acl)
+        except NodeExistsError:
+            self.call(self.zk.set_async, self.pause_path, data)
+
+    def clear_pause(self) -> None:
+        try:
+            self.call(self.zk.delete_async, self.pause_path)
+        except NoNodeError:
+            pass

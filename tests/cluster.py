@@ -1,0 +1,186 @@
+"""A lab with two real agent processes and the independent observer running:
+the harness of the agent and resilience tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from failover import inventory as inv_mod
+from failover import zkstore
+from failover.inventory import Cluster
+from failover.lab import simctl
+from failover.lab.lab import Lab
+from failover.lab.observer import Recorder, snapshot
+from failover.lab.procs import alive, kill_and_wait
+
+FAILOVER = str(Path(sys.executable).with_name("failover"))
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or pred}")
+        time.sleep(interval)
+
+
+class AgentProc:
+    def __init__(self, inventory: Path, ipc: str, state_dir: Path, log_dir: Path) -> None:
+        self.inventory, self.ipc, self.state_dir = inventory, ipc, state_dir
+        self.log = log_dir / f"agent-{ipc}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        out = self.log.open("a")
+        self.proc = subprocess.Popen(
+            [
+                FAILOVER,
+                "agent",
+                "-i",
+                str(self.inventory),
+                "--ipc",
+                self.ipc,
+                "--state-dir",
+                str(self.state_dir),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        out.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def sigstop(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def sigcont(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            kill_and_wait(self.proc.pid, timeout=5)
+            with contextlib.suppress(Exception):
+                self.proc.wait(timeout=1)
+
+    def sentences(self) -> list[str]:
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line)["sentence"])
+        return out
+
+
+class Harness:
+    """Lab + agents + observer for one test; everything stopped at the end."""
+
+    def __init__(
+        self, root: Path, zk_nodes: int = 3, netns: bool = False, edit: Callable[[dict], None] | None = None
+    ) -> None:
+        self.lab = Lab(root=root / "lab", zk_count=zk_nodes, netns=netns)
+        self.root = root
+        self.edit = edit
+        self.agents: dict[str, AgentProc] = {}
+        self.recorder: Recorder | None = None
+        self.zk = None
+
+    def __enter__(self) -> Harness:
+        self.lab.up()
+        try:
+            if self.edit is not None:
+                import yaml
+
+                doc = yaml.safe_load(self.lab.inventory_path.read_text())
+                self.edit(doc)
+                self.lab.inventory_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+            self.cluster: Cluster = inv_mod.load(self.lab.inventory_path).cluster()
+            self.recorder = Recorder(self.lab.labid, self.lab.cluster_ipcs()).__enter__()
+            for ipc in ("ipc-a", "ipc-b"):
+                self.agents[ipc] = AgentProc(self.lab.inventory_path, ipc, self.root / "state", self.root)
+                self.agents[ipc].start()
+            self.zk = zkstore.connect(self.cluster, timeout=10)
+            self.zk.start(timeout=15)
+            self.store = zkstore.Store(self.zk, self.cluster.zookeeper.path)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for a in self.agents.values():
+            with contextlib.suppress(Exception):
+                a.sigcont()
+            a.stop()
+        if self.recorder is not None:
+            self.recorder.__exit__()
+        if self.zk is not None:
+            with contextlib.suppress(Exception):
+                self.zk.stop()
+                self.zk.close()
+        self.lab.down()
+
+    # ----- reading the cluster --------------------------------------------------
+    def record(self) -> dict:
+        got = self.store.cluster()
+        return got.data if got else {}
+
+    def member(self, ipc: str) -> dict:
+        return self.store.member(ipc) or {}
+
+    def running(self, ipc: str) -> dict[str, str]:
+        return snapshot(self.lab.labid).get(ipc, {})
+
+    def pids(self, ipc: str) -> dict[str, int | None]:
+        st = simctl.request(self.lab.ipc(ipc).dir, {"op": "status"}, timeout=5)
+        return {s: v["pid"] for s, v in st["services"].items()}
+
+    def serving(self, ipc: str) -> bool:
+        run = self.running(ipc)
+        return all(s in run and run[s] != "T" for s in ("cti", "ivr"))
+
+    def steady(self, timeout: float = 30) -> None:
+        """Bootstrapped: ipc-a primary (epoch 1) serving, ipc-b in its standby layout."""
+        wait_for(lambda: self.record().get("primary") == "ipc-a", timeout, what="bootstrap")
+        wait_for(
+            lambda: self.member("ipc-a").get("decision") == "none" and self.member("ipc-b").get("decision") == "none",
+            timeout,
+            what="steady state",
+        )
+
+    def violations(self) -> list:
+        assert self.recorder is not None
+        return self.recorder.violations()
+
+    def assert_never_both(self) -> None:
+        assert self.recorder is not None
+        bad = self.recorder.violations()
+        assert not bad, f"CTI/IVR on both IPCs at {len(bad)} instants, first: {bad[:3]}"
+        assert self.recorder.max_gap < 0.2, f"observer gap {self.recorder.max_gap:.3f} s"
+        assert len(self.recorder.samples) > 10
+
+
+def alive_pid(pid: int) -> bool:
+    return alive(pid)

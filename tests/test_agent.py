@@ -1,0 +1,134 @@
+"""The agent against a real 3-node ZooKeeper and lab IPCs. Every test runs the
+independent observer (every 25 ms) and fails if CTI or IVR ever runs on both
+IPCs at the same instant. Each test names its fault."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import Harness, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+PROMOTED = {"driver", "fax", "cti", "ivr", "kcxp-replica", "kcbp-replica"}
+
+
+@pytest.fixture
+def h(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with Harness(tmp_path) as harness:
+        harness.steady()
+        yield harness
+        harness.assert_never_both()
+
+
+def assert_failed_over(h: Harness) -> None:
+    wait_for(
+        lambda: h.record().get("primary") == "ipc-b" and set(h.running("ipc-b")) == PROMOTED,
+        20,
+        what="ipc-b serving",
+    )
+    wait_for(lambda: h.running("ipc-a") == {}, 10, what="everything stopped on ipc-a")
+    rec = h.record()
+    assert rec["epoch"] == 2 and rec["roles"] == {"ipc-a": "fenced", "ipc-b": "primary"}
+    hist = wait_for(lambda: [e for e in h.store.history() if e["kind"] == "failover"], 5, what="history")
+    assert len(hist) == 1 and hist[0]["from"] == "ipc-a" and hist[0]["to"] == "ipc-b" and hist[0]["epoch"] == 2
+    assert hist[0]["outcome"] == "done"
+
+
+def test_1_cti_killed_on_primary_fails_over(h: Harness) -> None:
+    h.lab.fault("ipc-a", "kill", "cti")
+    assert_failed_over(h)
+    assert any("Took the primary role from ipc-a (epoch 1 -> 2)" in s for s in h.agents["ipc-b"].sentences())
+    assert any("CTI stopped on primary ipc-a" in s and "handed to ipc-b" in s for s in h.agents["ipc-a"].sentences())
+
+
+def test_2_ivr_hung_on_primary_fails_over(h: Harness) -> None:
+    h.lab.fault("ipc-a", "hang", "ivr")
+    assert_failed_over(h)
+    assert any("IVR not answering its probe on primary ipc-a" in s for s in h.agents["ipc-a"].sentences())
+
+
+def test_3_line_alarm_stops_driver_only(h: Harness) -> None:
+    before = h.pids("ipc-a")
+    h.lab.fault("ipc-a", "line-alarm")
+    wait_for(lambda: "driver" not in h.running("ipc-a"), 10, what="driver stopped")
+    time.sleep(1.5)  # a few more cycles: nothing else may move
+    run = h.running("ipc-a")
+    assert set(run) == {"cti", "ivr", "kcxp", "kcbp"}
+    after = h.pids("ipc-a")
+    assert all(after[s] == before[s] for s in ("cti", "ivr", "kcxp", "kcbp"))  # not restarted
+    rec = h.record()
+    assert rec["primary"] == "ipc-a" and rec["epoch"] == 1 and rec["board_down"] == ["ipc-a"]
+    assert any("rule 1" in s for s in h.agents["ipc-a"].sentences())
+    assert set(h.running("ipc-b")) == {"driver", "fax", "kcxp", "kcbp"}
+
+
+def test_4_standby_kcxp_dies_standby_fenced(h: Harness) -> None:
+    before = h.pids("ipc-a")
+    h.lab.fault("ipc-b", "kill", "kcxp")
+    wait_for(lambda: h.running("ipc-b") == {}, 10, what="all stopped on the standby")
+    wait_for(lambda: h.record()["roles"]["ipc-b"] == "fenced", 5, what="standby ineligible")
+    time.sleep(1.0)
+    rec = h.record()
+    assert rec["primary"] == "ipc-a" and rec["epoch"] == 1
+    assert h.member("ipc-b")["eligible"] is False
+    assert h.pids("ipc-a") == before  # calls stay on the primary, untouched
+    assert any("rule 3" in s for s in h.agents["ipc-b"].sentences())
+
+
+def test_5_primary_agent_killed_and_restarted_within_grace(h: Harness) -> None:
+    before = {ipc: h.pids(ipc) for ipc in ("ipc-a", "ipc-b")}
+    h.agents["ipc-a"].kill9()
+    time.sleep(1.0)  # well within the 4 s session timeout
+    h.agents["ipc-a"].start()
+    wait_for(
+        lambda: h.member("ipc-a").get("agent", {}).get("pid") == h.agents["ipc-a"].pid,
+        15,
+        what="restarted agent reporting",
+    )
+    time.sleep(3.0 + 2.0)  # past the old session's timeout: nothing may move
+    assert {ipc: h.pids(ipc) for ipc in ("ipc-a", "ipc-b")} == before
+    rec = h.record()
+    assert rec["primary"] == "ipc-a" and rec["epoch"] == 1
+    assert h.member("ipc-a")["leader"] is True
+
+
+def test_6_primary_agent_killed_not_restarted_takeover_after_fencing(h: Harness) -> None:
+    h.agents["ipc-a"].kill9()
+    wait_for(lambda: h.record().get("primary") == "ipc-b", 30, what="takeover")
+    wait_for(lambda: set(h.running("ipc-b")) == PROMOTED, 10, what="ipc-b serving")
+    assert h.running("ipc-a") == {}  # fenced over SSH by ipc-b's agent before promotion
+    hist = wait_for(lambda: [e for e in h.store.history() if e["to"] == "ipc-b"], 5, what="history")
+    assert "ipc-a fenced: CTI and IVR verified stopped" in hist[-1]["fencing"]
+    assert h.record()["epoch"] == 2
+
+
+def test_7_zookeeper_leader_killed_no_role_change(h: Harness) -> None:
+    before = {ipc: h.pids(ipc) for ipc in ("ipc-a", "ipc-b")}
+    leader = next(n for n in h.lab.zk if n.mode() == "leader")
+    leader.kill9()
+    time.sleep(6.0)
+    wait_for(lambda: h.member("ipc-a").get("decision") == "none", 15, what="primary reporting")
+    assert {ipc: h.pids(ipc) for ipc in ("ipc-a", "ipc-b")} == before
+    rec = h.record()
+    assert rec["primary"] == "ipc-a" and rec["epoch"] == 1
+
+
+def test_8_both_agents_restarted_together(h: Harness) -> None:
+    before = {ipc: h.pids(ipc) for ipc in ("ipc-a", "ipc-b")}
+    for a in h.agents.values():
+        a.kill9()
+    for a in h.agents.values():
+        a.start()
+    wait_for(
+        lambda: all(h.member(i).get("agent", {}).get("pid") == h.agents[i].pid for i in h.agents),
+        15,
+        what="both agents reporting",
+    )
+    time.sleep(5.0)
+    assert {ipc: h.pids(ipc) for ipc in ("ipc-a", "ipc-b")} == before
+    rec = h.record()
+    assert rec["primary"] == "ipc-a" and rec["epoch"] == 1
