@@ -60,6 +60,7 @@ from failover.rules import (
 )
 
 log = logging.getLogger("failover.agent")
+WATCHDOG = 0.2  # the self-fencing watchdog's period (s)
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,11 @@ class Timing:
         s, i = c.timings.session_timeout, c.timings.monitor_interval
         d = s / 2
         b = sum(c.services[x].stop_timeout for x in APP_SERVICES if x in c.services)
-        # The old primary stops CTI/IVR by (last contact) + D + I + B; its session
-        # expires no earlier than (last contact) + S, and we took P/leader after
-        # that. Waiting G more covers the difference, plus a margin.
-        g = max(0.0, d + i + b - s) + 0.5
+        # The old primary's watchdog starts stopping CTI/IVR by (last contact) +
+        # D + WATCHDOG and is done by + B; its session expires no earlier than
+        # (last contact) + S, and we took P/leader after that. Waiting G more
+        # covers the difference, plus a 0.5 s margin (> one ZooKeeper round trip).
+        g = max(0.0, d + WATCHDOG + b - s) + 0.5
         return cls(i, s, d, b, g, 2 * s)
 
 
@@ -98,6 +100,7 @@ class Memory:
     restarts: dict[str, list[float]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     sentence: str = ""
+    fence_note: str = ""  # what the watchdog did
     last_logged: tuple[str, float] = ("", 0.0)
     fence_failures: int = 0
 
@@ -122,6 +125,7 @@ class Agent:
         self.store: zkstore.Store | None = None
         self.session_id: int | None = None
         self._watching = False
+        self._fence_lock = threading.Lock()
         self.host = socket.gethostname()
 
     # ------------------------------------------------------------------ lifecycle
@@ -167,8 +171,41 @@ class Agent:
         self.wake.set()
         return not self.stop_event.is_set()
 
+    def _watchdog(self) -> None:
+        """Self-fencing on time, whatever the main loop is doing (an SSH call may
+        hold a cycle up): a primary without ZooKeeper contact for D seconds
+        stops CTI and IVR on its IPC."""
+        while not self.stop_event.wait(WATCHDOG / 2):
+            if (
+                self._believes_primary()
+                and not self.mem.self_fenced
+                and time.monotonic() - self.mem.last_zk_ok >= self.t.self_fence_after
+            ):
+                with self._fence_lock:
+                    if not self.mem.self_fenced:
+                        self.mem.leader = False
+                        self.mem.fence_note = self._self_fence()
+                        self.wake.set()
+
+    def _believes_primary(self) -> bool:
+        return self.mem.obs is not None and self.mem.obs.role is Role.PRIMARY
+
+    def guard(self, step: Step) -> str:
+        """Refuse a CTI/IVR start unless we are a confirmed, fresh primary."""
+        if step.service not in APP_SERVICES or step.op == "stop" or step.host != self.me:
+            return ""
+        if not self.mem.leader:
+            return "this agent is not a confirmed primary"
+        if self.mem.self_fenced:
+            return "self-fenced"
+        age = time.monotonic() - self.mem.last_zk_ok
+        if age >= self.t.self_fence_after / 2:
+            return f"no ZooKeeper contact for {age:.1f} s"
+        return ""
+
     def run(self) -> None:
         self.start()
+        threading.Thread(target=self._watchdog, name="self-fence-watchdog", daemon=True).start()
         try:
             while not self.stop_event.is_set():
                 t0 = time.monotonic()
@@ -441,8 +478,9 @@ class Agent:
     def _as_primary(self, zk: dict, crec: dict, roles: dict[str, Role]) -> str:
         epoch = crec["epoch"]
         resumed = ""
-        if self.mem.self_fenced:
+        if self.mem.self_fenced or self.mem.fence_note:
             self.mem.self_fenced = False
+            self.mem.fence_note = ""
             resumed = "ZooKeeper is back and our session survived: "
         obs = self._observation(zk, crec, roles)
         d = decide(obs)
@@ -455,7 +493,7 @@ class Agent:
         if not mine:
             self._publish(zk, crec, d, d.reason)
             return f"{resumed}{self.me} is primary (epoch {epoch}): {d.reason}"
-        rep = self.ex.execute(mine)
+        rep = self.ex.execute(mine, guard=self.guard)
         if self.mem.obs is not None:
             self.mem.obs = _failed_starts(self.mem.obs, rep, self.n)
         if d.action is Action.RESTART:
@@ -491,7 +529,7 @@ class Agent:
             default=decided,
         )
         mine = _own_stages(d.plan, self.me)
-        rep = self.ex.execute(mine)
+        rep = self.ex.execute(mine, guard=self.guard)
         if not rep.ok:
             sentence = (
                 f"{d.reason} But stopping the services on {self.me} failed ({rep.summary()}): NOT "
@@ -536,7 +574,7 @@ class Agent:
             return self._fence_self(zk, crec, own_faults, d)
         mine = _own_stages(d.plan, self.me) if d.execute else ()
         if d.action is Action.CONVERGE and mine:
-            rep = self.ex.execute(mine)
+            rep = self.ex.execute(mine, guard=self.guard)
             if self.mem.obs is not None:
                 self.mem.obs = _failed_starts(self.mem.obs, rep, self.n)
             result = "done" if rep.ok else f"FAILED: {rep.summary()}"
@@ -647,7 +685,7 @@ class Agent:
         self.mem.obs = IpcObs(Role.PRIMARY, self.mem.obs.services, board_down=False)
         target = self.topo.expected(self.me, Role.PRIMARY)
         steps = converge_steps(self.topo, self.me, self.mem.obs, target)
-        rep = self.ex.execute((Stage(f"promote {self.me}", steps),)) if steps else None
+        rep = self.ex.execute((Stage(f"promote {self.me}", steps),), guard=self.guard) if steps else None
         t_done = time.time()
         ok = rep is None or rep.ok
         seen = (handoff or {}).get("fault_seen_at") or t_start

@@ -621,10 +621,12 @@ class Executor:
         plan: Sequence[Stage],
         progress: Progress | None = None,
         fence_check: Callable[[str], tuple[bool, str]] | None = None,
+        guard: Callable[[Step], str] | None = None,
     ) -> PlanReport:
         """Run a plan. fence_check(old) decides whether a gated stage may start
-        CTI/IVR (default: verify over SSH); the agent passes its own, which also
-        accepts "the old primary must have stopped them itself by now"."""
+        CTI/IVR (default: verify over SSH). guard(step), checked right before
+        each step, returns a reason to refuse it ("" = go): the agent refuses
+        CTI/IVR starts the moment it is no longer a confirmed primary."""
         say = progress or (lambda _m: None)
         check = fence_check or self.fenced
         results = [StepResult(s, "not run") for st in plan for s in st.steps]
@@ -639,12 +641,14 @@ class Executor:
                 if not ok:
                     blocked = f"{st.requires_fenced} not verified fenced: {why}; CTI/IVR not started"
                     break
-            failed = self._run_stage(st, [index[id(s)] for s in st.steps], say)
+            failed = self._run_stage(st, [index[id(s)] for s in st.steps], say, guard)
             if failed:
                 blocked = failed
         return PlanReport(results, blocked)
 
-    def _run_stage(self, st: Stage, results: list[StepResult], say: Progress) -> str:
+    def _run_stage(
+        self, st: Stage, results: list[StepResult], say: Progress, guard: Callable[[Step], str] | None = None
+    ) -> str:
         hosts: dict[str, list[StepResult]] = {}
         for r in results:
             hosts.setdefault(r.step.host, []).append(r)
@@ -653,6 +657,12 @@ class Executor:
         def run_host(rs: list[StepResult]) -> None:
             for r in rs:
                 if abort.is_set():
+                    return
+                refused = guard(r.step) if guard else ""
+                if refused:
+                    r.status, r.detail = "failed", f"refused: {refused}"
+                    say(f"{r.step.op} {r.step.service} on {r.step.host}: refused ({refused})")
+                    abort.set()
                     return
                 say(f"{r.step.op}ing {LABELS.get(r.step.service, r.step.service)} on {r.step.host} …")
                 t0 = time.monotonic()
