@@ -103,6 +103,7 @@ class Memory:
     fence_note: str = ""  # what the watchdog did
     last_logged: tuple[str, float] = ("", 0.0)
     fence_failures: int = 0
+    peer_fenced_epoch: int | None = None  # we fenced the peer when taking this epoch
 
 
 class Agent:
@@ -172,10 +173,22 @@ class Agent:
         return not self.stop_event.is_set()
 
     def _watchdog(self) -> None:
-        """Self-fencing on time, whatever the main loop is doing (an SSH call may
-        hold a cycle up): a primary without ZooKeeper contact for D seconds
-        stops CTI and IVR on its IPC."""
-        while not self.stop_event.wait(WATCHDOG / 2):
+        """ZooKeeper liveness and self-fencing on time, whatever the main loop is
+        doing (an SSH call to an unreachable peer may hold a cycle up for
+        seconds). Every WATCHDOG seconds: read P/leader (fail fast); success
+        refreshes the last-contact time and revokes our leadership at once if
+        the znode is not ours. A primary without contact for D seconds stops
+        CTI and IVR on its IPC."""
+        while not self.stop_event.wait(WATCHDOG):
+            store = self.store
+            if store is not None and self.session_id is not None and store.connected():
+                try:
+                    leader = store.leader(timeout=min(1.0, self.t.self_fence_after / 4))
+                    self.mem.last_zk_ok = time.monotonic()
+                    if leader is None or leader[1] != self.session_id:
+                        self.mem.leader = False
+                except zkstore.ZkUnavailable:
+                    pass
             if (
                 self._believes_primary()
                 and not self.mem.self_fenced
@@ -275,6 +288,12 @@ class Agent:
         if my_role is Role.PRIMARY and not holds:
             my_role = Role.STANDBY  # the record lags: act as standby until it says otherwise
         self._observe_update(own_raw, my_role, crec)
+        if holds and crec.get("primary") != self.me:
+            # We hold P/leader but the record still names the old primary: a
+            # takeover waiting for fencing. Carry on with it.
+            handoff = crec.get("handoff") or {}
+            to_me = handoff.get("to") == self.me and handoff.get("from") == self.peer
+            return self._take_over(zk, crec, handoff if to_me else None)
         if holds:
             return self._as_primary(zk, crec, roles)
         if leader is None:
@@ -408,15 +427,12 @@ class Agent:
                 f"ZooKeeper unreachable for {gone:.1f} s ({why}): not acting as primary; CTI and IVR keep "
                 f"running until {self.t.self_fence_after:g} s without ZooKeeper."
             )
-        if self.mem.self_fenced:
-            return (
-                f"ZooKeeper unreachable for {gone:.1f} s: CTI and IVR stopped on {self.me} (self-fenced); "
-                "waiting for ZooKeeper."
-            )
-        done = self._self_fence()
+        with self._fence_lock:  # normally the watchdog has done it already
+            if not self.mem.self_fenced and not self.mem.fence_note:
+                self.mem.fence_note = self._self_fence()
         return (
-            f"ZooKeeper unreachable for {gone:.1f} s (limit {self.t.self_fence_after:g} s): {done}; the "
-            "standby may take over after our session expires."
+            f"ZooKeeper unreachable for {gone:.1f} s (limit {self.t.self_fence_after:g} s): {self.mem.fence_note}; "
+            "the standby may take over once our session has expired."
         )
 
     def _self_fence(self) -> str:
@@ -493,7 +509,7 @@ class Agent:
         if not mine:
             self._publish(zk, crec, d, d.reason)
             return f"{resumed}{self.me} is primary (epoch {epoch}): {d.reason}"
-        rep = self.ex.execute(mine, guard=self.guard)
+        rep = self.ex.execute(mine, guard=self.guard, fence_check=lambda host: self._fenced(host, epoch))
         if self.mem.obs is not None:
             self.mem.obs = _failed_starts(self.mem.obs, rep, self.n)
         if d.action is Action.RESTART:
@@ -653,12 +669,16 @@ class Agent:
         assert self.store is not None
         epoch = crec["epoch"]
         t_start = time.time()
-        if not self.store.take_leader(self._leader_data(epoch + 1)):
-            return f"No primary held the role; another agent took it first (epoch {epoch})."
+        if self.mem.takeover_started is None:
+            if not self.store.take_leader(self._leader_data(epoch + 1)):
+                return f"No primary held the role; another agent took it first (epoch {epoch})."
+            # The fence grace counts from here: the old primary's session has expired.
+            self.mem.takeover_started = time.monotonic()
         self.mem.leader = True
         fenced, how = self._fence_peer(handoff)
         if not fenced:
-            if self.mem.takeover_started is not None and how.startswith("waiting"):
+            if how.startswith("waiting"):
+                # Keep P/leader while waiting: nobody else may take over meanwhile.
                 return f"Taking the role from {self.peer} (epoch {epoch} -> {epoch + 1}): {how}."
             self.store.release_leader(self.session_id or 0)
             self.mem.leader = False
@@ -681,6 +701,7 @@ class Agent:
             self.mem.leader = False
             return "Lost the race for the cluster record while taking over; retrying next cycle."
         self.mem.takeover_started = None
+        self.mem.peer_fenced_epoch = epoch + 1
         assert self.mem.obs is not None
         self.mem.obs = IpcObs(Role.PRIMARY, self.mem.obs.services, board_down=False)
         target = self.topo.expected(self.me, Role.PRIMARY)
@@ -735,6 +756,13 @@ class Agent:
             return False, f"stopping services on {self.peer} failed ({rep.summary()})"
         ok, why = self.ex.fenced(self.peer)
         return (True, f"{self.peer} fenced: {why}") if ok else (False, why)
+
+    def _fenced(self, host: str, epoch: int) -> tuple[bool, str]:
+        """A gated stage on the primary: the peer counts as fenced if we fenced
+        it when taking this epoch and the record still says it is fenced."""
+        if host == self.peer and self.mem.peer_fenced_epoch == epoch:
+            return True, f"{host} fenced when this agent took epoch {epoch}"
+        return self.ex.fenced(host)
 
     def _fence_by_time(self, why: str) -> tuple[bool, str]:
         now = time.monotonic()

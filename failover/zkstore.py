@@ -130,9 +130,9 @@ class Store:
         except Exception as e:  # ConnectionLoss, SessionExpired, ...
             raise ZkUnavailable(f"{type(e).__name__}: {e}") from None
 
-    def get(self, path: str) -> tuple[Any, ZnodeStat] | None:
+    def get(self, path: str, timeout: float = OP_TIMEOUT) -> tuple[Any, ZnodeStat] | None:
         try:
-            raw, stat = self.call(self.zk.get_async, path)
+            raw, stat = self.call(self.zk.get_async, path, timeout=timeout)
         except NoNodeError:
             return None
         return loads(raw), stat
@@ -148,9 +148,9 @@ class Store:
                 pass
 
     # ----- leader ----------------------------------------------------------------
-    def leader(self) -> tuple[dict, int] | None:
+    def leader(self, timeout: float = OP_TIMEOUT) -> tuple[dict, int] | None:
         """(data, ephemeralOwner session id) of the leader znode, or None."""
-        got = self.get(self.leader_path)
+        got = self.get(self.leader_path, timeout)
         if got is None:
             return None
         data, stat = got

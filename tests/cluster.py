@@ -37,24 +37,18 @@ def wait_for(pred: Callable[[], Any], timeout: float = 20.0, interval: float = 0
 
 
 class AgentProc:
-    def __init__(self, inventory: Path, ipc: str, state_dir: Path, log_dir: Path) -> None:
-        self.inventory, self.ipc, self.state_dir = inventory, ipc, state_dir
+    def __init__(self, inventory: Path, ipc: str, state_dir: Path, log_dir: Path, netns: str | None = None) -> None:
+        self.inventory, self.ipc, self.state_dir, self.netns = inventory, ipc, state_dir, netns
         self.log = log_dir / f"agent-{ipc}.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         out = self.log.open("a")
+        cmd = [FAILOVER, "agent", "-i", str(self.inventory), "--ipc", self.ipc, "--state-dir", str(self.state_dir)]
+        if self.netns:  # co-located with its IPC: cut off together with it
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
         self.proc = subprocess.Popen(
-            [
-                FAILOVER,
-                "agent",
-                "-i",
-                str(self.inventory),
-                "--ipc",
-                self.ipc,
-                "--state-dir",
-                str(self.state_dir),
-            ],
+            cmd,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -119,7 +113,9 @@ class Harness:
             self.cluster: Cluster = inv_mod.load(self.lab.inventory_path).cluster()
             self.recorder = Recorder(self.lab.labid, self.lab.cluster_ipcs()).__enter__()
             for ipc in ("ipc-a", "ipc-b"):
-                self.agents[ipc] = AgentProc(self.lab.inventory_path, ipc, self.root / "state", self.root)
+                self.agents[ipc] = AgentProc(
+                    self.lab.inventory_path, ipc, self.root / "state", self.root, self.lab.ipc(ipc).netns
+                )
                 self.agents[ipc].start()
             self.zk = zkstore.connect(self.cluster, timeout=10)
             self.zk.start(timeout=15)

@@ -272,7 +272,7 @@ class Lab:
             for s in SERVICES:
                 # Lab services stop in milliseconds; a short stop timeout for CTI/IVR
                 # keeps the fence grace (docs/agent.md) short.
-                stop = 2 if s in ("cti", "ivr") else 10
+                stop = 1 if s in ("cti", "ivr") else 10
                 svc: dict = {"service": s, "start_timeout": 10, "stop_timeout": stop}
                 if s in PROBED:
                     svc["probe"] = {
@@ -307,6 +307,7 @@ class Lab:
                                 "user": _user(),
                                 "key": str(self.client_key),
                                 "known_hosts": str(self.known_hosts),
+                                "connect_timeout": 2,
                             },
                             "probe_ports": {k: v for k, v in i.ports.items()},
                             "lab": {"control": i.control()},

@@ -1,0 +1,45 @@
+"""Fencing when the old primary cannot be reached: its agent (co-located, in
+the IPC's network namespace) self-fences before the standby may promote."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from failover.lab import netns
+from tests.cluster import Harness, wait_for
+
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(not netns.available(), reason="network namespaces need root"),
+]
+
+
+def test_isolated_primary_self_fences_before_standby_promotes(tmp_path: Path) -> None:
+    with Harness(tmp_path, netns=True) as h:
+        h.steady()
+        t0 = time.monotonic()
+        h.lab.fault("ipc-a", "unreachable")  # cut from ZooKeeper, from the standby, from everything
+        wait_for(lambda: h.serving("ipc-b"), 40, what="ipc-b serving")
+        t_serving = time.monotonic() - t0
+        h.assert_never_both()  # the safety property first
+        assert h.recorder is not None
+        t_fenced = (
+            next(x.t for x in h.recorder.samples if x.t > t0 and not ({"cti", "ivr"} & set(x.running.get("ipc-a", {}))))
+            - t0
+        )
+        assert t_fenced < t_serving
+        assert any("self-fencing" in s for s in h.agents["ipc-a"].sentences())
+        hist = wait_for(lambda: [e for e in h.store.history() if e.get("to") == "ipc-b"], 5, what="history")
+        assert "must have stopped CTI/IVR itself" in hist[-1]["fencing"]
+        rec = h.record()
+        assert rec["primary"] == "ipc-b" and rec["epoch"] == 2
+        # Heal: exactly one primary; ipc-a stays out (fenced) until rejoin.
+        h.lab.fault("ipc-a", "reachable")
+        wait_for(lambda: h.member("ipc-a").get("role") == "fenced", 30, what="ipc-a back, fenced")
+        time.sleep(2)
+        assert h.record()["primary"] == "ipc-b" and not ({"cti", "ivr"} & set(h.running("ipc-a")))
+        h.assert_never_both()
+        print(f"self-fenced after {t_fenced:.1f} s, standby serving after {t_serving:.1f} s")
