@@ -234,7 +234,7 @@ def test_dry_run_connects_nowhere(lab: Lab, cluster: Cluster) -> None:
     with ex.Executor(cluster) as e:
         lines = e.dry_run(plan)
         assert e.connection("ipc-a").connect_attempts == 0
-    assert any("stop ivr --timeout 2" in x for x in lines)
+    assert any(" stop ivr --timeout " in x for x in lines)
     assert sshd.connections_accepted() == before
 
 
