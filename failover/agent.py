@@ -104,6 +104,8 @@ class Memory:
     last_logged: tuple[str, float] = ("", 0.0)
     fence_failures: int = 0
     peer_fenced_epoch: int | None = None  # we fenced the peer when taking this epoch
+    takeover_wall: float | None = None  # wall time we took P/leader for a takeover
+    wake_at: float | None = None  # monotonic: wake the loop early (fence grace ends)
 
 
 class Agent:
@@ -228,7 +230,11 @@ class Agent:
                     log.exception("cycle failed")
                     sentence = f"Cycle failed ({type(e).__name__}: {e}); retrying next cycle."
                 self.say(sentence)
-                self.wake.wait(max(0.0, self.t.interval - (time.monotonic() - t0)))
+                delay = self.t.interval - (time.monotonic() - t0)
+                if self.mem.wake_at is not None:
+                    delay = min(delay, self.mem.wake_at - time.monotonic())
+                    self.mem.wake_at = None
+                self.wake.wait(max(0.0, delay))
                 self.wake.clear()
         finally:
             self.close()
@@ -674,6 +680,7 @@ class Agent:
                 return f"No primary held the role; another agent took it first (epoch {epoch})."
             # The fence grace counts from here: the old primary's session has expired.
             self.mem.takeover_started = time.monotonic()
+            self.mem.takeover_wall = time.time()
         self.mem.leader = True
         fenced, how = self._fence_peer(handoff)
         if not fenced:
@@ -709,7 +716,9 @@ class Agent:
         rep = self.ex.execute((Stage(f"promote {self.me}", steps),), guard=self.guard) if steps else None
         t_done = time.time()
         ok = rep is None or rep.ok
-        seen = (handoff or {}).get("fault_seen_at") or t_start
+        hand = handoff or {}
+        took = self.mem.takeover_wall or t_start
+        seen = hand.get("fault_seen_at") or took
         why = (handoff or {}).get("reason") or f"{self.peer}'s agent lost its ZooKeeper session"
         entry = {
             "kind": (handoff or {}).get("kind", "takeover"),
@@ -720,8 +729,12 @@ class Agent:
             "who": (handoff or {}).get("who", f"agent {self.me}"),
             "fencing": how,
             "outcome": "done" if ok else "failed",
-            "detection_s": round(((handoff or {}).get("decided_at") or t_start) - seen, 3),
-            "fencing_s": round(t_fenced - ((handoff or {}).get("stopped_at") or t_start), 3),
+            # detection: first failed check -> decision; stop: the old primary
+            # stopping everything; fencing: from the handover (or from taking
+            # P/leader) to fenced; promotion: fenced -> CTI and IVR answering.
+            "detection_s": round(hand.get("decided_at", took) - seen, 3),
+            "stop_s": round(hand.get("stopped_at", took) - hand.get("decided_at", took), 3),
+            "fencing_s": round(t_fenced - hand.get("stopped_at", took), 3),
             "promotion_s": round(t_done - t_fenced, 3),
             "duration_s": round(t_done - seen, 3),
         }
@@ -774,6 +787,7 @@ class Agent:
                 f"{why}; its agent must have stopped CTI/IVR itself: its session expired and "
                 f"{waited:.1f} s more have passed (fence grace {self.t.fence_grace:g} s)"
             )
+        self.mem.wake_at = self.mem.takeover_started + self.t.fence_grace
         return (
             False,
             f"waiting: {why}; promoting after a fence grace of {self.t.fence_grace:g} s ({waited:.1f} s so far)",

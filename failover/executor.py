@@ -512,7 +512,7 @@ class Executor:
             return False
 
     def service_state(self, host: str, service: str) -> State:
-        return self.status_all(host).states[service]
+        return self.status_fast(host).states[service]
 
     # ----- service operations ---------------------------------------------------
     def start(self, host: str, service: str) -> str:
