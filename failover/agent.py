@@ -299,7 +299,17 @@ class Agent:
             # takeover waiting for fencing. Carry on with it.
             handoff = crec.get("handoff") or {}
             to_me = handoff.get("to") == self.me and handoff.get("from") == self.peer
-            return self._take_over(zk, crec, handoff if to_me else None)
+            req = _active(zk.get("request"))
+            manual = None
+            if req is not None and req.data.get("kind") == "failover" and req.data.get("to") == self.me:
+                manual = {
+                    "kind": "manual-failover",
+                    "who": req.data.get("operator", "?"),
+                    "request": req.data.get("id"),
+                    "reason": f"manual failover by {req.data.get('operator', '?')}: "
+                    f"{req.data.get('reason') or 'no reason given'}",
+                }
+            return self._take_over(zk, crec, handoff if to_me else None, manual=manual)
         if holds:
             return self._as_primary(zk, crec, roles)
         if leader is None:
@@ -348,6 +358,7 @@ class Agent:
             "leader": self.store.leader(),
             "pause": self.store.pause(),
             "peer": self.store.member(self.peer),
+            "request": self.store.request(),
         }
 
     def _observation(self, zk: dict, crec: dict, roles: dict[str, Role]) -> Observation:
@@ -505,6 +516,13 @@ class Agent:
             self.mem.fence_note = ""
             resumed = "ZooKeeper is back and our session survived: "
         obs = self._observation(zk, crec, roles)
+        req = _active(zk.get("request"))
+        if req is not None and req.data.get("kind") == "switchover":
+            verdict = self._switchover_due(req, obs)
+            if verdict == "go":
+                return resumed + self._switch_over(zk, crec, req, obs)
+            if verdict:
+                self._finish_request(req.data.get("id"), "refused", verdict)
         d = decide(obs)
         if not d.execute or d.action in (Action.NONE, Action.HOLD):
             self._publish(zk, crec, d, d.reason)
@@ -584,6 +602,13 @@ class Agent:
 
     # ----- standby / fenced -------------------------------------------------------
     def _as_standby(self, zk: dict, crec: dict, roles: dict[str, Role]) -> str:
+        req = _active(zk.get("request"))
+        if req is not None and req.data.get("kind") == "failover" and req.data.get("to") == self.me:
+            self._finish_request(
+                req.data.get("id"),
+                "refused",
+                f"{self.peer}'s agent is alive and holds the role: use `failover switchover`",
+            )
         obs = self._observation(zk, crec, roles)
         d = decide(obs)
         epoch = crec["epoch"]
@@ -639,6 +664,132 @@ class Agent:
         self._publish(zk, {**crec, "roles": roles}, d, sentence)
         return sentence
 
+    # ----- operator requests ------------------------------------------------------
+    def _request_progress(
+        self, req_id: str | None, line: str = "", state: str | None = None, result: dict | None = None
+    ) -> None:
+        """Append a progress line (and/or a state) to the operator's request."""
+        assert self.store is not None
+        for _ in range(5):
+            try:
+                cur = self.store.request()
+            except zkstore.ZkUnavailable:
+                return
+            if cur is None or cur.data.get("id") != req_id:
+                return
+            data = dict(cur.data)
+            if line:
+                data["progress"] = [*data.get("progress", []), line]
+            if state:
+                data["state"] = state
+            if result is not None:
+                data["result"] = result
+            try:
+                self.store.update_request(cur.version, data)
+                return
+            except zkstore.Conflict:
+                continue
+            except zkstore.ZkUnavailable:
+                return
+
+    def _finish_request(self, req_id: str | None, state: str, why: str, **result: Any) -> None:
+        self._request_progress(req_id, f"{state}: {why}", state, {"state": state, "why": why, **result})
+
+    def _progress_to(self, req_id: str | None) -> exe.Progress:
+        def say(msg: str) -> None:
+            if msg.endswith("…"):
+                return  # only completed steps
+            self._request_progress(req_id, msg)
+
+        return say
+
+    def _switchover_due(self, req: zkstore.Versioned, obs: Observation) -> str:
+        """'go', '' (not yet: scheduled), or why the request is refused now."""
+        r = req.data
+        if r.get("to") != self.peer:
+            return f"{r.get('to')} is not the standby of primary {self.me}"
+        if r.get("at") and time.time() < float(r["at"]):
+            self.mem.wake_at = time.monotonic() + max(0.0, float(r["at"]) - time.time())
+            return ""
+        if obs.policy.paused and not r.get("allow_paused"):
+            return f"paused ({obs.policy.pause_reason}); give --to to switch over while paused"
+        peer = obs.ipcs[self.peer]
+        if peer.role is not Role.STANDBY or faults_of(obs, self.peer) or not peer.reachable:
+            return f"{self.peer} cannot take the role now (role {peer.role.value}, " + (
+                "unreachable)"
+                if not peer.reachable
+                else f"faults: {', '.join(map(str, faults_of(obs, self.peer))) or 'none'})"
+            )
+        return "go"
+
+    def _switch_over(self, zk: dict, crec: dict, req: zkstore.Versioned, obs: Observation) -> str:
+        """A planned switchover, on the primary's side: converge this IPC to the
+        standby layout (CTI and IVR stopped, KCXP/KCBP running: it stays
+        eligible), then hand the role over to the standby."""
+        assert self.store is not None and self.mem.obs is not None
+        r = req.data
+        rid = r.get("id")
+        epoch = crec["epoch"]
+        decided = time.time()
+        self._request_progress(rid, f"{self.me}: switchover to {self.peer} started (epoch {epoch})", "running")
+        target = self.topo.expected(self.me, Role.STANDBY)
+        steps = converge_steps(self.topo, self.me, self.mem.obs, target)
+        rep = self.ex.execute((Stage(f"demote {self.me}", steps),), progress=self._progress_to(rid)) if steps else None
+        if rep is not None and not rep.ok:
+            why = (
+                f"demoting {self.me} failed: {rep.summary()}; {self.me} stays primary and converges back to its layout"
+            )
+            self._finish_request(rid, "failed", why, primary=self.me, epoch=epoch)
+            return f"Switchover to {self.peer} FAILED: {why}."
+        roles = {**crec["roles"], self.me: Role.STANDBY.value, self.peer: Role.STANDBY.value}
+        handoff = {
+            "from": self.me,
+            "to": self.peer,
+            "kind": "switchover",
+            "who": r.get("operator", "?"),
+            "reason": f"switchover requested by {r.get('operator', '?')}: {r.get('reason') or 'no reason given'}",
+            "request": rid,
+            "fault_seen_at": float(r.get("requested_at", decided)),
+            "decided_at": decided,
+            "stopped_at": time.time(),
+            "epoch": epoch,
+        }
+        if self._cas(zk, {"roles": roles, "handoff": handoff}) is None:
+            return "Switchover: the cluster record changed meanwhile; retrying next cycle."
+        self.store.release_leader(self.session_id or 0)
+        self.mem.leader = False
+        self.mem.obs = IpcObs(Role.STANDBY, self.mem.obs.services)
+        self._request_progress(rid, f"{self.me}: CTI and IVR stopped, role handed to {self.peer}")
+        return (
+            f"Switchover to {self.peer} requested by {r.get('operator', '?')}: {self.me} demoted to standby "
+            f"and the role handed over (epoch {epoch})."
+        )
+
+    def _manual_failover(self, zk: dict, crec: dict, req: zkstore.Versioned) -> str:
+        """`failover failover --to ME`: the operator takes the role here for a
+        dead primary, whatever the pause or mode; fencing is never skipped."""
+        r = req.data
+        rid = r.get("id")
+        own = faults_of(self._observation(zk, crec, {k: Role(v) for k, v in crec.get("roles", {}).items()}), self.me)
+        if (own or not self.mem.obs or not self.mem.obs.reachable) and not r.get("force"):
+            why = f"{self.me} is not healthy ({' and '.join(map(str, own)) or 'unreachable'}); --force to insist"
+            self._finish_request(rid, "refused", why)
+            return f"Manual failover to {self.me} refused: {why}."
+        if crec.get("roles", {}).get(self.me) == Role.FENCED.value and not r.get("force"):
+            why = f"{self.me} is fenced; rejoin it first, or --force"
+            self._finish_request(rid, "refused", why)
+            return f"Manual failover to {self.me} refused: {why}."
+        self._request_progress(
+            rid, f"{self.me}: taking the role (manual failover by {r.get('operator', '?')})", "running"
+        )
+        handoff = {
+            "kind": "manual-failover",
+            "who": r.get("operator", "?"),
+            "request": rid,
+            "reason": f"manual failover by {r.get('operator', '?')}: {r.get('reason') or 'no reason given'}",
+        }
+        return self._take_over(zk, crec, None, manual=handoff)
+
     # ----- no leader: take over? -----------------------------------------------------
     def _leaderless(self, zk: dict, crec: dict, roles: dict[str, Role]) -> str:
         epoch = crec["epoch"]
@@ -650,7 +801,11 @@ class Agent:
         self._publish(zk, crec, Decision(Action.NONE, ""))
         if my_role is not Role.STANDBY:
             return f"No primary holds the role (epoch {epoch}); {self.me} is {my_role.value}: not taking over."
-        if obs.policy.paused:
+        req = _active(zk.get("request"))
+        manual_failover = req is not None and req.data.get("kind") == "failover" and req.data.get("to") == self.me
+        if manual_failover:
+            return self._manual_failover(zk, crec, req)
+        if obs.policy.paused and not to_me:
             return f"No primary holds the role (epoch {epoch}); paused ({obs.policy.pause_reason}): not taking over."
         if obs.policy.mode == "manual" and not to_me:
             return f"No primary holds the role (epoch {epoch}); manual mode: not taking over (use `failover failover`)."
@@ -671,10 +826,15 @@ class Agent:
             return f"No primary holds the role (epoch {epoch}), but {self.me} cannot serve ({what}): not taking over."
         return self._take_over(zk, crec, handoff if to_me else None)
 
-    def _take_over(self, zk: dict, crec: dict, handoff: dict | None) -> str:
+    def _take_over(self, zk: dict, crec: dict, handoff: dict | None, manual: dict | None = None) -> str:
+        """Take the primary role: P/leader, fencing, epoch + 1, promotion.
+        `handoff`: the old primary handed over (failover or switchover);
+        `manual`: an operator's `failover failover --to` this IPC."""
         assert self.store is not None
         epoch = crec["epoch"]
         t_start = time.time()
+        meta = handoff or manual or {}
+        rid = meta.get("request")
         if self.mem.takeover_started is None:
             if not self.store.take_leader(self._leader_data(epoch + 1)):
                 return f"No primary held the role; another agent took it first (epoch {epoch})."
@@ -690,17 +850,22 @@ class Agent:
             self.store.release_leader(self.session_id or 0)
             self.mem.leader = False
             self.mem.takeover_started = None
+            if rid:
+                self._finish_request(rid, "failed", f"cannot fence {self.peer}: {how}; {self.me} not promoted")
             return f"Cannot take the role from {self.peer}: {how}; not promoting {self.me}, ALERT."
         t_fenced = time.time()
         failovers = list(crec.get("failovers", []))
-        if handoff is None or handoff.get("kind") == "failover":
+        if meta.get("kind", "takeover") in ("failover", "takeover"):  # automatic ones count for flap damping
             failovers.append(t_fenced)
+        old_role = Role.STANDBY if meta.get("kind") == "switchover" else Role.FENCED
+        if rid:
+            self._request_progress(rid, f"{self.me}: fencing {self.peer}: {how}")
         change = {
             "epoch": epoch + 1,
             "primary": self.me,
             "handoff": None,
             "failovers": failovers[-20:],
-            "roles": {**crec["roles"], self.me: Role.PRIMARY.value, self.peer: Role.FENCED.value},
+            "roles": {**crec["roles"], self.me: Role.PRIMARY.value, self.peer: old_role.value},
             "board_down": [x for x in crec.get("board_down", []) if x != self.me],
         }
         if self._cas(zk, change) is None:
@@ -713,20 +878,25 @@ class Agent:
         self.mem.obs = IpcObs(Role.PRIMARY, self.mem.obs.services, board_down=False)
         target = self.topo.expected(self.me, Role.PRIMARY)
         steps = converge_steps(self.topo, self.me, self.mem.obs, target)
-        rep = self.ex.execute((Stage(f"promote {self.me}", steps),), guard=self.guard) if steps else None
+        progress = self._progress_to(rid) if rid else None
+        rep = (
+            self.ex.execute((Stage(f"promote {self.me}", steps),), progress=progress, guard=self.guard)
+            if steps
+            else None
+        )
         t_done = time.time()
         ok = rep is None or rep.ok
         hand = handoff or {}
         took = self.mem.takeover_wall or t_start
         seen = hand.get("fault_seen_at") or took
-        why = (handoff or {}).get("reason") or f"{self.peer}'s agent lost its ZooKeeper session"
+        why = meta.get("reason") or f"{self.peer}'s agent lost its ZooKeeper session"
         entry = {
-            "kind": (handoff or {}).get("kind", "takeover"),
+            "kind": meta.get("kind", "takeover"),
             "from": self.peer,
             "to": self.me,
             "epoch": epoch + 1,
             "why": why,
-            "who": (handoff or {}).get("who", f"agent {self.me}"),
+            "who": meta.get("who", f"agent {self.me}"),
             "fencing": how,
             "outcome": "done" if ok else "failed",
             # detection: first failed check -> decision; stop: the old primary
@@ -741,6 +911,24 @@ class Agent:
         if not ok:
             entry["failed"] = rep.summary() if rep else ""
         self.store.add_history(entry)
+        if rid:
+            if ok:
+                self._finish_request(
+                    rid,
+                    "done",
+                    f"{self.me} is primary, epoch {epoch + 1}, in {t_done - seen:.1f} s",
+                    primary=self.me,
+                    epoch=epoch + 1,
+                    duration_s=round(t_done - seen, 3),
+                )
+            else:
+                self._finish_request(
+                    rid,
+                    "failed",
+                    f"{self.me} took the role (epoch {epoch + 1}) but promotion failed: {rep.summary()}",
+                    primary=self.me,
+                    epoch=epoch + 1,
+                )  # type: ignore[union-attr]
         result = f"promoted in {t_done - t_fenced:.1f} s" if ok else f"promotion FAILED: {rep.summary()}"  # type: ignore[union-attr]
         sentence = f"Took the primary role from {self.peer} (epoch {epoch} -> {epoch + 1}): {how}; {result}."
         d = Decision(Action.FAILOVER, sentence)
@@ -792,6 +980,10 @@ class Agent:
             False,
             f"waiting: {why}; promoting after a fence grace of {self.t.fence_grace:g} s ({waited:.1f} s so far)",
         )
+
+
+def _active(req: zkstore.Versioned | None) -> zkstore.Versioned | None:
+    return req if req is not None and req.data.get("state") in ("pending", "running") else None
 
 
 def _failed_starts(obs: IpcObs, rep: exe.PlanReport, n: int) -> IpcObs:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,298 @@ def agent_cmd(inventory_path: str, ipc: str, state_dir: str, log_level: str) -> 
         click.echo(str(e), err=True)
         sys.exit(EXIT_USAGE)
     sys.exit(agent_mod.main_loop(cluster, ipc, Path(state_dir)))
+
+
+# ----- on-call commands ------------------------------------------------------------
+cluster_option = click.option(
+    "--cluster", "-c", "cluster_name", default=None, help="Cluster name (required when the inventory has several)."
+)
+operator_option = click.option("--operator", default=None, help="Who is doing this [default: the OS user].")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def _cluster(inventory_path: str, name: str | None) -> inv_mod.Cluster:
+    inv = load_inventory(inventory_path)
+    try:
+        return inv.cluster(name)
+    except inv_mod.InventoryError as e:
+        click.echo(str(e), err=True)
+        sys.exit(EXIT_USAGE)
+
+
+@main.command("status")
+@inventory_option
+@click.option("--cluster", "-c", "cluster_name", default=None, help="Only this cluster [default: all].")
+@click.option("--watch", "-w", is_flag=True, help="Refresh every second until Ctrl-C.")
+@json_option
+def status_cmd(inventory_path: str, cluster_name: str | None, watch: bool, as_json: bool) -> None:
+    """Roles, epoch, every service, line, eligibility, capacity, each agent's last
+    sentence, pause, pending switchover and the last role change."""
+    from failover import oncall
+    from failover import status as st
+
+    inv = load_inventory(inventory_path)
+    try:
+        clusters = [inv.cluster(cluster_name)] if cluster_name else inv.clusters
+    except inv_mod.InventoryError as e:
+        click.echo(str(e), err=True)
+        sys.exit(EXIT_USAGE)
+    while True:
+        views, failed = [], False
+        for c in clusters:
+            try:
+                with oncall.connected(c) as s:
+                    views.append(oncall.read_view(c, s))
+            except oncall.Fail as e:
+                failed = True
+                views.append({"cluster": c.name, "error": str(e)})
+        if as_json:
+            emit_json(views if len(views) > 1 or not cluster_name else views[0])
+        else:
+            if watch:
+                click.clear()
+            for v in views:
+                click.echo(v["error"] if "error" in v else st.render(v))
+                click.echo("")
+        if not watch:
+            sys.exit(EXIT_FAILED if failed else EXIT_OK)
+        time.sleep(1)
+
+
+@main.command("switchover")
+@inventory_option
+@cluster_option
+@click.option("--to", "to", default=None, help="Candidate IPC [default: the standby].")
+@click.option("--at", "at", default=None, help="Schedule: +10m, +30s, HH:MM or ISO 8601.")
+@click.option("--reason", default="", help="Why (recorded in the history).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--cancel", is_flag=True, help="Cancel the pending (scheduled) switchover.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the result.")
+@operator_option
+def switchover_cmd(
+    inventory_path: str,
+    cluster_name: str | None,
+    to: str | None,
+    at: str | None,
+    reason: str,
+    yes: bool,
+    cancel: bool,
+    timeout: float,
+    operator: str | None,
+) -> None:
+    """Planned switchover: the primary stops CTI and IVR and hands the role to
+    the standby, which promotes. Shows the plan, asks, then follows it live."""
+    from failover import oncall, ops
+
+    c = _cluster(inventory_path, cluster_name)
+    who = ops.operator_name(operator)
+    try:
+        with oncall.connected(c) as s:
+            if cancel:
+                try:
+                    r = ops.cancel(s, who)
+                except ops.Refused as e:
+                    raise oncall.Fail(EXIT_REFUSED, f"refused: {e}") from None
+                click.echo(f"cancelled: the switchover to {r.get('to')} requested by {r.get('operator')}")
+                sys.exit(EXIT_OK)
+            if to is not None and to not in [i.name for i in c.ipcs]:
+                raise oncall.Fail(EXIT_USAGE, f"no IPC named {to!r} in cluster {c.name}")
+            when = oncall.parse_at(at)
+            v = oncall.read_view(c, s)
+            if v["switchover"]:
+                raise oncall.Fail(EXIT_REFUSED, f"refused: {oncall.scheduled_text(v['switchover'])}")
+            frm, cand = oncall.preflight_switchover(c, v, to, explicit=to is not None)
+            click.echo(
+                f"Switchover of cluster {c.name}: {frm} -> {cand} (epoch {v['epoch']} -> {v['epoch'] + 1})"
+                + (f" at {time.strftime('%H:%M:%S', time.localtime(when))}" if when else "")
+            )
+            click.echo("Plan:")
+            for line in oncall.plan_text(c, v, frm, cand):
+                click.echo(line)
+            if not yes and not click.confirm("Proceed?", default=False):
+                raise oncall.Fail(EXIT_REFUSED, "not confirmed: nothing was done")
+            req = ops.new_request("switchover", cand, who, reason, at=when, allow_paused=to is not None, frm=frm)
+            other = ops.submit(s, req)
+            if other is not None:
+                raise oncall.Fail(EXIT_REFUSED, f"refused: {oncall.scheduled_text(other)}")
+            if when and when > time.time() + 1:
+                click.echo(
+                    f"scheduled: {frm} -> {cand} at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(when))}"
+                    " (see `failover status`; cancel with `failover switchover --cancel`)"
+                )
+                sys.exit(EXIT_OK)
+            click.echo(f"requested by {who}; following it:")
+            result = oncall.follow(s, req["id"], timeout)
+            sys.exit(oncall.finish(c, s, result, "switchover"))
+    except oncall.Fail as e:
+        oncall.die(e)
+
+
+@main.command("failover")
+@inventory_option
+@cluster_option
+@click.option("--to", "to", required=True, help="The IPC to make primary.")
+@click.option("--force", is_flag=True, help="Even if the target reports faults (fencing is never skipped).")
+@click.option("--reason", default="", help="Why (recorded in the history).")
+@click.option("--yes", "-y", is_flag=True)
+@click.option("--timeout", default=120.0, show_default=True)
+@operator_option
+def failover_cmd(
+    inventory_path: str,
+    cluster_name: str | None,
+    to: str,
+    force: bool,
+    reason: str,
+    yes: bool,
+    timeout: float,
+    operator: str | None,
+) -> None:
+    """Manual failover for a DEAD primary (its agent gone), e.g. when automation
+    is paused or manual: the target's agent fences the old primary (over SSH,
+    or by waiting until it must have stopped) and promotes."""
+    from failover import oncall, ops
+
+    c = _cluster(inventory_path, cluster_name)
+    who = ops.operator_name(operator)
+    try:
+        if to not in [i.name for i in c.ipcs]:
+            raise oncall.Fail(EXIT_USAGE, f"no IPC named {to!r} in cluster {c.name}")
+        with oncall.connected(c) as s:
+            v = oncall.read_view(c, s)
+            if v["leader"] is not None:
+                raise oncall.Fail(
+                    EXIT_REFUSED,
+                    f"refused: {v['leader']}'s agent is alive and holds the role; "
+                    "use `failover switchover` for a live primary",
+                )
+            t = v["ipcs"][to]
+            if t["agent"] != "alive":
+                raise oncall.Fail(EXIT_REFUSED, f"refused: {to}'s agent is {t['agent']}: nobody would carry it out")
+            if not force and (t["role"] != "standby" or t["line"] != "up"):
+                raise oncall.Fail(
+                    EXIT_REFUSED, f"refused: {to} is {t['role']} with line {t['line']}; --force to insist"
+                )
+            old = c.peer(to).name
+            click.echo(f"Manual failover of cluster {c.name}: {old} (dead) -> {to}; {to}'s agent fences {old} first.")
+            for line in oncall.plan_text(c, v, old, to):
+                click.echo(line)
+            if not yes and not click.confirm("Proceed?", default=False):
+                raise oncall.Fail(EXIT_REFUSED, "not confirmed: nothing was done")
+            req = ops.new_request("failover", to, who, reason, force=force, frm=old)
+            other = ops.submit(s, req)
+            if other is not None:
+                raise oncall.Fail(EXIT_REFUSED, f"refused: {oncall.scheduled_text(other)}")
+            result = oncall.follow(s, req["id"], timeout)
+            sys.exit(oncall.finish(c, s, result, "failover"))
+    except oncall.Fail as e:
+        oncall.die(e)
+
+
+@main.command("rejoin")
+@inventory_option
+@cluster_option
+@click.argument("ipc")
+@click.option("--reason", default="", help="Why (recorded in the history).")
+@click.option("--timeout", default=60.0, show_default=True)
+@operator_option
+def rejoin_cmd(
+    inventory_path: str, cluster_name: str | None, ipc: str, reason: str, timeout: float, operator: str | None
+) -> None:
+    """A repaired IPC rejoins as standby: its agent converges it to the standby
+    layout and it becomes eligible again."""
+    from failover import oncall, ops
+
+    c = _cluster(inventory_path, cluster_name)
+    try:
+        with oncall.connected(c) as s:
+            try:
+                ops.rejoin(s, ipc, ops.operator_name(operator), reason)
+            except ops.Refused as e:
+                raise oncall.Fail(EXIT_REFUSED, f"refused: {e}") from None
+            click.echo(f"{ipc} marked standby; waiting for its agent to converge it …")
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                m = s.member(ipc) or {}
+                if m.get("eligible") and m.get("decision") == "none":
+                    click.echo(
+                        click.style(f"rejoin done: {ipc} is an eligible standby: {m.get('sentence')}", fg="green")
+                    )
+                    sys.exit(EXIT_OK)
+                time.sleep(0.2)
+            m = s.member(ipc)
+            raise oncall.Fail(
+                EXIT_FAILED,
+                f"rejoin FAILED: {ipc} is marked standby but not eligible after "
+                f"{timeout:g} s: " + ((m or {}).get("sentence") or "its agent is not reporting"),
+            )
+    except oncall.Fail as e:
+        oncall.die(e)
+
+
+@main.command("pause")
+@inventory_option
+@cluster_option
+@click.option("--reason", default="", help="Why (shown by status, recorded in the history).")
+@operator_option
+def pause_cmd(inventory_path: str, cluster_name: str | None, reason: str, operator: str | None) -> None:
+    """Stop every automatic action (agents keep monitoring and report PAUSED)."""
+    from failover import oncall, ops
+
+    c = _cluster(inventory_path, cluster_name)
+    try:
+        with oncall.connected(c) as s:
+            ops.pause(s, ops.operator_name(operator), reason)
+            click.echo(f"cluster {c.name} paused: no automatic action until `failover resume`")
+    except oncall.Fail as e:
+        oncall.die(e)
+
+
+@main.command("resume")
+@inventory_option
+@cluster_option
+@click.option("--reason", default="")
+@operator_option
+def resume_cmd(inventory_path: str, cluster_name: str | None, reason: str, operator: str | None) -> None:
+    """Resume automatic actions."""
+    from failover import oncall, ops
+
+    c = _cluster(inventory_path, cluster_name)
+    try:
+        with oncall.connected(c) as s:
+            was = ops.resume(s, ops.operator_name(operator), reason)
+            click.echo(f"cluster {c.name} resumed" if was else f"cluster {c.name} was not paused")
+    except oncall.Fail as e:
+        oncall.die(e)
+
+
+@main.command("history")
+@inventory_option
+@cluster_option
+@click.option("--limit", "-n", default=20, show_default=True)
+@json_option
+def history_cmd(inventory_path: str, cluster_name: str | None, limit: int, as_json: bool) -> None:
+    """Role changes, switchovers, pauses, rejoins and drills: from, to, why, who,
+    epoch, duration, outcome."""
+    from failover import oncall
+    from failover import status as st
+
+    c = _cluster(inventory_path, cluster_name)
+    try:
+        with oncall.connected(c) as s:
+            entries = s.history(limit)
+    except oncall.Fail as e:
+        oncall.die(e)
+    if as_json:
+        emit_json(entries)
+        return
+    for e in entries:
+        dur = f" {e['duration_s']:.1f} s" if e.get("duration_s") is not None else ""
+        move = f"{e.get('from') or '-'} -> {e.get('to') or '-'}" if e.get("to") or e.get("from") else ""
+        epoch = f" epoch {e['epoch']}" if e.get("epoch") is not None else ""
+        click.echo(
+            f"{st._when(e.get('when'))}  {e.get('kind', '?'):<20} {move:<18}{epoch:<10} "
+            f"{e.get('outcome', ''):<9}{dur:>8}  by {e.get('who', '?')}: {e.get('why', '')}"
+        )
 
 
 # ----- hosts --------------------------------------------------------------------

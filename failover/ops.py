@@ -54,3 +54,78 @@ def rejoin(store: zkstore.Store, ipc: str, operator: str, reason: str = "") -> d
         store.add_history(entry)
         return entry
     raise Refused("the cluster record kept changing; try again")
+
+
+def pause(store: zkstore.Store, operator: str, reason: str) -> None:
+    store.set_pause(reason, operator)
+    store.add_history({"kind": "pause", "who": operator, "why": reason or "no reason given", "outcome": "done"})
+
+
+def resume(store: zkstore.Store, operator: str, reason: str = "") -> bool:
+    was = store.pause()
+    store.clear_pause()
+    store.add_history(
+        {
+            "kind": "resume",
+            "who": operator,
+            "why": reason or "no reason given",
+            "outcome": "done" if was else "was not paused",
+        }
+    )
+    return was is not None
+
+
+def new_request(
+    kind: str,
+    to: str,
+    operator: str,
+    reason: str,
+    at: float | None = None,
+    allow_paused: bool = False,
+    force: bool = False,
+    frm: str | None = None,
+) -> dict:
+    import secrets
+
+    return {
+        "id": secrets.token_hex(4),
+        "kind": kind,
+        "to": to,
+        "from": frm,
+        "operator": operator,
+        "reason": reason,
+        "at": at,
+        "allow_paused": allow_paused,
+        "force": force,
+        "requested_at": time.time(),
+        "state": "pending",
+        "progress": [],
+    }
+
+
+def submit(store: zkstore.Store, req: dict) -> dict | None:
+    """Write the request. None: it was accepted. Otherwise the pending request
+    that wins (two concurrent requests: exactly one proceeds)."""
+    other = store.create_request(req)
+    return None if other is None else other.data
+
+
+def cancel(store: zkstore.Store, operator: str) -> dict:
+    cur = store.request()
+    if cur is None or cur.data.get("state") not in ("pending",):
+        raise Refused(
+            "no pending switchover to cancel"
+            if cur is None or cur.data.get("state") in zkstore.FINAL_STATES
+            else "the switchover is already running; it cannot be cancelled"
+        )
+    store.delete_request(cur.version)
+    store.add_history(
+        {
+            "kind": "switchover-cancelled",
+            "to": cur.data.get("to"),
+            "who": operator,
+            "why": f"cancelled the switchover requested by {cur.data.get('operator')}",
+            "outcome": "cancelled",
+        }
+    )
+    return cur.data

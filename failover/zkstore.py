@@ -31,6 +31,7 @@ from kazoo.protocol.states import ZnodeStat
 from failover.inventory import Cluster
 
 OP_TIMEOUT = 2.0
+FINAL_STATES = ("done", "failed", "refused", "cancelled")
 
 
 class ZkUnavailable(Exception):
@@ -233,6 +234,45 @@ class Store:
             if got is not None:
                 out.append({"id": n, **(got[0] or {})})
         return out
+
+    # ----- requests (switchover / manual failover) --------------------------------
+    def request(self) -> Versioned | None:
+        got = self.get(self.switchover_path)
+        if got is None:
+            return None
+        return Versioned(got[0] or {}, got[1].version)
+
+    def create_request(self, data: dict) -> Versioned | None:
+        """Create the request, replacing a finished one. Returns None on
+        success, or the pending request that blocks this one."""
+        for _ in range(3):
+            try:
+                self.call(self.zk.create_async, self.switchover_path, dumps(data), acl=self.acl)
+                return None
+            except NodeExistsError:
+                cur = self.request()
+                if cur is None:
+                    continue
+                if cur.data.get("state") not in FINAL_STATES:
+                    return cur
+                try:
+                    self.call(self.zk.delete_async, self.switchover_path, version=cur.version)
+                except (NoNodeError, BadVersionError):
+                    continue
+        return self.request()
+
+    def update_request(self, version: int, data: dict) -> int:
+        try:
+            stat = self.call(self.zk.set_async, self.switchover_path, dumps(data), version=version)
+        except (BadVersionError, NoNodeError):
+            raise Conflict("the request changed meanwhile") from None
+        return stat.version
+
+    def delete_request(self, version: int) -> None:
+        try:
+            self.call(self.zk.delete_async, self.switchover_path, version=version)
+        except (BadVersionError, NoNodeError):
+            raise Conflict("the request changed meanwhile") from None
 
     # ----- pause ----------------------------------------------------------------------
     def pause(self) -> dict | None:

@@ -1,0 +1,207 @@
+"""The on-call commands (status, switchover, failover, rejoin, pause, resume,
+history): each says what will happen, what happened, and how the cluster
+stands now. Exit codes: 0 done, 1 failed, 2 usage/configuration, 3 refused."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import click
+
+from failover import explain as ex
+from failover import status as st
+from failover import zkstore
+from failover.inventory import Cluster
+from failover.rules import Action, Decision, Observation, Policy, Role, Topology, failover_plan
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+
+
+class Fail(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@contextlib.contextmanager
+def connected(c: Cluster, timeout: float = 5.0) -> Iterator[zkstore.Store]:
+    """A short-lived ZooKeeper client; unreachable -> one clear sentence."""
+    zk = zkstore.connect(c, timeout=max(c.timings.session_timeout, 4.0))
+    try:
+        zk.start(timeout=timeout)
+    except Exception:
+        with contextlib.suppress(Exception):
+            zk.stop()
+            zk.close()
+        raise Fail(
+            EXIT_FAILED,
+            f"ZooKeeper unreachable for cluster {c.name} ({', '.join(c.zookeeper.hosts)}): "
+            f"no connection within {timeout:g} s; nothing was done",
+        ) from None
+    try:
+        yield zkstore.Store(zk, c.zookeeper.path)
+    except zkstore.ZkUnavailable as e:
+        raise Fail(EXIT_FAILED, f"ZooKeeper stopped answering ({e}); check `failover status` before retrying") from None
+    finally:
+        with contextlib.suppress(Exception):
+            zk.stop()
+            zk.close()
+
+
+def read_view(c: Cluster, s: zkstore.Store) -> dict:
+    rec = s.cluster()
+    req = s.request()
+    members = {i.name: s.member(i.name) for i in c.ipcs}
+    return st.view(
+        c, rec.data if rec else None, s.leader(), members, s.pause(), req.data if req else None, s.history(20)
+    )
+
+
+# ----- switchover / failover -------------------------------------------------------
+def parse_at(text: str | None, now: datetime | None = None) -> float | None:
+    """'+10m', '+30s', '+2h', 'HH:MM' (next occurrence, local time) or ISO 8601."""
+    if not text:
+        return None
+    now = now or datetime.now()
+    m = re.fullmatch(r"\+(\d+)([smh])", text.strip())
+    if m:
+        n, unit = int(m.group(1)), m.group(2)
+        return (now + timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours"}[unit]: n})).timestamp()
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
+    if m:
+        t = now.replace(hour=int(m.group(1)), minute=int(m.group(2)), second=0, microsecond=0)
+        if t <= now:
+            t += timedelta(days=1)
+        return t.timestamp()
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use +10m, +30s, HH:MM or an ISO 8601 time") from None
+
+
+def preflight_switchover(c: Cluster, v: dict, to: str | None, explicit: bool) -> tuple[str, str]:
+    """(from, to) or Fail(3) with why."""
+    primary = v["primary"]
+    if primary is None or v["leader"] != primary:
+        raise Fail(
+            EXIT_REFUSED,
+            f"refused: no primary holds the role now (primary {primary}, leader "
+            f"{v['leader']}); for a dead primary use `failover failover --to IPC`",
+        )
+    cand = to or c.peer(primary).name
+    if cand == primary:
+        raise Fail(EXIT_REFUSED, f"refused: {cand} is already the primary (epoch {v['epoch']})")
+    i = v["ipcs"][cand]
+    problems = []
+    if i["agent"] != "alive":
+        problems.append(f"its agent is {i['agent']}")
+    if i["role"] != "standby":
+        problems.append(f"it is {i['role']} (rejoin it first)")
+    elif not i["eligible"]:
+        problems.append("it is not eligible (faults: see its sentence)")
+    if i["line"] != "up" or i["board_down"]:
+        problems.append(f"its board is not up (line {i['line']})")
+    missing = [
+        s
+        for s in ("cti", "ivr", "kcxp-replica", "kcbp-replica", "driver")
+        if s in i["services"] and i["services"][s]["state"] == "UNKNOWN"
+    ]
+    if missing:
+        problems.append(f"state unknown for {', '.join(missing)} (not installed?)")
+    if v["paused"] and not explicit:
+        problems.append("the cluster is paused (give --to to switch over anyway)")
+    if problems:
+        raise Fail(EXIT_REFUSED, f"refused: cannot switch over to {cand}: " + "; ".join(problems))
+    return primary, cand
+
+
+def plan_text(c: Cluster, v: dict, frm: str, to: str) -> list[str]:
+    """The plan the agents will run, as `explain` shows it."""
+    obs = ex.hypothetical(c, [])
+    topo = Topology.from_cluster(c)
+    ipcs = dict(obs.ipcs)
+    if frm != topo.home_primary:  # the cluster is failed over: roles reversed
+        from failover.rules import IpcObs, ServiceObs, State
+
+        for name, role in ((frm, Role.PRIMARY), (to, Role.STANDBY)):
+            run = topo.expected(name, role)
+            ipcs[name] = IpcObs(
+                role, {s: ServiceObs(State.RUNNING if s in run else State.STOPPED, True) for s in topo.services}
+            )
+    o = Observation(topo, ipcs, frm, v.get("epoch") or 0, Policy())
+    d = Decision(Action.FAILOVER, "", plan=failover_plan(o, frm, to))
+    lines = []
+    for stg in ex.commands(c, d):
+        gate = f"  [only once {stg['requires_fenced']} is verified fenced]" if stg["requires_fenced"] else ""
+        lines.append(f"  {stg['stage']}. {stg['title']}{gate}")
+        for s in stg["steps"]:
+            lines.append(f"     {s['host']:<10} {s['op']:<7} {s['service']:<13} {s['commands'][0]}")
+    return lines
+
+
+def follow(s: zkstore.Store, req_id: str, timeout: float, echo: Any = click.echo) -> dict:
+    """Print the request's progress as the agents write it, until a final state."""
+    seen = 0
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        cur = s.request()
+        if cur is None or cur.data.get("id") != req_id:
+            return {"state": "failed", "why": "the request disappeared (cancelled by someone else?)"}
+        prog = cur.data.get("progress", [])
+        for line in prog[seen:]:
+            echo(f"  [{time.monotonic() - started:5.1f} s] {line}")
+        seen = len(prog)
+        if cur.data.get("state") in zkstore.FINAL_STATES:
+            return cur.data.get("result") or {"state": cur.data.get("state"), "why": ""}
+        time.sleep(0.1)
+    cur = s.request()
+    if cur is not None and cur.data.get("id") == req_id and cur.data.get("state") == "pending":
+        with contextlib.suppress(zkstore.Conflict):
+            s.delete_request(cur.version)
+        return {
+            "state": "failed",
+            "why": f"no agent picked the request up within {timeout:g} s; it was withdrawn (are the agents running?)",
+        }
+    return {
+        "state": "failed",
+        "why": f"no final answer within {timeout:g} s (request state {cur.data.get('state') if cur else 'gone'})",
+    }
+
+
+def finish(c: Cluster, s: zkstore.Store, result: dict, what: str) -> int:
+    state = result.get("state", "failed")
+    v = read_view(c, s)
+    stands = f"cluster now: primary {v['primary'] or 'NONE'} (epoch {v['epoch']}), " + ", ".join(
+        f"{n} {i['role']}" for n, i in v["ipcs"].items()
+    )
+    if state == "done":
+        click.echo(click.style(f"{what} done: {result.get('why')}", fg="green", bold=True))
+        click.echo(stands)
+        return EXIT_OK
+    if state == "refused":
+        click.echo(click.style(f"{what} refused: {result.get('why')}", fg="yellow", bold=True), err=True)
+        click.echo(stands, err=True)
+        return EXIT_REFUSED
+    click.echo(click.style(f"{what} FAILED: {result.get('why')}", fg="red", bold=True), err=True)
+    click.echo(stands, err=True)
+    return EXIT_FAILED
+
+
+def scheduled_text(r: dict) -> str:
+    at = f" at {st._when(r.get('at'))}" if r.get("at") else ""
+    return (
+        f"{r.get('operator')} is switching over to {r.get('to')}{at} since {st._when(r.get('requested_at'))} "
+        f"({r.get('reason') or 'no reason given'}), state {r.get('state')}"
+    )
+
+
+def die(e: Fail) -> None:
+    click.echo(str(e), err=True)
+    sys.exit(e.code)

@@ -1,0 +1,162 @@
+"""The cluster as the on-call engineer sees it: built from the ZooKeeper
+records (pure), rendered as a table (colour only on a terminal) or JSON."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from failover import capacity as cap
+from failover.inventory import Cluster
+from failover.layouts import SERVICES
+
+SHORT = {"RUNNING": "run", "STOPPED": "-", "START_PENDING": "start…", "STOP_PENDING": "stop…", "UNKNOWN": "?"}
+STALE_S = 10.0  # a member record older than this is shown as stale
+
+
+def view(
+    c: Cluster,
+    rec: dict | None,
+    leader: tuple[dict, int] | None,
+    members: dict[str, dict | None],
+    pause: dict | None,
+    request: dict | None,
+    history: list[dict],
+    now: float | None = None,
+) -> dict:
+    now = now or time.time()
+    rec = rec or {}
+    roles = rec.get("roles", {})
+    ipcs: dict[str, Any] = {}
+    boards, serving = [], False
+    for i in c.ipcs:
+        m = members.get(i.name)
+        obs = (m or {}).get("obs") or {}
+        svcs = {s: v for s, v in (obs.get("services") or {}).items()}
+        driver_up = (svcs.get("driver") or {}).get("state") == "RUNNING"
+        if driver_up:
+            boards.append(i.name)
+        app_ok = all(
+            (svcs.get(s) or {}).get("state") == "RUNNING" and (svcs.get(s) or {}).get("healthy") is not False
+            for s in ("cti", "ivr")
+        )
+        if roles.get(i.name) == "primary" and app_ok:
+            serving = True
+        ipcs[i.name] = {
+            "role": roles.get(i.name, "unknown"),
+            "leader": bool(leader and leader[0].get("ipc") == i.name),
+            "eligible": bool(m and m.get("eligible")),
+            "agent": "absent" if m is None else ("stale" if now - float(m.get("updated", 0)) > STALE_S else "alive"),
+            "agent_age_s": None if m is None else round(now - float(m.get("updated", now)), 1),
+            "line": obs.get("line", "unknown"),
+            "board_down": i.name in rec.get("board_down", []),
+            "reachable": obs.get("reachable"),
+            "services": {
+                s: {"state": (svcs.get(s) or {}).get("state", "UNKNOWN"), "probe": (svcs.get(s) or {}).get("healthy")}
+                for s in SERVICES
+                if s in c.services
+            },
+            "sentence": (m or {}).get("sentence", ""),
+            "alerts": (m or {}).get("alerts", []),
+            "self_fenced": bool((m or {}).get("self_fenced")),
+            "channels": i.channels,
+            "fax_channels": i.fax_channels,
+        }
+    capa = cap.compute({i.name: i.channels for i in c.ipcs}, {i.name: i.fax_channels for i in c.ipcs}, boards, serving)
+    changes = [
+        h for h in history if h.get("kind") in ("failover", "takeover", "switchover", "manual-failover", "bootstrap")
+    ]
+    return {
+        "cluster": c.name,
+        "primary": rec.get("primary"),
+        "epoch": rec.get("epoch"),
+        "leader": None if leader is None else leader[0].get("ipc"),
+        "paused": pause,
+        "switchover": request
+        if request and request.get("state") not in ("done", "failed", "refused", "cancelled")
+        else None,
+        "last_request": request,
+        "last_change": changes[-1] if changes else None,
+        "capacity": {**capa.as_dict(), "ivr_with_10_agents": capa.ivr_headroom(10)},
+        "ipcs": ipcs,
+    }
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "?"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(ts)))
+
+
+def render(v: dict, now: float | None = None) -> str:
+    now = now or time.time()
+    out: list[str] = []
+    head = f"cluster {v['cluster']}: "
+    if v["primary"] is None:
+        head += click.style("NO PRIMARY", fg="red", bold=True)
+    else:
+        ok = v["leader"] == v["primary"]
+        head += f"primary {click.style(v['primary'], bold=True)}, epoch {v['epoch']}"
+        if not ok:
+            head += click.style(f" (role not held: leader {v['leader'] or 'none'})", fg="yellow")
+    c = v["capacity"]
+    head += (
+        f"; capacity {c['max_ivr']} IVR or {c['max_agent']} agent calls "
+        f"({c['ivr_with_10_agents'] if c['ivr_with_10_agents'] is not None else 'n/a'} IVR beside 10 agents), "
+        f"fax {c['fax']}"
+    )
+    out.append(head)
+    if v["paused"]:
+        p = v["paused"]
+        out.append(
+            click.style(
+                f"PAUSED by {p.get('operator')} since {_when(p.get('since'))}: "
+                f"{p.get('reason') or 'no reason given'} (no automatic action)",
+                fg="yellow",
+                bold=True,
+            )
+        )
+    if v["switchover"]:
+        r = v["switchover"]
+        at = f" at {_when(r.get('at'))}" if r.get("at") else ""
+        out.append(
+            click.style(
+                f"switchover to {r.get('to')}{at} requested by {r.get('operator')} "
+                f"({r.get('reason') or 'no reason'}): {r.get('state')}",
+                fg="cyan",
+            )
+        )
+    lc = v["last_change"]
+    if lc:
+        dur = f" in {lc['duration_s']:.1f} s" if lc.get("duration_s") is not None else ""
+        out.append(
+            f"last change: {_when(lc.get('when'))} {lc.get('kind')} {lc.get('from') or '-'} -> {lc.get('to')} "
+            f"(epoch {lc.get('epoch')}, by {lc.get('who')}){dur}: {lc.get('why')}"
+        )
+    services = [s for s in SERVICES if any(s in i["services"] for i in v["ipcs"].values())]
+    cols = ["IPC", "ROLE", "ELIGIBLE", "LINE", *services, "AGENT"]
+    rows = []
+    for name, i in v["ipcs"].items():
+        role = i["role"] + ("*" if i["leader"] else "")
+        line = i["line"] + (" (board down)" if i["board_down"] else "")
+        cells = [name, role, "yes" if i["eligible"] else "no", line]
+        cells += [
+            SHORT.get(i["services"][s]["state"], "?") + ("!" if i["services"][s]["probe"] is False else "")
+            for s in services
+        ]
+        cells.append(i["agent"] + (f" {i['agent_age_s']:.0f}s" if i["agent"] == "stale" else ""))
+        rows.append(cells)
+    widths = [max(len(str(r[k])) for r in [cols, *rows]) for k in range(len(cols))]
+    out.append("  ".join(str(h).ljust(w) for h, w in zip(cols, widths, strict=True)))
+    for r, (_, i) in zip(rows, v["ipcs"].items(), strict=True):
+        text = "  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True))
+        color = "green" if i["role"] == "primary" else ("red" if i["role"] == "fenced" else None)
+        out.append(click.style(text, fg=color) if color else text)
+    out.append("(* holds the role; run = running, - = stopped, ! = probe failing)")
+    for name, i in v["ipcs"].items():
+        out.append(f"{name}: {i['sentence'] or '(no agent report)'}")
+        for a in i["alerts"]:
+            out.append(click.style(f"{name}: ALERT: {a}", fg="red"))
+    return "\n".join(out)
