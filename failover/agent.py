@@ -619,7 +619,11 @@ class Agent:
                 self._publish(zk, crec, d, d.reason)
                 return f"{self.me} is standby (epoch {epoch}): {d.reason}"
             return self._fence_self(zk, crec, own_faults, d)
-        mine = _own_stages(d.plan, self.me) if d.execute else ()
+        rejoining = self.me in crec.get("rejoin", {})
+        mine = _own_stages(d.plan, self.me) if (d.execute or rejoining) else ()
+        if rejoining and d.action is Action.NONE:
+            marks = {k: v for k, v in crec.get("rejoin", {}).items() if k != self.me}
+            self._cas(zk, {"rejoin": marks})  # converged: the operator's rejoin is done
         if d.action is Action.CONVERGE and mine:
             rep = self.ex.execute(mine, guard=self.guard)
             if self.mem.obs is not None:

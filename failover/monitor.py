@@ -47,8 +47,12 @@ def update(prev: IpcObs | None, raw: Raw, topo: Topology, ipc: str, role: Role, 
         armed = p is not None and (p.failures > 0 or (p.state is State.RUNNING and p.healthy is not False))
         fails = p.failures + 1 if (p is not None and armed and s in expected and not ok) else 0
         svcs[s] = ServiceObs(state, healthy, fails)
-    line_bad = "driver" in expected and raw.line not in ("up", "unknown")
-    lf = (prev.line_failures if prev else 0) + 1 if line_bad else 0
+    # A line alarm counts only while the driver runs (a stopped driver is the
+    # driver's own failure), and only once the line was seen up in this role.
+    driver_up = raw.states.get("driver") is State.RUNNING
+    line_bad = "driver" in expected and driver_up and raw.line not in ("up", "unknown")
+    line_armed = prev is not None and prev.role is role and (prev.line == "up" or prev.line_failures > 0)
+    lf = (prev.line_failures if prev else 0) + 1 if (line_bad and line_armed) else 0
     return IpcObs(
         role,
         svcs,

@@ -37,8 +37,11 @@ def rejoin(store: zkstore.Store, ipc: str, operator: str, reason: str = "") -> d
             raise Refused(f"{ipc} is the primary; only a fenced or standby IPC can rejoin")
         roles[ipc] = "standby"
         board = [x for x in v.data.get("board_down", []) if x != ipc]
+        # The marker lets the IPC's agent converge it to the standby layout even
+        # while the cluster is paused: the operator asked for exactly that.
+        marks = {**v.data.get("rejoin", {}), ipc: {"by": operator, "at": time.time()}}
         try:
-            store.update_cluster(v.version, {**v.data, "roles": roles, "board_down": board})
+            store.update_cluster(v.version, {**v.data, "roles": roles, "board_down": board, "rejoin": marks})
         except zkstore.Conflict:
             time.sleep(0.05)
             continue

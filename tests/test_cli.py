@@ -143,9 +143,10 @@ def test_failover_refused_while_primary_alive(h: Harness) -> None:
 
 
 def test_status_json_matches_table(h: Harness) -> None:
-    r = cli(h, "status", "--json")
+    r = cli(h, "status", "--json", "--cluster", "lab")
     assert r.returncode == 0
     v = json.loads(r.stdout)
+    assert json.loads(cli(h, "status", "--json").stdout)[0]["primary"] == "ipc-a"  # all clusters: a list
     assert v["primary"] == "ipc-a" and v["epoch"] == 1 and v["leader"] == "ipc-a"
     assert v["ipcs"]["ipc-b"]["role"] == "standby" and v["ipcs"]["ipc-b"]["eligible"] is True
     assert v["ipcs"]["ipc-a"]["services"]["cti"]["state"] == "RUNNING"

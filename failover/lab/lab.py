@@ -24,7 +24,7 @@ from failover.lab import netns as netns_mod
 from failover.lab import observer, simctl
 from failover.lab.procs import alive, free_ports, kill_and_wait
 from failover.lab.sshd import SshdHost, keygen, known_hosts_line
-from failover.lab.zk import ZkNode, wait_serving
+from failover.lab.zk import ZkNode, ZkStartError, wait_serving
 from failover.layouts import SERVICES, Layout, running_set, start_order
 
 SIMCTL = str(Path(simctl.__file__))
@@ -127,7 +127,19 @@ class Lab:
         raise LabError(f"no IPC named {name!r} in the lab (have: {', '.join(i.name for i in self.ipcs)})")
 
     # ----- up --------------------------------------------------------------------
-    def up(self, layout: str = "normal") -> None:
+    def up(self, layout: str = "normal", attempts: int = 2) -> None:
+        """Bring the lab up; a start-up failure (e.g. a port taken meanwhile)
+        is cleaned up and retried once with new ports."""
+        for attempt in range(attempts):
+            try:
+                self._up(layout)
+                return
+            except (ZkStartError, LabError, RuntimeError) as e:
+                if attempt + 1 == attempts or (isinstance(e, LabError) and "already set up" in str(e)):
+                    raise
+                self.labid = secrets.token_hex(3)
+
+    def _up(self, layout: str = "normal") -> None:
         t0 = time.monotonic()
         if self.state_file.exists():
             raise LabError(f"a lab is already set up in {self.root}; run `failover lab down` first")

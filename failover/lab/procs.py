@@ -11,12 +11,37 @@ import time
 from pathlib import Path
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports the kernel reports free right now. All sockets are held until every
-    port is chosen so the same port is never handed out twice in one call."""
-    socks = []
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for _ in range(count):
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports free right now, chosen *below* the kernel's ephemeral range: a port
+    from that range can be taken as the source port of some outgoing connection
+    between our choice and the server binding it. Every socket is held until all
+    ports are chosen, so one call never hands out the same port twice."""
+    import random
+
+    lo, _ = _ephemeral_range()
+    low = 10000 if lo > 12000 else 1024
+    candidates = random.sample(range(low, max(low + count * 4, lo)), k=min(count * 20, max(lo - low, count)))
+    socks: list[socket.socket] = []
+    try:
+        for port in candidates:
+            if len(socks) == count:
+                break
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        while len(socks) < count:  # fallback: let the kernel choose
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind((host, 0))
             socks.append(s)
