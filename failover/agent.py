@@ -40,8 +40,9 @@ from typing import Any, TextIO
 
 from kazoo.client import KazooState
 
+from failover import api, monitor, zkstore
 from failover import executor as exe
-from failover import monitor, zkstore
+from failover import status as status_view
 from failover.inventory import Cluster
 from failover.layouts import APP_SERVICES, LABELS, stop_order
 from failover.rules import (
@@ -130,6 +131,11 @@ class Agent:
         self._watching = False
         self._fence_lock = threading.Lock()
         self.host = socket.gethostname()
+        self.http: api.HttpServer | None = None
+        self._zk_snapshot: dict = {}  # the last successful ZooKeeper read
+        self._member_rec: dict | None = None  # our last published member record
+        self._history: list[dict] = []
+        self._history_count = -1
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -143,6 +149,74 @@ class Agent:
         self.zk.add_listener(self._on_state)
         self.store = zkstore.Store(self.zk, self.c.zookeeper.path)
         self.zk.start_async()
+        self._start_http()
+
+    def _start_http(self) -> None:
+        conf = self.c.ipc(self.me).http
+        if not conf.enabled:
+            return
+        token, basic = conf.auth.secrets() if conf.auth else (None, None)
+        self.http = api.HttpServer(conf.bind, conf.port, api.Auth(token, basic), is_primary=self.primary_now)
+        try:
+            self.http.start()
+        except OSError as e:
+            # Failover matters more than monitoring: keep running, say it loudly.
+            log.error("health endpoint disabled: %s", e)
+            self.say(f"Health endpoint NOT available: {e}.")
+            self.http = None
+        self._publish_api()
+
+    def primary_now(self) -> bool:
+        """Confirmed primary right now (for /primary): holds P/leader per the
+        last read, recent ZooKeeper contact, connected, not self-fenced."""
+        fresh = time.monotonic() - self.mem.last_zk_ok < self.t.self_fence_after / 2
+        return bool(self.mem.leader and fresh and not self.mem.self_fenced and self.store and self.store.connected())
+
+    def _publish_api(self) -> None:
+        if self.http is None:
+            return
+        try:
+            self.http.publish(api.render(self._api_state()))
+        except Exception:  # monitoring must never break the control loop
+            log.exception("cannot render the health endpoint")
+
+    def _api_state(self) -> dict:
+        zk = self._zk_snapshot
+        crec = zk.get("cluster").data if zk.get("cluster") else None
+        req = zk.get("request")
+        members = {self.me: self._member_rec, self.peer: zk.get("peer")}
+        view = status_view.view(
+            self.c, crec, zk.get("leader"), members, zk.get("pause"), req.data if req else None, self._history
+        )
+        o = self.mem.obs
+        healthy = False
+        if o is not None and o.reachable:
+            expected = self.topo.expected(self.me, o.role, o.board_down)
+            ok = {s for s, v in o.services.items() if v.ok}
+            running = {s for s, v in o.services.items() if v.state.value != "STOPPED"}
+            healthy = expected <= ok and not (running - expected)
+        changes = [
+            h for h in self._history if h.get("kind") in ("failover", "takeover", "switchover", "manual-failover")
+        ]
+        connected = bool(self.store and self.store.connected())
+        return {
+            "cluster": self.c.name,
+            "ipc": self.me,
+            "role": o.role.value if o else "unknown",
+            "leader": self.primary_now(),
+            "epoch": (crec or {}).get("epoch"),
+            "zookeeper": {"connected": connected, "last_contact_s": round(time.monotonic() - self.mem.last_zk_ok, 2)},
+            "healthy": healthy,
+            "eligible": bool((self._member_rec or {}).get("eligible")),
+            "paused": zk.get("pause"),
+            "sentence": self.mem.sentence,
+            "alerts": (self._member_rec or {}).get("alerts", []),
+            "self_fenced": self.mem.self_fenced,
+            "view": view,
+            "history": self._history,
+            "failovers_total": (crec or {}).get("counts", {}),
+            "last_failover": changes[-1] if changes else None,
+        }
 
     def _saved_session(self) -> tuple[int, bytes] | None:
         try:
@@ -201,6 +275,7 @@ class Agent:
                         self.mem.leader = False
                         self.mem.fence_note = self._self_fence()
                         self.wake.set()
+                        self._publish_api()
 
     def _believes_primary(self) -> bool:
         return self.mem.obs is not None and self.mem.obs.role is Role.PRIMARY
@@ -230,6 +305,7 @@ class Agent:
                     log.exception("cycle failed")
                     sentence = f"Cycle failed ({type(e).__name__}: {e}); retrying next cycle."
                 self.say(sentence)
+                self._publish_api()
                 delay = self.t.interval - (time.monotonic() - t0)
                 if self.mem.wake_at is not None:
                     delay = min(delay, self.mem.wake_at - time.monotonic())
@@ -242,6 +318,8 @@ class Agent:
     def close(self) -> None:
         # Deliberately no zk.stop(): closing the session would delete P/leader
         # and hand the role over; a restarted agent resumes the session instead.
+        if self.http is not None:
+            self.http.stop()
         self.ex.close()
 
     def say(self, sentence: str, **extra: Any) -> None:
@@ -353,13 +431,19 @@ class Agent:
             self.store.ensure_layout()
             self.zk.DataWatch(self.store.leader_path, self._on_leader_change)
             self._watching = True
-        return {
+        snap = {
             "cluster": self.store.cluster(),
             "leader": self.store.leader(),
             "pause": self.store.pause(),
             "peer": self.store.member(self.peer),
             "request": self.store.request(),
         }
+        count = self.store.history_count()
+        if count != self._history_count:  # refresh the monitoring copy only when it grew
+            self._history = self.store.history(50)
+            self._history_count = count
+        self._zk_snapshot = snap
+        return snap
 
     def _observation(self, zk: dict, crec: dict, roles: dict[str, Role]) -> Observation:
         assert self.mem.obs is not None
@@ -416,6 +500,7 @@ class Agent:
             "updated": time.time(),
             "agent": {"host": self.host, "pid": os.getpid()},
         }
+        self._member_rec = rec
         try:
             self.store.publish_member(self.me, rec)
         except zkstore.ZkUnavailable as e:
@@ -871,6 +956,11 @@ class Agent:
             "failovers": failovers[-20:],
             "roles": {**crec["roles"], self.me: Role.PRIMARY.value, self.peer: old_role.value},
             "board_down": [x for x in crec.get("board_down", []) if x != self.me],
+            # monotonic per-reason counters (for failover_failovers_total)
+            "counts": {
+                **crec.get("counts", {}),
+                meta.get("kind", "takeover"): crec.get("counts", {}).get(meta.get("kind", "takeover"), 0) + 1,
+            },
         }
         if self._cas(zk, change) is None:
             self.store.release_leader(self.session_id or 0)

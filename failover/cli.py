@@ -445,6 +445,67 @@ def history_cmd(inventory_path: str, cluster_name: str | None, limit: int, as_js
         )
 
 
+@main.command("check")
+@click.option("--url", default=None, help="An agent's health endpoint, e.g. http://127.0.0.1:8008 (reads /cluster).")
+@inventory_option
+@cluster_option
+@click.option("--warn", type=int, default=None, help="WARNING when IVR capacity is below this.")
+@click.option("--crit", type=int, default=None, help="CRITICAL when IVR capacity is below this.")
+@click.option(
+    "--token", envvar="FAILOVER_HTTP_TOKEN", default=None, help="Bearer token for /cluster [env FAILOVER_HTTP_TOKEN]."
+)
+@click.option("--timeout", default=5.0, show_default=True)
+def check_cmd(
+    url: str | None,
+    inventory_path: str,
+    cluster_name: str | None,
+    warn: int | None,
+    crit: int | None,
+    token: str | None,
+    timeout: float,
+) -> None:
+    """Nagios/Icinga plugin: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; one line
+    with perfdata. From an agent's endpoint (--url) or straight from ZooKeeper."""
+    from failover import check as chk
+
+    if url:
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(url.rstrip("/") + "/cluster")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                view = json.loads(r.read())
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            code, line = chk.unknown(f"cannot read {url}/cluster: {e}")
+            click.echo(line)
+            sys.exit(code)
+        if not (view.get("zookeeper") or {}).get("connected", True):
+            view["note"] = "reporting agent has no ZooKeeper connection"
+    else:
+        from failover import oncall
+
+        try:
+            inv = inv_mod.load(inventory_path)
+            c = inv.cluster(cluster_name)
+        except inv_mod.InventoryError as e:
+            code, line = chk.unknown(str(e).splitlines()[0])
+            click.echo(line)
+            sys.exit(code)
+        try:
+            with oncall.connected(c, timeout=timeout) as s:
+                view = oncall.read_view(c, s)
+        except oncall.Fail as e:
+            code, line = chk.unknown(str(e))
+            click.echo(line)
+            sys.exit(code)
+    code, line = chk.verdict(view, warn, crit)
+    click.echo(line)
+    sys.exit(code)
+
+
 # ----- hosts --------------------------------------------------------------------
 @main.group("hosts")
 def hosts_group() -> None:

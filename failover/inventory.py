@@ -111,6 +111,32 @@ class LabHost(_Model):
     control: list[str]  # argv of the lab's service-control command (simctl)
 
 
+class HttpAuth(_Model):
+    """Optional auth for /cluster and /history (health, primary, standby and
+    metrics stay open for monitoring). Secrets come from env or file only."""
+
+    token_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")] | None = None  # bearer token
+    token_file: str | None = None
+    basic_file: str | None = None  # a file holding "user:password"
+
+    def secrets(self) -> tuple[str | None, str | None]:
+        """(bearer token, 'user:password'), read now; never logged."""
+        token = None
+        if self.token_env:
+            token = os.environ.get(self.token_env) or None
+        elif self.token_file:
+            token = Path(self.token_file).read_text().strip() or None
+        basic = Path(self.basic_file).read_text().strip() if self.basic_file else None
+        return token, basic
+
+
+class HttpApi(_Model):
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8008
+    auth: HttpAuth | None = None
+
+
 class Ipc(_Model):
     name: Name
     address: Annotated[str, Field(pattern=r"^[A-Za-z0-9.:\-]{1,253}$")]
@@ -122,6 +148,7 @@ class Ipc(_Model):
     probe_ports: dict[ServiceName, Annotated[int, Field(ge=1, le=65535)]] = {}
     lab: LabHost | None = None
     faults: dict[str, str] = {}  # fault name -> command, for drills on real hosts
+    http: HttpApi = HttpApi()  # the agent's health endpoint
 
 
 class ZkAuth(_Model):

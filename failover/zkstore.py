@@ -223,6 +223,11 @@ class Store:
             sequence=True,
         )
 
+    def history_count(self) -> int:
+        """How many history entries exist (one cheap call: the parent's stat)."""
+        stat = self.call(self.zk.exists_async, self.history_path)
+        return int(stat.numChildren) if stat else 0
+
     def history(self, limit: int = 50) -> list[dict]:
         try:
             names = sorted(self.call(self.zk.get_children_async, self.history_path))

@@ -4,6 +4,7 @@ loopback ports, torn down (by PID) even when a test fails."""
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,14 @@ import pytest
 from failover.lab.lab import Lab
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _sigterm_as_interrupt(*_: object) -> None:
+    # A killed test run still tears its fixtures down (labs stopped by PID).
+    raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
 
 def _need_lab_tools() -> None:

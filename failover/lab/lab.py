@@ -63,6 +63,7 @@ class LabIpc:
     netns: str | None = None
     sim_pid: int | None = None
     sshd_pid: int | None = None
+    http_port: int = 0
 
     def sshd(self, client_pubkey: Path) -> SshdHost:
         return SshdHost(
@@ -187,7 +188,7 @@ class Lab:
             assert net is not None
             net.create_bridge()
             self.zk_host = net.gateway
-        ports = free_ports(3 * self.zk_count + n_ipcs * (1 + len(PROBED)), self.zk_host)
+        ports = free_ports(3 * self.zk_count + n_ipcs * (2 + len(PROBED)), self.zk_host)
         self.zk = []
         for i in range(self.zk_count):
             c, q, e = ports.pop(), ports.pop(), ports.pop()
@@ -216,6 +217,7 @@ class Lab:
                         ssh_port=ports.pop(),
                         dir=str(ipc_dir),
                         ports={s: ports.pop() for s in PROBED},
+                        http_port=ports.pop(),
                         preferred_role=role,
                         channels=ch,
                         fax_channels=4,
@@ -323,6 +325,9 @@ class Lab:
                             },
                             "probe_ports": {k: v for k, v in i.ports.items()},
                             "lab": {"control": i.control()},
+                            # the agent's HTTP endpoint: on the IPC's address (its
+                            # namespace with --netns), a port of its own
+                            "http": {"bind": i.address, "port": i.http_port},
                             "channels": i.channels,
                             "fax_channels": i.fax_channels,
                             "preferred_role": i.preferred_role,

@@ -1,0 +1,286 @@
+"""The agent's HTTP endpoint for monitoring: read-only, answered from the
+agent's cached state (never waits on ZooKeeper or SSH).
+
+  GET /health    200 when the agent runs and its IPC's layout matches its role
+  GET /primary   200 only on the agent holding the primary role (confirmed, fresh)
+  GET /standby   200 on a healthy, eligible standby
+  GET /cluster   roles, epoch, services, line, capacity, pause, last change
+  GET /history   role changes, switchovers, pauses, drills
+  GET /metrics   Prometheus text format
+HEAD is supported everywhere; unknown path 404; other methods 405.
+/cluster and /history may require a bearer token or basic auth (inventory).
+
+Responses are rendered once per agent cycle (`render`, pure) and the server
+only writes the cached bytes; the role-dependent answers (/primary, /health's
+ZooKeeper part) are chosen per request from a cheap in-memory check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from failover.layouts import SERVICES
+
+Response = tuple[int, bytes, str]  # status, body, content type
+JSON = "application/json"
+PROM = "text/plain; version=0.0.4; charset=utf-8"
+REASONS = {
+    200: "OK",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+    400: "Bad Request",
+}
+PROTECTED = ("/cluster", "/history")
+
+
+def _json(code: int, data: Any) -> Response:
+    return code, (json.dumps(data, sort_keys=True, default=str) + "\n").encode(), JSON
+
+
+def render(state: dict) -> dict[str, Response]:
+    """Every endpoint's response for one snapshot of the agent's state.
+    /primary is rendered both ways: key '/primary' (holder) and '/primary:no'."""
+    me, role = state["ipc"], state["role"]
+    zk = state["zookeeper"]
+    health = {
+        "cluster": state["cluster"],
+        "ipc": me,
+        "role": role,
+        "epoch": state.get("epoch"),
+        "layout_matches_role": state["healthy"],
+        "eligible": state.get("eligible", False),
+        "zookeeper": zk,
+        "paused": state.get("paused"),
+        "sentence": state.get("sentence", ""),
+        "alerts": state.get("alerts", []),
+        "self_fenced": state.get("self_fenced", False),
+    }
+    out = {
+        "/health": _json(200 if state["healthy"] else 503, health),
+        "/primary": _json(200, {**health, "primary": True}),
+        "/primary:no": _json(503, {**health, "primary": False}),
+        "/standby": _json(200 if role == "standby" and state.get("eligible") else 503, health),
+        "/cluster": _json(200, {**state.get("view", {}), "zookeeper": zk, "reported_by": me}),
+        "/history": _json(200, state.get("history", [])),
+        "/metrics": (200, metrics(state).encode(), PROM),
+    }
+    return out
+
+
+def _esc(v: Any) -> str:
+    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def metrics(state: dict) -> str:
+    """Prometheus text exposition (names failover_*)."""
+    c, me = _esc(state["cluster"]), _esc(state["ipc"])
+    base = f'cluster="{c}",ipc="{me}"'
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP {name} {help_}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            lines.append(f"{name}{{{labels}}} {value:g}" if labels else f"{name} {value:g}")
+
+    roles = ("primary", "standby", "fenced", "unknown")
+    metric(
+        "failover_role",
+        "gauge",
+        "1 for this IPC's current role",
+        [(f'{base},role="{r}"', 1.0 if state["role"] == r else 0.0) for r in roles],
+    )
+    metric(
+        "failover_leader",
+        "gauge",
+        "1 if this agent holds the primary role (confirmed)",
+        [(base, 1.0 if state.get("leader") else 0.0)],
+    )
+    metric("failover_epoch", "gauge", "cluster epoch (fencing token)", [(base, float(state.get("epoch") or 0))])
+    view = state.get("view") or {}
+    up = []
+    for ipc, i in (view.get("ipcs") or {}).items():
+        for s in SERVICES:
+            if s in i.get("services", {}):
+                sv = i["services"][s]
+                ok = sv.get("state") == "RUNNING" and sv.get("probe") is not False
+                up.append((f'cluster="{c}",ipc="{_esc(ipc)}",service="{s}"', 1.0 if ok else 0.0))
+    metric("failover_service_up", "gauge", "1 if the service runs (and answers its probe)", up)
+    totals = state.get("failovers_total", {})
+    metric(
+        "failover_failovers_total",
+        "counter",
+        "role changes by reason",
+        [(f'cluster="{c}",reason="{_esc(k)}"', float(v)) for k, v in sorted(totals.items())]
+        or [(f'cluster="{c}",reason="failover"', 0.0)],
+    )
+    last = state.get("last_failover") or {}
+    metric(
+        "failover_last_failover_seconds",
+        "gauge",
+        "phases of the last role change",
+        [
+            (f'cluster="{c}",phase="{p}"', float(last.get(f"{p}_s") or 0.0))
+            for p in ("detection", "stop", "fencing", "promotion", "duration")
+        ],
+    )
+    cap = view.get("capacity") or {}
+    metric(
+        "failover_capacity_calls",
+        "gauge",
+        "calls the cluster can take now",
+        [
+            (f'cluster="{c}",kind="ivr"', float(cap.get("max_ivr") or 0)),
+            (f'cluster="{c}",kind="agent"', float(cap.get("max_agent") or 0)),
+            (f'cluster="{c}",kind="fax"', float(cap.get("fax") or 0)),
+        ],
+    )
+    metric(
+        "failover_zookeeper_connected",
+        "gauge",
+        "1 if this agent's ZooKeeper session is connected",
+        [(base, 1.0 if state["zookeeper"].get("connected") else 0.0)],
+    )
+    metric("failover_paused", "gauge", "1 while automation is paused", [(base, 1.0 if state.get("paused") else 0.0)])
+    metric(
+        "failover_healthy",
+        "gauge",
+        "1 if this IPC's layout matches its role",
+        [(base, 1.0 if state["healthy"] else 0.0)],
+    )
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Auth:
+    token: str | None = None
+    basic: str | None = None  # "user:password"
+
+    def ok(self, header: str | None) -> bool:
+        if not self.token and not self.basic:
+            return True
+        if not header:
+            return False
+        kind, _, value = header.partition(" ")
+        if kind.lower() == "bearer" and self.token:
+            return hmac.compare_digest(value.strip().encode(), self.token.encode())
+        if kind.lower() == "basic" and self.basic:
+            try:
+                given = base64.b64decode(value.strip(), validate=True)
+            except ValueError:
+                return False
+            return hmac.compare_digest(given, self.basic.encode())
+        return False
+
+
+@dataclass
+class HttpServer:
+    bind: str
+    port: int
+    auth: Auth = field(default_factory=Auth)
+    is_primary: Callable[[], bool] = lambda: False
+    zk_now: Callable[[], dict] | None = None  # live ZooKeeper state for /health
+    responses: dict[str, Response] = field(default_factory=dict)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+    _ready: threading.Event = field(default_factory=threading.Event)
+    _server: Any = None
+    error: str = ""
+
+    def publish(self, responses: dict[str, Response]) -> None:
+        self.responses = responses  # one reference swap: readers see old or new, never half
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
+        self._thread.start()
+        self._ready.wait(5)
+        if self.error:
+            raise OSError(self.error)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._server = loop.run_until_complete(
+                asyncio.start_server(self._client, self.bind, self.port, reuse_address=True, backlog=256)
+            )
+        except OSError as e:
+            self.error = f"cannot listen on {self.bind}:{self.port}: {e}"
+            self._ready.set()
+            return
+        self._ready.set()
+        loop.run_forever()
+
+    def lookup(self, method: str, path: str, authorization: str | None) -> Response:
+        path = path.split("?", 1)[0]
+        key = ("/primary" if self.is_primary() else "/primary:no") if path == "/primary" else path
+        if key not in self.responses or path.endswith(":no"):
+            return _json(
+                404,
+                {
+                    "error": f"no such endpoint {path}",
+                    "endpoints": ["/health", "/primary", "/standby", "/cluster", "/history", "/metrics"],
+                },
+            )
+        if method not in ("GET", "HEAD"):
+            return _json(405, {"error": f"{method} not allowed: this endpoint is read-only"})
+        if path in PROTECTED and not self.auth.ok(authorization):
+            return _json(401, {"error": "authentication required"})
+        return self.responses[key]
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                parts = lines[0].split()
+                if len(parts) != 3:
+                    await self._send(writer, "GET", _json(400, {"error": "bad request line"}), False)
+                    return
+                method, path, version = parts
+                headers = {}
+                for ln in lines[1:]:
+                    k, sep, v = ln.partition(":")
+                    if sep:
+                        headers[k.strip().lower()] = v.strip()
+                conn = headers.get("connection", "").lower()
+                keep = (version == "HTTP/1.1" and conn != "close") or conn == "keep-alive"
+                if method not in ("GET", "HEAD"):
+                    keep = False  # we never read request bodies: close after answering
+                resp = self.lookup(method, path, headers.get("authorization"))
+                await self._send(writer, method, resp, keep)
+                if not keep:
+                    return
+        finally:
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, method: str, resp: Response, keep: bool) -> None:
+        code, body, ctype = resp
+        extra = 'WWW-Authenticate: Bearer realm="failover"\r\n' if code == 401 else ""
+        head = (
+            f"HTTP/1.1 {code} {REASONS.get(code, 'OK')}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n{extra}"
+            f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n"
+        ).encode()
+        writer.write(head if method == "HEAD" else head + body)
+        await writer.drain()
