@@ -41,7 +41,9 @@ lint: install
 demo: install
 	$(VENV)/bin/python -m failover.demo
 
+# wrk (Debian) generates the HTTP load from a separate process.
 bench: install
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	$(PY) -m bench.run
 
 clean:

@@ -8,9 +8,9 @@ import io
 import sys
 from pathlib import Path
 
-from bench import agent_bench, executor_bench
+from bench import agent_bench, executor_bench, http_bench
 
-BENCHES = {"executor": executor_bench.main, "agent": agent_bench.main}
+BENCHES = {"executor": executor_bench.main, "agent": agent_bench.main, "http": http_bench.main}
 
 
 def main(argv: list[str]) -> int:
