@@ -25,14 +25,23 @@ def _ms(text: str) -> float:
 
 
 def wrk(url: str) -> dict:
-    out = subprocess.run(["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", url],
-                         capture_output=True, text=True, timeout=DURATION + 30).stdout
+    out = subprocess.run(
+        ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        timeout=DURATION + 30,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.MULTILINE))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     total = re.search(r"(\d+) requests in", out)
-    return {"requests_per_s": round(rps), "p50_ms": round(_ms(lat["50"]), 3), "p99_ms": round(_ms(lat["99"]), 3),
-            "requests": int(total.group(1)) if total else None, "non_2xx": int(errors.group(1)) if errors else 0}
+    return {
+        "requests_per_s": round(rps),
+        "p50_ms": round(_ms(lat["50"]), 3),
+        "p99_ms": round(_ms(lat["99"]), 3),
+        "requests": int(total.group(1)) if total else None,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
 
 
 def main() -> dict:
@@ -47,8 +56,10 @@ def main() -> dict:
     save("http", res)
     for path in ("/health", "/cluster"):
         r = res[path]
-        print(f"{path:<9} {r['requests_per_s']:>7} req/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
-              f"({r['requests']} requests, {r['non_2xx']} non-2xx)")
+        print(
+            f"{path:<9} {r['requests_per_s']:>7} req/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+            f"({r['requests']} requests, {r['non_2xx']} non-2xx)"
+        )
     return res
 
 

@@ -1,45 +1,110 @@
-"""`make demo`: bring the built-in lab up, show it, inject one fault so the
-observer's view changes, and take everything down again (--keep keeps it up)."""
+"""`make demo`: the main job on the built-in lab.
+
+Brings up 3 ZooKeeper nodes and two simulated IPCs behind real sshd, starts an
+agent per IPC, shows `failover status`, kills CTI on the primary and shows the
+plan's rule 2 carried out (the standby serving, epoch + 1), rejoins the old
+primary, switches back with `failover switchover`, shows the history, then
+stops everything it started (`--keep` leaves the lab and agents running).
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from failover.cli import main as cli
+from failover import inventory, zkstore
 from failover.lab.lab import Lab
+from failover.lab.procs import kill_and_wait
+
+FAILOVER = str(Path(sys.executable).with_name("failover"))
 
 
-def _show(args: list[str]) -> None:
-    print(f"\n$ failover {' '.join(args)}")
-    r = CliRunner().invoke(cli, args)
-    print(r.output.rstrip())
+def run(*args: str, env: dict) -> None:
+    print(f"\n$ failover {' '.join(args)}", flush=True)
+    subprocess.run([FAILOVER, *args], env=env, check=False)
+
+
+def wait(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"demo: timed out waiting for {what}")
 
 
 def main() -> int:
     keep = "--keep" in sys.argv
-    root = Path(tempfile.mkdtemp(prefix="failover-demo-")) / "lab"
-    print(f"Bringing up the lab in {root} (3 ZooKeeper nodes, 2 simulated IPCs behind real sshd)...")
-    lab = Lab(root=root)
+    root = Path(tempfile.mkdtemp(prefix="failover-demo-"))
+    lab = Lab(root=root / "lab")
+    print(
+        f"Bringing up the lab in {lab.root}: 3 ZooKeeper nodes, ipc-a (primary) and ipc-b (standby) "
+        "behind their own sshd ...",
+        flush=True,
+    )
     t0 = time.monotonic()
     lab.up()
-    print(f"lab {lab.labid} up in {time.monotonic() - t0:.2f} s")
+    print(f"lab {lab.labid} up in {time.monotonic() - t0:.2f} s", flush=True)
+    env = {**os.environ, "FAILOVER_INVENTORY": str(lab.inventory_path), "FAILOVER_LAB_DIR": str(lab.root)}
+    agents = []
     try:
-        _show(["inventory", "check", str(lab.inventory_path)])
-        _show(["lab", "status", "--dir", str(root)])
-        _show(["lab", "fault", "--dir", str(root), "ipc-a", "hang", "ivr"])
-        _show(["lab", "status", "--dir", str(root)])
-        _show(["lab", "fault", "--dir", str(root), "ipc-a", "restore"])
+        for ipc in ("ipc-a", "ipc-b"):
+            log = (root / f"agent-{ipc}.log").open("w")
+            agents.append(
+                subprocess.Popen(
+                    [FAILOVER, "agent", "--ipc", ipc, "--state-dir", str(root / "state")],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        c = inventory.load(lab.inventory_path).cluster()
+        zk = zkstore.connect(c)
+        zk.start(timeout=15)
+        store = zkstore.Store(zk, c.zookeeper.path)
+
+        def record() -> dict:
+            v = store.cluster()
+            return v.data if v else {}
+
+        def settled(primary: str) -> bool:
+            other = "ipc-b" if primary == "ipc-a" else "ipc-a"
+            m = store.member(other) or {}
+            return record().get("primary") == primary and m.get("decision") == "none"
+
+        wait(lambda: settled("ipc-a") and (store.member("ipc-b") or {}).get("eligible"), 30, "the agents")
+        run("status", env=env)
+        print("\n# The plan's rule 2: CTI dies on the primary ...", flush=True)
+        run("lab", "fault", "ipc-a", "kill", "cti", env=env)
+        wait(
+            lambda: record().get("primary") == "ipc-b" and (store.member("ipc-b") or {}).get("decision") == "none",
+            30,
+            "the failover",
+        )
+        run("status", env=env)
+        print("\n# ipc-a is repaired: it rejoins as standby; then a planned switchover back ...", flush=True)
+        run("rejoin", "ipc-a", "--reason", "demo: CTI repaired", env=env)
+        run("switchover", "--yes", "--reason", "demo: back to the preferred primary", env=env)
+        run("history", env=env)
+        zk.stop()
+        zk.close()
     finally:
         if keep:
-            print(f"\nlab kept: failover lab status --dir {root}; failover lab down --dir {root}")
+            print(
+                f"\nkept running: FAILOVER_INVENTORY={lab.inventory_path} failover status; "
+                f"agent PIDs {[a.pid for a in agents]}; failover lab down --dir {lab.root}"
+            )
         else:
+            for a in agents:
+                kill_and_wait(a.pid)
+                a.wait(timeout=5)
             stuck = lab.down()
-            print(f"\nlab down: {'no process left' if not stuck else f'STUCK PIDs {stuck}'}")
+            print(f"\nagents and lab stopped: {'no process left' if not stuck else f'STUCK PIDs {stuck}'}")
     return 0
 
 

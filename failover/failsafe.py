@@ -1,0 +1,99 @@
+"""Failsafe during a ZooKeeper outage (docs/resilience.md).
+
+Without ZooKeeper the primary cannot prove it still holds the role, so on its
+own it would stop CTI/IVR after D seconds — a ZooKeeper outage would take the
+phones down. The failsafe keeps them up when that is provably safe:
+
+- The primary's agent, while it has no ZooKeeper contact, asks the standby's
+  agent directly (HTTP, agent to agent) for a **lease** every watchdog period.
+- The standby's agent grants a lease of L seconds only if it is itself *not*
+  connected to ZooKeeper (nobody promotes without holding the role in
+  ZooKeeper, so a disconnected standby cannot promote) and is not taking the
+  role. Granting is a promise: it will not take the role before
+  `promised_until + W + B + margin`, even if ZooKeeper comes back meanwhile.
+- The primary keeps CTI/IVR running while it holds a valid lease, measured on
+  its own clock from the moment it *sent* the request (so its lease always ends
+  before the standby's promise does). A lease that cannot be renewed (standby
+  unreachable, or connected to ZooKeeper and so able to take over) runs out,
+  and the primary stops CTI/IVR itself: done by lease end + W + B, before the
+  standby may promote.
+
+A standby connected to ZooKeeper never grants: when only the primary lost
+ZooKeeper, the normal path applies (the primary self-fences after D, the
+standby takes over once the old session has expired, with fencing).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Grantor:
+    """The standby's side: its promises."""
+
+    lease: float  # L, seconds
+    hold_after: float  # W + B + margin: how long after a promise ends it still holds back
+    promised_until: float = 0.0  # monotonic
+    promised_to: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ask(self, requester: str, zk_connected: bool, taking_over: bool, now: float | None = None) -> dict:
+        now = time.monotonic() if now is None else now
+        if zk_connected:
+            return {
+                "granted": False,
+                "why": "the standby is connected to ZooKeeper: no failsafe, it may take over "
+                "once the primary's session expires",
+            }
+        if taking_over:
+            return {"granted": False, "why": "the standby is taking the role"}
+        with self.lock:
+            self.promised_until = max(self.promised_until, now + self.lease)
+            self.promised_to = requester
+        return {
+            "granted": True,
+            "lease_s": self.lease,
+            "why": f"the standby has no ZooKeeper either; it will not take the role for {self.lease:g} s",
+        }
+
+    def holds_back(self, now: float | None = None) -> float:
+        """Seconds the standby must still wait before taking the role (0: free)."""
+        now = time.monotonic() if now is None else now
+        return max(0.0, self.promised_until + self.hold_after - now) if self.promised_until else 0.0
+
+
+@dataclass
+class Lease:
+    """The primary's side: the lease it holds, on its own clock."""
+
+    valid_until: float = 0.0  # monotonic
+    last_answer: str = ""
+
+    def valid(self, now: float | None = None) -> bool:
+        return (time.monotonic() if now is None else now) < self.valid_until
+
+    def renew(self, url: str, requester: str, epoch: int, token: str | None, timeout: float) -> bool:
+        sent = time.monotonic()
+        body = json.dumps({"from": requester, "epoch": epoch}).encode()
+        req = urllib.request.Request(
+            url.rstrip("/") + "/failsafe", data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                answer = json.loads(r.read())
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            self.last_answer = f"standby unreachable ({e})"
+            return False
+        self.last_answer = answer.get("why", "")
+        if answer.get("granted"):
+            self.valid_until = max(self.valid_until, sent + float(answer.get("lease_s", 0)))
+            return True
+        return False
