@@ -610,14 +610,16 @@ class Agent:
                 self._finish_request(req.data.get("id"), "refused", verdict)
         d = decide(obs)
         if not d.execute or d.action in (Action.NONE, Action.HOLD):
-            self._publish(zk, crec, d, d.reason)
-            return f"{resumed}{self.me} is primary (epoch {epoch}): {d.reason}"
+            sentence = f"{resumed}{self.me} is primary (epoch {epoch}): {d.reason}"
+            self._publish(zk, crec, d, sentence)
+            return sentence
         if d.action is Action.FAILOVER:
             return resumed + self._hand_over(zk, crec, d)
         mine = _own_stages(d.plan, self.me)
         if not mine:
-            self._publish(zk, crec, d, d.reason)
-            return f"{resumed}{self.me} is primary (epoch {epoch}): {d.reason}"
+            sentence = f"{resumed}{self.me} is primary (epoch {epoch}): {d.reason}"
+            self._publish(zk, crec, d, sentence)
+            return sentence
         rep = self.ex.execute(mine, guard=self.guard, fence_check=lambda host: self._fenced(host, epoch))
         if self.mem.obs is not None:
             self.mem.obs = _failed_starts(self.mem.obs, rep, self.n)

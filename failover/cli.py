@@ -324,7 +324,7 @@ def failover_cmd(
                 )
             old = c.peer(to).name
             click.echo(f"Manual failover of cluster {c.name}: {old} (dead) -> {to}; {to}'s agent fences {old} first.")
-            for line in oncall.plan_text(c, v, old, to):
+            for line in oncall.plan_text(c, v, old, to, switchover=False):
                 click.echo(line)
             if not yes and not click.confirm("Proceed?", default=False):
                 raise oncall.Fail(EXIT_REFUSED, "not confirmed: nothing was done")

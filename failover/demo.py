@@ -81,11 +81,14 @@ def main() -> int:
         run("status", env=env)
         print("\n# The plan's rule 2: CTI dies on the primary ...", flush=True)
         run("lab", "fault", "ipc-a", "kill", "cti", env=env)
-        wait(
-            lambda: record().get("primary") == "ipc-b" and (store.member("ipc-b") or {}).get("decision") == "none",
-            30,
-            "the failover",
-        )
+
+        def promoted() -> bool:
+            m = store.member("ipc-b") or {}
+            cti = ((m.get("obs") or {}).get("services") or {}).get("cti", {}).get("state")
+            return m.get("role") == "primary" and m.get("decision") == "none" and cti == "RUNNING"
+
+        wait(lambda: record().get("primary") == "ipc-b" and promoted(), 30, "the failover")
+        time.sleep(0.6)  # one more cycle: both agents' sentences describe the new state
         run("status", env=env)
         print("\n# ipc-a is repaired: it rejoins as standby; then a planned switchover back ...", flush=True)
         run("rejoin", "ipc-a", "--reason", "demo: CTI repaired", env=env)

@@ -55,6 +55,7 @@ def connected(c: Cluster, timeout: float = 5.0) -> Iterator[zkstore.Store]:
 
 
 def read_view(c: Cluster, s: zkstore.Store) -> dict:
+    s.sync()
     rec = s.cluster()
     req = s.request()
     members = {i.name: s.member(i.name) for i in c.ipcs}
@@ -121,27 +122,33 @@ def preflight_switchover(c: Cluster, v: dict, to: str | None, explicit: bool) ->
     return primary, cand
 
 
-def plan_text(c: Cluster, v: dict, frm: str, to: str) -> list[str]:
-    """The plan the agents will run, as `explain` shows it."""
-    obs = ex.hypothetical(c, [])
-    topo = Topology.from_cluster(c)
-    ipcs = dict(obs.ipcs)
-    if frm != topo.home_primary:  # the cluster is failed over: roles reversed
-        from failover.rules import IpcObs, ServiceObs, State
+def plan_text(c: Cluster, v: dict, frm: str, to: str, switchover: bool = True) -> list[str]:
+    """The plan the agents will run, with the exact commands. A switchover
+    demotes the old primary to the standby layout (it stays eligible); a manual
+    failover stops everything on it (rule 2)."""
+    from failover.rules import IpcObs, ServiceObs, Stage, State, converge_steps
 
-        for name, role in ((frm, Role.PRIMARY), (to, Role.STANDBY)):
-            run = topo.expected(name, role)
-            ipcs[name] = IpcObs(
-                role, {s: ServiceObs(State.RUNNING if s in run else State.STOPPED, True) for s in topo.services}
-            )
+    topo = Topology.from_cluster(c)
+    ipcs = {}
+    for name, role in ((frm, Role.PRIMARY), (to, Role.STANDBY)):
+        run = topo.expected(name, role)
+        ipcs[name] = IpcObs(
+            role, {s: ServiceObs(State.RUNNING if s in run else State.STOPPED, True) for s in topo.services}
+        )
     o = Observation(topo, ipcs, frm, v.get("epoch") or 0, Policy())
-    d = Decision(Action.FAILOVER, "", plan=failover_plan(o, frm, to))
+    if switchover:
+        demote = converge_steps(topo, frm, ipcs[frm], topo.expected(frm, Role.STANDBY))
+        promote = converge_steps(topo, to, ipcs[to], topo.expected(to, Role.PRIMARY))
+        stages = (Stage(f"demote {frm} to the standby layout", demote), Stage(f"promote {to}", promote, frm))
+    else:
+        stages = failover_plan(o, frm, to)
+    d = Decision(Action.FAILOVER, "", plan=stages)
     lines = []
     for stg in ex.commands(c, d):
         gate = f"  [only once {stg['requires_fenced']} is verified fenced]" if stg["requires_fenced"] else ""
         lines.append(f"  {stg['stage']}. {stg['title']}{gate}")
-        for s in stg["steps"]:
-            lines.append(f"     {s['host']:<10} {s['op']:<7} {s['service']:<13} {s['commands'][0]}")
+        for st_ in stg["steps"]:
+            lines.append(f"     {st_['host']:<10} {st_['op']:<7} {st_['service']:<13} {st_['commands'][0]}")
     return lines
 
 

@@ -141,7 +141,8 @@ def render(v: dict, now: float | None = None) -> str:
     for name, i in v["ipcs"].items():
         role = i["role"] + ("*" if i["leader"] else "")
         line = i["line"] + (" (board down)" if i["board_down"] else "")
-        cells = [name, role, "yes" if i["eligible"] else "no", line]
+        eligible = "-" if i["role"] == "primary" else ("yes" if i["eligible"] else "no")
+        cells = [name, role, eligible, line]
         cells += [
             SHORT.get(i["services"][s]["state"], "?") + ("!" if i["services"][s]["probe"] is False else "")
             for s in services

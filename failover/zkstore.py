@@ -131,6 +131,12 @@ class Store:
         except Exception as e:  # ConnectionLoss, SessionExpired, ...
             raise ZkUnavailable(f"{type(e).__name__}: {e}") from None
 
+    def sync(self) -> None:
+        """Make our server catch up with the leader before reading: ZooKeeper
+        reads are served locally and may lag (a fresh CLI session on a follower
+        would otherwise show a state older than the agents')."""
+        self.call(self.zk.sync_async, self.path)
+
     def get(self, path: str, timeout: float = OP_TIMEOUT) -> tuple[Any, ZnodeStat] | None:
         try:
             raw, stat = self.call(self.zk.get_async, path, timeout=timeout)
