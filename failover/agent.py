@@ -40,7 +40,7 @@ from typing import Any, TextIO
 
 from kazoo.client import KazooState
 
-from failover import api, monitor, zkstore
+from failover import api, failsafe, monitor, zkstore
 from failover import executor as exe
 from failover import status as status_view
 from failover.inventory import Cluster
@@ -74,6 +74,8 @@ class Timing:
     stop_budget: float  # B: the longest CTI + IVR stop may take
     fence_grace: float  # G: wait after taking P/leader before promoting without SSH proof
     bootstrap_grace: float  # the non-preferred IPC waits this long before bootstrapping
+    lease: float  # L: a failsafe lease granted by the standby (docs/resilience.md)
+    hold_after: float  # after a lease ends the standby still waits W + B + margin
 
     @classmethod
     def of(cls, c: Cluster) -> Timing:
@@ -85,7 +87,7 @@ class Timing:
         # (last contact) + S, and we took P/leader after that. Waiting G more
         # covers the difference, plus a 0.5 s margin (> one ZooKeeper round trip).
         g = max(0.0, d + WATCHDOG + b - s) + 0.5
-        return cls(i, s, d, b, g, 2 * s)
+        return cls(i, s, d, b, g, 2 * s, d, WATCHDOG + b + 0.5)
 
 
 @dataclass
@@ -105,6 +107,7 @@ class Memory:
     last_logged: tuple[str, float] = ("", 0.0)
     fence_failures: int = 0
     peer_fenced_epoch: int | None = None  # we fenced the peer when taking this epoch
+    disarmed: set[str] = field(default_factory=set)  # stopped by us (self-fencing): not faults
     takeover_wall: float | None = None  # wall time we took P/leader for a takeover
     wake_at: float | None = None  # monotonic: wake the loop early (fence grace ends)
 
@@ -136,6 +139,11 @@ class Agent:
         self._member_rec: dict | None = None  # our last published member record
         self._history: list[dict] = []
         self._history_count = -1
+        self.grantor = failsafe.Grantor(self.t.lease, self.t.hold_after)  # as standby
+        self.lease = failsafe.Lease()  # as primary
+        peer = cluster.ipc(self.peer).http
+        self._peer_url = f"http://{peer.bind}:{peer.port}" if peer.enabled else None
+        self._peer_token = peer.auth.secrets()[0] if peer.auth else None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -156,7 +164,9 @@ class Agent:
         if not conf.enabled:
             return
         token, basic = conf.auth.secrets() if conf.auth else (None, None)
-        self.http = api.HttpServer(conf.bind, conf.port, api.Auth(token, basic), is_primary=self.primary_now)
+        self.http = api.HttpServer(
+            conf.bind, conf.port, api.Auth(token, basic), is_primary=self.primary_now, failsafe=self._grant
+        )
         try:
             self.http.start()
         except OSError as e:
@@ -167,10 +177,15 @@ class Agent:
         self._publish_api()
 
     def primary_now(self) -> bool:
-        """Confirmed primary right now (for /primary): holds P/leader per the
-        last read, recent ZooKeeper contact, connected, not self-fenced."""
+        """Primary right now (for /primary): holds P/leader per the last read
+        with recent ZooKeeper contact, connected, not self-fenced — or, during a
+        ZooKeeper outage, serving under a valid failsafe lease."""
+        if self.mem.self_fenced:
+            return False
         fresh = time.monotonic() - self.mem.last_zk_ok < self.t.self_fence_after / 2
-        return bool(self.mem.leader and fresh and not self.mem.self_fenced and self.store and self.store.connected())
+        if self.mem.leader and fresh and self.store and self.store.connected():
+            return True
+        return self._believes_primary() and self.lease.valid()
 
     def _publish_api(self) -> None:
         if self.http is None:
@@ -265,10 +280,14 @@ class Agent:
                         self.mem.leader = False
                 except zkstore.ZkUnavailable:
                     pass
+            stale = time.monotonic() - self.mem.last_zk_ok
+            if self._believes_primary() and not self.mem.self_fenced and stale >= 2 * WATCHDOG:
+                self._renew_lease()  # failsafe: the standby confirms it cannot promote
             if (
                 self._believes_primary()
                 and not self.mem.self_fenced
-                and time.monotonic() - self.mem.last_zk_ok >= self.t.self_fence_after
+                and stale >= self.t.self_fence_after
+                and not self.lease.valid()
             ):
                 with self._fence_lock:
                     if not self.mem.self_fenced:
@@ -276,6 +295,26 @@ class Agent:
                         self.mem.fence_note = self._self_fence()
                         self.wake.set()
                         self._publish_api()
+
+    def _grant(self, req: dict) -> dict:
+        """POST /failsafe from the primary's agent (docs/resilience.md)."""
+        fresh = time.monotonic() - self.mem.last_zk_ok < self.t.self_fence_after / 2
+        connected = bool(self.store and self.store.connected() and fresh)
+        taking = self.mem.leader or self.mem.takeover_started is not None
+        leader = self._zk_snapshot.get("leader")
+        alive = bool(leader and leader[0].get("ipc") == req.get("from"))
+        answer = self.grantor.ask(str(req.get("from", "?")), connected, alive, taking)
+        log.info("failsafe request from %s: %s", req.get("from"), answer["why"])
+        return {**answer, "ipc": self.me}
+
+    def _renew_lease(self) -> None:
+        """As a primary without ZooKeeper: ask the standby for a lease."""
+        if self._peer_url is None:
+            self.lease.last_answer = "the standby's agent has no HTTP endpoint (http.enabled: false)"
+            return
+        rec = self._zk_snapshot.get("cluster")
+        epoch = int((rec.data if rec else {}).get("epoch", 0))
+        self.lease.renew(self._peer_url, self.me, epoch, self._peer_token, timeout=min(0.5, self.t.lease / 4))
 
     def _believes_primary(self) -> bool:
         return self.mem.obs is not None and self.mem.obs.role is Role.PRIMARY
@@ -410,7 +449,16 @@ class Agent:
 
     def _observe_update(self, raw: monitor.Raw, role: Role, crec: dict) -> IpcObs:
         board_down = self.me in crec.get("board_down", [])
-        obs = monitor.update(self.mem.obs, raw, self.topo, self.me, role, board_down)
+        prev = self.mem.obs
+        if prev is not None and self.mem.disarmed:
+            # Services we stopped ourselves are not crashes: forget their history
+            # so that converge restarts them instead of the rules failing over.
+            keep = {s: v for s, v in prev.services.items() if s not in self.mem.disarmed}
+            prev = IpcObs(
+                prev.role, keep, prev.reachable, prev.unreachable_count, prev.line, prev.line_failures, prev.board_down
+            )
+        obs = monitor.update(prev, raw, self.topo, self.me, role, board_down)
+        self.mem.disarmed = {s for s in self.mem.disarmed if not obs.services[s].ok}
         now = time.time()
         for s, v in obs.services.items():
             if v.failures == 1:
@@ -529,6 +577,12 @@ class Agent:
                 f"ZooKeeper unreachable for {gone:.1f} s ({why}): not acting as primary; CTI and IVR keep "
                 f"running until {self.t.self_fence_after:g} s without ZooKeeper."
             )
+        if self.lease.valid() and not self.mem.self_fenced:
+            left = self.lease.valid_until - time.monotonic()
+            return (
+                f"ZooKeeper unreachable for {gone:.1f} s ({why}): failsafe: {self.peer} confirms it cannot promote "
+                f"({self.lease.last_answer}); CTI and IVR keep running (lease {left:.1f} s more)."
+            )
         with self._fence_lock:  # normally the watchdog has done it already
             if not self.mem.self_fenced and not self.mem.fence_note:
                 self.mem.fence_note = self._self_fence()
@@ -546,6 +600,7 @@ class Agent:
             except exe.ExecError as e:
                 failed.append(f"{LABELS[s]} ({e.detail})")
         self.mem.self_fenced = not failed
+        self.mem.disarmed |= APP_SERVICES & self.topo.services
         if failed:
             return f"FAILED to stop {', '.join(failed)} on {self.me} (ALERT: cannot self-fence)"
         return f"stopped {' and '.join(stopped)} on {self.me} (self-fencing)"
@@ -912,6 +967,13 @@ class Agent:
                 f"failovers already happened in the window: holding, ALERT."
             )
         own = faults_of(obs, self.me)
+        wait = self.grantor.holds_back()
+        if wait > 0 and not to_me:
+            self.mem.wake_at = time.monotonic() + wait
+            return (
+                f"No primary holds the role (epoch {epoch}), but {self.me} promised {self.grantor.promised_to} a "
+                f"failsafe lease: not taking over for {wait:.1f} s more."
+            )
         if own or not obs.ipcs[self.me].reachable:
             what = " and ".join(map(str, own)) or "unreachable over SSH"
             return f"No primary holds the role (epoch {epoch}), but {self.me} cannot serve ({what}): not taking over."

@@ -7,7 +7,9 @@ agent's cached state (never waits on ZooKeeper or SSH).
   GET /cluster   roles, epoch, services, line, capacity, pause, last change
   GET /history   role changes, switchovers, pauses, drills
   GET /metrics   Prometheus text format
-HEAD is supported everywhere; unknown path 404; other methods 405.
+  POST /failsafe  agent to agent only: the failsafe lease (docs/resilience.md)
+HEAD is supported everywhere; unknown path 404; other methods 405. /failsafe is
+the one endpoint that changes state (the standby's promise not to promote).
 /cluster and /history may require a bearer token or basic auth (inventory).
 
 Responses are rendered once per agent cycle (`render`, pure) and the server
@@ -39,7 +41,7 @@ REASONS = {
     503: "Service Unavailable",
     400: "Bad Request",
 }
-PROTECTED = ("/cluster", "/history")
+PROTECTED = ("/cluster", "/history", "/failsafe")
 
 
 def _json(code: int, data: Any) -> Response:
@@ -188,7 +190,7 @@ class HttpServer:
     port: int
     auth: Auth = field(default_factory=Auth)
     is_primary: Callable[[], bool] = lambda: False
-    zk_now: Callable[[], dict] | None = None  # live ZooKeeper state for /health
+    failsafe: Callable[[dict], dict] | None = None  # the agent's lease grantor
     responses: dict[str, Response] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
@@ -261,9 +263,13 @@ class HttpServer:
                         headers[k.strip().lower()] = v.strip()
                 conn = headers.get("connection", "").lower()
                 keep = (version == "HTTP/1.1" and conn != "close") or conn == "keep-alive"
-                if method not in ("GET", "HEAD"):
-                    keep = False  # we never read request bodies: close after answering
-                resp = self.lookup(method, path, headers.get("authorization"))
+                if method == "POST" and path == "/failsafe" and self.failsafe is not None:
+                    resp = await self._failsafe(reader, headers)
+                    keep = False
+                else:
+                    if method not in ("GET", "HEAD"):
+                        keep = False  # we never read request bodies: close after answering
+                    resp = self.lookup(method, path, headers.get("authorization"))
                 await self._send(writer, method, resp, keep)
                 if not keep:
                     return
@@ -272,6 +278,17 @@ class HttpServer:
                 writer.close()
             except Exception:
                 pass
+
+    async def _failsafe(self, reader: asyncio.StreamReader, headers: dict[str, str]) -> Response:
+        if not self.auth.ok(headers.get("authorization")):
+            return _json(401, {"error": "authentication required"})
+        try:
+            n = min(int(headers.get("content-length", "0")), 4096)
+            body = json.loads(await reader.readexactly(n)) if n else {}
+        except (ValueError, asyncio.IncompleteReadError):
+            return _json(400, {"error": "bad failsafe request"})
+        assert self.failsafe is not None
+        return _json(200, self.failsafe(body))
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, method: str, resp: Response, keep: bool) -> None:

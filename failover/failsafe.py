@@ -6,11 +6,13 @@ phones down. The failsafe keeps them up when that is provably safe:
 
 - The primary's agent, while it has no ZooKeeper contact, asks the standby's
   agent directly (HTTP, agent to agent) for a **lease** every watchdog period.
-- The standby's agent grants a lease of L seconds only if it is itself *not*
-  connected to ZooKeeper (nobody promotes without holding the role in
-  ZooKeeper, so a disconnected standby cannot promote) and is not taking the
-  role. Granting is a promise: it will not take the role before
-  `promised_until + W + B + margin`, even if ZooKeeper comes back meanwhile.
+- The standby's agent grants a lease of L seconds only while it could not take
+  the role anyway: it is *not* connected to ZooKeeper (nobody promotes without
+  holding the role in ZooKeeper), or it is connected and still sees the
+  primary's `leader` znode alive (its session has not expired) — and it is not
+  taking the role itself. Granting is a promise: it will not take the role
+  before `promised_until + W + B + margin`, even if ZooKeeper comes back or the
+  primary's session expires meanwhile.
 - The primary keeps CTI/IVR running while it holds a valid lease, measured on
   its own clock from the moment it *sent* the request (so its lease always ends
   before the standby's promise does). A lease that cannot be renewed (standby
@@ -18,9 +20,9 @@ phones down. The failsafe keeps them up when that is provably safe:
   and the primary stops CTI/IVR itself: done by lease end + W + B, before the
   standby may promote.
 
-A standby connected to ZooKeeper never grants: when only the primary lost
-ZooKeeper, the normal path applies (the primary self-fences after D, the
-standby takes over once the old session has expired, with fencing).
+A standby connected to ZooKeeper that sees the primary's session gone never
+grants: the primary is cut off, so its lease runs out, it stops CTI/IVR, and
+the standby takes over after the promise has ended (with fencing, as always).
 """
 
 from __future__ import annotations
@@ -43,24 +45,32 @@ class Grantor:
     promised_to: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def ask(self, requester: str, zk_connected: bool, taking_over: bool, now: float | None = None) -> dict:
+    def ask(
+        self,
+        requester: str,
+        zk_connected: bool,
+        requester_session_alive: bool,
+        taking_over: bool,
+        now: float | None = None,
+    ) -> dict:
         now = time.monotonic() if now is None else now
-        if zk_connected:
+        if zk_connected and not requester_session_alive:
             return {
                 "granted": False,
-                "why": "the standby is connected to ZooKeeper: no failsafe, it may take over "
-                "once the primary's session expires",
+                "why": "the standby is connected to ZooKeeper and the primary's session has expired: "
+                "no failsafe, the standby will take over",
             }
         if taking_over:
             return {"granted": False, "why": "the standby is taking the role"}
         with self.lock:
             self.promised_until = max(self.promised_until, now + self.lease)
             self.promised_to = requester
-        return {
-            "granted": True,
-            "lease_s": self.lease,
-            "why": f"the standby has no ZooKeeper either; it will not take the role for {self.lease:g} s",
-        }
+        why = (
+            "the standby has no ZooKeeper either"
+            if not zk_connected
+            else "the standby sees the primary's session alive"
+        )
+        return {"granted": True, "lease_s": self.lease, "why": f"{why}; it will not take the role for {self.lease:g} s"}
 
     def holds_back(self, now: float | None = None) -> float:
         """Seconds the standby must still wait before taking the role (0: free)."""

@@ -27,6 +27,7 @@ from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import ZnodeStat
+from kazoo.retry import KazooRetry
 
 from failover.inventory import Cluster
 
@@ -52,14 +53,18 @@ def connect(
     auth = None
     if zk.auth is not None:
         auth = [("digest", zk.auth.credentials())]
-    client = KazooClient(
+    # Reconnect at least every second, however long the outage: kazoo's default
+    # backoff grows to a minute, long enough for our session to expire after
+    # ZooKeeper is back.
+    retry = KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_delay=1.0)
+    return KazooClient(
         hosts=",".join(zk.hosts),
         timeout=timeout or cluster.timings.session_timeout,
         client_id=client_id,
         auth_data=auth,
         read_only=read_only or None,
+        connection_retry=retry,
     )
-    return client
 
 
 def dumps(data: Any) -> bytes:

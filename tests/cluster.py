@@ -28,7 +28,10 @@ FAILOVER = str(Path(sys.executable).with_name("failover"))
 def wait_for(pred: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while True:
-        v = pred()
+        try:
+            v = pred()
+        except zkstore.ZkUnavailable:  # the harness's own client is reconnecting
+            v = None
         if v:
             return v
         if time.monotonic() > deadline:

@@ -468,3 +468,40 @@ def test_start_order_is_the_plans() -> None:
         "cti",
         "ivr",
     ]
+
+
+# ----- failsafe leases (pure) ---------------------------------------------------
+
+
+def test_failsafe_grant_rules() -> None:
+    from failover.failsafe import Grantor
+
+    g = Grantor(lease=2.0, hold_after=1.5)
+    assert (
+        g.ask("ipc-a", zk_connected=True, requester_session_alive=False, taking_over=False, now=10)["granted"] is False
+    )
+    assert g.holds_back(now=10) == 0
+    assert (
+        g.ask("ipc-a", zk_connected=False, requester_session_alive=False, taking_over=True, now=10)["granted"] is False
+    )
+    a = g.ask("ipc-a", zk_connected=False, requester_session_alive=False, taking_over=False, now=10)
+    assert a["granted"] and a["lease_s"] == 2.0
+    assert g.holds_back(now=11) == pytest.approx(2.5)  # promise 12 + hold 1.5 - 11
+    assert g.ask("ipc-a", zk_connected=True, requester_session_alive=True, taking_over=False, now=11)["granted"]
+    assert g.holds_back(now=14.4) == pytest.approx(0.1)
+    assert g.holds_back(now=14.6) == 0
+
+
+@given(st.lists(st.floats(0, 100), min_size=1, max_size=20), st.floats(0.1, 5), st.floats(0, 5))
+def test_failsafe_primary_lease_ends_before_standby_may_promote(sends: list[float], lease: float, rtt: float) -> None:
+    """Whatever the grant times and network delays, the primary's lease (its
+    clock, from sending) ends no later than the standby's promise, and the
+    standby holds back W + B + margin beyond that."""
+    from failover.failsafe import Grantor, Lease
+
+    g, p = Grantor(lease=lease, hold_after=1.2), Lease()
+    for t in sorted(sends):
+        ans = g.ask("ipc-a", False, False, False, now=t + rtt / 2)
+        p.valid_until = max(p.valid_until, t + ans["lease_s"])
+    assert p.valid_until <= g.promised_until
+    assert g.holds_back(now=p.valid_until) >= 1.2 - 1e-9

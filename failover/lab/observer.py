@@ -91,6 +91,12 @@ class Recorder:
             self._thread.join()
 
     def _run(self) -> None:
+        # Sample on time even when the machine is busy (JVMs starting on 2 cores):
+        # raise this thread's priority when we may (root).
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), -15)
+        except OSError:
+            pass
         last = None
         while not self._stop.is_set():
             now = time.monotonic()

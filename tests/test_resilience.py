@@ -1,0 +1,143 @@
+"""Resilience: a ZooKeeper outage never drops calls, faults never make two
+primaries. Real 3-node ZooKeeper, agents as processes, the observer sampling
+every 25 ms in every test (CTI/IVR never on both IPCs)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from failover.lab.zk import wait_serving
+from tests.cluster import Harness, wait_for
+
+pytestmark = pytest.mark.timeout(300)
+
+PROMOTED = {"driver", "fax", "cti", "ivr", "kcxp-replica", "kcbp-replica"}
+
+
+def app_always_up(h: Harness, ipc: str, since: float) -> bool:
+    """CTI and IVR ran on `ipc` in every observer sample since `since`."""
+    assert h.recorder is not None
+    samples = [x for x in h.recorder.samples if x.t >= since]
+    assert len(samples) > 20
+    return all({"cti", "ivr"} <= set(x.running.get(ipc, {})) for x in samples)
+
+
+def exactly_one_primary(h: Harness, ipc: str, timeout: float = 20) -> None:
+    wait_for(
+        lambda: (
+            h.record().get("primary") == ipc
+            and h.member(ipc).get("leader") is True
+            and h.member(ipc).get("decision") == "none"
+        ),
+        timeout,
+        what=f"{ipc} the one primary",
+    )
+    other = "ipc-b" if ipc == "ipc-a" else "ipc-a"
+    assert h.member(other).get("leader") is not True
+
+
+@pytest.fixture
+def h(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with Harness(tmp_path) as harness:
+        harness.steady()
+        yield harness
+        harness.assert_never_both()
+
+
+def test_6_whole_ensemble_down_60s_calls_never_stop(h: Harness) -> None:
+    t0 = time.monotonic()
+    for n in h.lab.zk:
+        n.stop()
+    time.sleep(60)
+    assert any("failsafe" in s for s in h.agents["ipc-a"].sentences())
+    for n in h.lab.zk:
+        n.start()
+    wait_serving(h.lab.zk)
+    exactly_one_primary(h, "ipc-a", 30)
+    assert h.record()["epoch"] == 1
+    assert app_always_up(h, "ipc-a", t0)  # CTI/IVR never stopped on the primary
+
+
+def test_5_zookeeper_leader_sigstopped_10s(h: Harness) -> None:
+    t0 = time.monotonic()
+    leader = next(n for n in h.lab.zk if n.mode() == "leader")
+    leader.sigstop()
+    try:
+        time.sleep(10)
+    finally:
+        leader.sigcont()
+    exactly_one_primary(h, "ipc-a", 30)
+    assert h.record()["epoch"] == 1
+    assert app_always_up(h, "ipc-a", t0)
+
+
+def test_7_primary_agent_paused_past_session_timeout(h: Harness) -> None:
+    """The GC-pause case: on resume the old agent must not act as primary."""
+    h.agents["ipc-a"].sigstop()
+    try:
+        wait_for(lambda: h.record().get("primary") == "ipc-b", 30, what="takeover")
+        wait_for(lambda: set(h.running("ipc-b")) == PROMOTED, 15, what="ipc-b serving")
+        assert not ({"cti", "ivr"} & set(h.running("ipc-a")))  # fenced over SSH first
+    finally:
+        h.agents["ipc-a"].sigcont()
+    t_resume = time.monotonic()
+    wait_for(lambda: h.member("ipc-a").get("role") == "fenced", 20, what="old agent back, fenced")
+    time.sleep(3)
+    assert h.recorder is not None
+    assert all(
+        not ({"cti", "ivr"} & set(x.running.get("ipc-a", {}))) for x in h.recorder.samples if x.t >= t_resume
+    )  # never restarted CTI/IVR on stale belief
+    exactly_one_primary(h, "ipc-b")
+
+
+def test_9_stop_fails_on_old_primary_new_primary_waits(h: Harness) -> None:
+    h.lab.fault("ipc-a", "stop-fail", "cti")
+    h.lab.fault("ipc-a", "hang", "ivr")  # rule 2 fires; stopping CTI then fails
+    wait_for(lambda: any("NOT handing over" in s for s in h.agents["ipc-a"].sentences()), 30, what="the hold")
+    time.sleep(3)
+    assert "cti" not in h.running("ipc-b") and "ivr" not in h.running("ipc-b")
+    rec = h.record()
+    assert rec["primary"] == "ipc-a" and rec["epoch"] == 1
+    assert any("stop failed on the old primary" in a for a in h.member("ipc-a").get("alerts", []))
+
+
+def test_pause_survives_agent_restart_and_zookeeper_leader_failover(h: Harness) -> None:
+    from tests.test_cli import cli
+
+    assert cli(h, "pause", "--reason", "weekend freeze", "--operator", "olga").returncode == 0
+    for a in h.agents.values():
+        a.kill9()
+        a.start()
+    leader = next(n for n in h.lab.zk if n.mode() == "leader")
+    leader.kill9()
+    wait_for(lambda: all(h.member(i).get("paused") for i in ("ipc-a", "ipc-b")), 30, what="paused after restarts")
+    h.lab.fault("ipc-a", "kill", "cti")
+    time.sleep(4)
+    assert h.record()["primary"] == "ipc-a"  # still paused: no automatic failover
+    assert "PAUSED by olga" in cli(h, "status").stdout
+    leader.start()
+
+
+def test_flap_damping_holds_after_k_failovers(tmp_path: Path) -> None:
+    def k1(doc: dict) -> None:
+        doc["clusters"][0]["policy"] = {"max_failovers": 1, "failover_window": 3600}
+
+    with Harness(tmp_path, edit=k1) as h:
+        h.steady()
+        from tests.test_cli import cli
+
+        h.lab.fault("ipc-a", "kill", "cti")
+        wait_for(lambda: h.record().get("primary") == "ipc-b" and h.serving("ipc-b"), 20)
+        assert cli(h, "rejoin", "ipc-a").returncode == 0
+        h.lab.fault("ipc-b", "kill", "cti")
+        wait_for(
+            lambda: any("failover limit reached" in a for a in h.member("ipc-b").get("alerts", [])),
+            20,
+            what="the flap alert",
+        )
+        time.sleep(2)
+        assert h.record()["primary"] == "ipc-b" and h.record()["epoch"] == 2  # held: no automatic failback
+        h.assert_never_both()
