@@ -43,3 +43,39 @@ def test_isolated_primary_self_fences_before_standby_promotes(tmp_path: Path) ->
         assert h.record()["primary"] == "ipc-b" and not ({"cti", "ivr"} & set(h.running("ipc-a")))
         h.assert_never_both()
         print(f"self-fenced after {t_fenced:.1f} s, standby serving after {t_serving:.1f} s")
+
+
+def test_1_primary_cut_from_zookeeper_only(tmp_path: Path) -> None:
+    """The primary (and its co-located agent) loses ZooKeeper, nothing else: the
+    standby, still connected, takes over once the old session has expired and
+    the promise it gave has run out — fencing the old primary over SSH first."""
+    with Harness(tmp_path, netns=True) as h:
+        h.steady()
+        h.lab.fault("ipc-a", "zk-cut")
+        wait_for(lambda: h.record().get("primary") == "ipc-b" and h.serving("ipc-b"), 40, what="takeover")
+        h.assert_never_both()
+        assert not ({"cti", "ivr"} & set(h.running("ipc-a")))
+        hist = wait_for(lambda: [e for e in h.store.history() if e.get("to") == "ipc-b"], 5, what="history")
+        assert "ipc-a fenced" in hist[-1]["fencing"] or "must have stopped" in hist[-1]["fencing"]
+        h.lab.fault("ipc-a", "zk-heal")
+        wait_for(lambda: h.member("ipc-a").get("role") == "fenced", 30, what="ipc-a back, fenced")
+        time.sleep(2)
+        assert h.record()["primary"] == "ipc-b" and h.member("ipc-b")["leader"] is True
+        assert not ({"cti", "ivr"} & set(h.running("ipc-a")))
+        h.assert_never_both()
+
+
+def test_3_standby_cut_from_zookeeper(tmp_path: Path) -> None:
+    with Harness(tmp_path, netns=True) as h:
+        h.steady()
+        t0 = time.monotonic()
+        h.lab.fault("ipc-b", "zk-cut")
+        time.sleep(8)  # past the standby's session timeout
+        rec = h.record()
+        assert rec["primary"] == "ipc-a" and rec["epoch"] == 1
+        assert h.recorder is not None
+        assert all({"cti", "ivr"} <= set(x.running.get("ipc-a", {})) for x in h.recorder.samples if x.t >= t0)
+        h.lab.fault("ipc-b", "zk-heal")
+        wait_for(lambda: h.member("ipc-b").get("eligible") is True, 30, what="standby eligible again")
+        assert h.record()["primary"] == "ipc-a" and h.member("ipc-a")["leader"] is True
+        h.assert_never_both()

@@ -40,7 +40,7 @@ SERVICE_FAULTS = (
     "clear",
 )
 IPC_FAULTS = ("line-alarm", "line-clear", "driver-crash")
-HOST_FAULTS = ("sshd-down", "sshd-up", "unreachable", "reachable", "restore")
+HOST_FAULTS = ("sshd-down", "sshd-up", "unreachable", "reachable", "zk-cut", "zk-heal", "restore")
 DEFAULT_ROOT = Path(os.environ.get("FAILOVER_LAB_DIR", "/tmp/failover-lab"))
 
 
@@ -482,6 +482,13 @@ class Lab:
                 raise LabError("unreachable/reachable need a lab started with --netns")
             (netns_mod.isolate if kind == "unreachable" else netns_mod.heal)(ipc.netns)
             return f"{ipc.name}: {'cut off' if kind == 'unreachable' else 'reachable again'}"
+        if kind in ("zk-cut", "zk-heal"):
+            if not ipc.netns:
+                raise LabError("zk-cut/zk-heal need a lab started with --netns")
+            ports = [n.client_port for n in self.zk]
+            fn = netns_mod.cut_from if kind == "zk-cut" else netns_mod.uncut_from
+            fn(ipc.netns, self.zk_host, ports)
+            return f"{ipc.name}: {'cut from' if kind == 'zk-cut' else 'reconnected to'} ZooKeeper"
         if kind == "restore":
             if ipc.netns:
                 netns_mod.heal(ipc.netns)

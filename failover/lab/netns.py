@@ -88,3 +88,22 @@ def isolate(ns: str) -> None:
 def heal(ns: str) -> None:
     iptables(ns, "-F", "INPUT")
     iptables(ns, "-F", "OUTPUT")
+
+
+def _zk_rules(addr: str, ports: list[int]) -> list[list[str]]:
+    plist = ",".join(str(p) for p in ports)
+    return [
+        ["OUTPUT", "-d", addr, "-p", "tcp", "-m", "multiport", "--dports", plist, "-j", "DROP"],
+        ["INPUT", "-s", addr, "-p", "tcp", "-m", "multiport", "--sports", plist, "-j", "DROP"],
+    ]
+
+
+def cut_from(ns: str, addr: str, ports: list[int]) -> None:
+    """Drop this namespace's traffic to and from addr:ports (e.g. ZooKeeper only)."""
+    for rule in _zk_rules(addr, ports):
+        iptables(ns, "-I", *rule)
+
+
+def uncut_from(ns: str, addr: str, ports: list[int]) -> None:
+    for rule in _zk_rules(addr, ports):
+        subprocess.run(["ip", "netns", "exec", ns, "iptables", "-w", "-D", *rule], capture_output=True)
