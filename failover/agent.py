@@ -155,7 +155,7 @@ class Agent:
         client_id = self._saved_session()
         self.zk = zkstore.connect(self.c, client_id=client_id)
         self.zk.add_listener(self._on_state)
-        self.store = zkstore.Store(self.zk, self.c.zookeeper.path)
+        self.store = zkstore.Store(self.zk, self.c.zookeeper.path, acl=zkstore.acl_for(self.c))
         self.zk.start_async()
         self._start_http()
 

@@ -45,7 +45,7 @@ def connected(c: Cluster, timeout: float = 5.0) -> Iterator[zkstore.Store]:
             f"no connection within {timeout:g} s; nothing was done",
         ) from None
     try:
-        yield zkstore.Store(zk, c.zookeeper.path)
+        yield zkstore.Store(zk, c.zookeeper.path, acl=zkstore.acl_for(c))
     except zkstore.ZkUnavailable as e:
         raise Fail(EXIT_FAILED, f"ZooKeeper stopped answering ({e}); check `failover status` before retrying") from None
     finally:

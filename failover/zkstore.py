@@ -67,6 +67,18 @@ def connect(
     )
 
 
+def acl_for(cluster: Cluster) -> list | None:
+    """With credentials configured, the cluster's znodes carry a digest ACL:
+    full rights for those credentials, read for anyone (monitoring); a client
+    without them cannot change anything."""
+    if cluster.zookeeper.auth is None:
+        return None
+    from kazoo.security import make_acl, make_digest_acl
+
+    user, _, password = cluster.zookeeper.auth.credentials().partition(":")
+    return [make_digest_acl(user, password, all=True), make_acl("world", "anyone", read=True)]
+
+
 def dumps(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
@@ -150,6 +162,15 @@ class Store:
         return loads(raw), stat
 
     def ensure_layout(self) -> None:
+        parent = self.path.rsplit("/", 1)[0]
+        if parent:  # shared by every cluster on the ensemble: open, so each can create its own subtree
+            self._guard()
+            try:
+                self.zk.ensure_path_async(parent).get(timeout=OP_TIMEOUT)
+            except KazooTimeoutError:
+                raise ZkUnavailable("no answer from ZooKeeper") from None
+            except NodeExistsError:
+                pass
         for p in (self.path, f"{self.path}/members", self.history_path):
             self._guard()
             try:
