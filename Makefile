@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 APT_STAMP := $(VENV)/.apt
 PYTEST_ARGS ?=
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo lint bench soak clean
+SOAK_BUDGET ?= 300
+SOAK_FAULTS ?= 200
 
 install: $(APT_STAMP) $(STAMP)
 
@@ -45,6 +47,11 @@ demo: install
 bench: install
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	$(PY) -m bench.run
+
+# Seeded fault soak (a small one runs in `make test`): SOAK_BUDGET seconds at
+# most, SOAK_FAULTS faults; the seed is printed for replay (SOAK_SEED=N).
+soak: install
+	$(PY) -m tests.soak --budget $(SOAK_BUDGET) --faults $(SOAK_FAULTS) $(if $(SOAK_SEED),--seed $(SOAK_SEED),)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
