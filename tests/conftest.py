@@ -53,3 +53,15 @@ def fresh_lab(tmp_path: Path) -> Iterator[Lab]:
         yield lab
     finally:
         lab.down()
+
+
+@pytest.fixture
+def h(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A lab with both agents running, bootstrapped (ipc-a primary), and the
+    observer recording; the test fails if CTI/IVR ever ran on both IPCs."""
+    from tests.cluster import Harness
+
+    with Harness(tmp_path) as harness:
+        harness.steady()
+        yield harness
+        harness.assert_never_both()

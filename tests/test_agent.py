@@ -5,7 +5,6 @@ IPCs at the same instant. Each test names its fault."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
@@ -14,14 +13,6 @@ from tests.cluster import Harness, wait_for
 pytestmark = pytest.mark.timeout(180)
 
 PROMOTED = {"driver", "fax", "cti", "ivr", "kcxp-replica", "kcbp-replica"}
-
-
-@pytest.fixture
-def h(tmp_path: Path):  # type: ignore[no-untyped-def]
-    with Harness(tmp_path) as harness:
-        harness.steady()
-        yield harness
-        harness.assert_never_both()
 
 
 def assert_failed_over(h: Harness) -> None:

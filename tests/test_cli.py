@@ -14,14 +14,6 @@ from tests.cluster import FAILOVER, Harness, wait_for
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture
-def h(tmp_path: Path):  # type: ignore[no-untyped-def]
-    with Harness(tmp_path) as harness:
-        harness.steady()
-        yield harness
-        harness.assert_never_both()
-
-
 def cli(h: Harness, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [FAILOVER, *args, "-i", str(h.lab.inventory_path)], capture_output=True, text=True, timeout=timeout

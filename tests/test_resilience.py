@@ -39,14 +39,6 @@ def exactly_one_primary(h: Harness, ipc: str, timeout: float = 20) -> None:
     assert h.member(other).get("leader") is not True
 
 
-@pytest.fixture
-def h(tmp_path: Path):  # type: ignore[no-untyped-def]
-    with Harness(tmp_path) as harness:
-        harness.steady()
-        yield harness
-        harness.assert_never_both()
-
-
 def test_6_whole_ensemble_down_60s_calls_never_stop(h: Harness) -> None:
     t0 = time.monotonic()
     for n in h.lab.zk:
