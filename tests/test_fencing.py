@@ -79,3 +79,58 @@ def test_3_standby_cut_from_zookeeper(tmp_path: Path) -> None:
         wait_for(lambda: h.member("ipc-b").get("eligible") is True, 30, what="standby eligible again")
         assert h.record()["primary"] == "ipc-a" and h.member("ipc-a")["leader"] is True
         h.assert_never_both()
+
+
+def test_4_one_zookeeper_follower_partitioned(tmp_path: Path) -> None:
+    """A follower cut off for real (its own namespace): clients on it move to
+    the others; no role change, calls never stop."""
+    with Harness(tmp_path, netns=True) as h:
+        h.steady()
+        t0 = time.monotonic()
+        follower = next(n for n in h.lab.zk if n.mode() == "follower")
+        h.lab.partition_zk(follower)
+        try:
+            time.sleep(10)
+        finally:
+            h.lab.partition_zk(follower, cut=False)
+        wait_for(
+            lambda: (
+                h.record().get("primary") == "ipc-a"
+                and h.member("ipc-a").get("leader") is True
+                and h.member("ipc-b").get("eligible") is True
+            ),
+            30,
+            what="one primary, eligible standby",
+        )
+        assert h.record()["epoch"] == 1
+        assert h.recorder is not None
+        assert all({"cti", "ivr"} <= set(x.running.get("ipc-a", {})) for x in h.recorder.samples if x.t >= t0)
+        h.assert_never_both()
+
+
+def test_8_ssh_to_standby_broken_mid_failover(tmp_path: Path) -> None:
+    """The standby's SSH breaks while it promotes itself: never a mixed layout
+    with CTI/IVR on both; a clear alert; once SSH is back the promotion completes."""
+    with Harness(tmp_path, netns=True) as h:
+        h.steady()
+        h.lab.fault("ipc-b", "slow-start", "kcxp-replica", seconds=2.0)  # a promotion that takes a while
+        h.lab.fault("ipc-a", "kill", "cti")
+        wait_for(lambda: "kcxp" not in h.running("ipc-b"), 20, what="ipc-b promoting")
+        h.lab.fault("ipc-b", "sshd-down")
+        time.sleep(4)
+        h.assert_never_both()
+        h.lab.fault("ipc-b", "sshd-up")
+        h.lab.fault("ipc-b", "clear")
+        wait_for(
+            lambda: (
+                h.record().get("primary") == "ipc-b"
+                and h.serving("ipc-b")
+                and set(h.running("ipc-b")) == {"driver", "fax", "cti", "ivr", "kcxp-replica", "kcbp-replica"}
+            ),
+            40,
+            what="promotion completed",
+        )
+        assert not ({"cti", "ivr"} & set(h.running("ipc-a")))
+        said = " ".join(h.agents["ipc-b"].sentences())
+        assert "FAILED" in said or "unreachable" in said.lower()  # the break was reported, not hidden
+        h.assert_never_both()

@@ -41,6 +41,7 @@ SERVICE_FAULTS = (
 )
 IPC_FAULTS = ("line-alarm", "line-clear", "driver-crash")
 HOST_FAULTS = ("sshd-down", "sshd-up", "unreachable", "reachable", "zk-cut", "zk-heal", "restore")
+ZK_NS_INDEX = 40  # namespace index (and address .50+) of the first ZooKeeper node with --netns
 DEFAULT_ROOT = Path(os.environ.get("FAILOVER_LAB_DIR", "/tmp/failover-lab"))
 
 
@@ -192,7 +193,15 @@ class Lab:
         self.zk = []
         for i in range(self.zk_count):
             c, q, e = ports.pop(), ports.pop(), ports.pop()
-            self.zk.append(ZkNode(i + 1, self.zk_host, c, q, e, self.root / f"zk{i + 1}"))
+            host, ns = self.zk_host, None
+            if self.netns:
+                # Each ZooKeeper node in a namespace of its own, so that one node
+                # can be partitioned for real (its outgoing peer links included).
+                net = self.net
+                assert net is not None
+                ns = net.create_host(ZK_NS_INDEX + i)
+                host = net.address(ZK_NS_INDEX + i)
+            self.zk.append(ZkNode(i + 1, host, c, q, e, self.root / f"zk{i + 1}", netns=ns))
         for n in self.zk:
             n.dir.mkdir(parents=True, exist_ok=True)
             n.write_config(self.zk)
@@ -370,6 +379,7 @@ class Lab:
                     "election_port": n.election_port,
                     "dir": str(n.dir),
                     "pid": n.pid,
+                    "netns": n.netns,
                 }
                 for n in self.zk
             ],
@@ -405,6 +415,7 @@ class Lab:
                 z["election_port"],
                 Path(z["dir"]),
                 z["pid"],
+                z.get("netns"),
             )
             for z in data["zk"]
         ]
@@ -485,9 +496,9 @@ class Lab:
         if kind in ("zk-cut", "zk-heal"):
             if not ipc.netns:
                 raise LabError("zk-cut/zk-heal need a lab started with --netns")
-            ports = [n.client_port for n in self.zk]
             fn = netns_mod.cut_from if kind == "zk-cut" else netns_mod.uncut_from
-            fn(ipc.netns, self.zk_host, ports)
+            for n in self.zk:
+                fn(ipc.netns, n.host, [n.client_port])
             return f"{ipc.name}: {'cut from' if kind == 'zk-cut' else 'reconnected to'} ZooKeeper"
         if kind == "restore":
             if ipc.netns:
@@ -500,6 +511,14 @@ class Lab:
             simctl.request(ipc.dir, {"op": "fault", "kind": "clear"}, timeout=10)
             return f"{ipc.name}: faults cleared (services left as they are)"
         raise LabError(f"unknown fault {kind!r}; one of: " + ", ".join(SERVICE_FAULTS + IPC_FAULTS + HOST_FAULTS))
+
+    def partition_zk(self, node: ZkNode, cut: bool = True) -> str:
+        """--netns only: cut one ZooKeeper node off from everything (peers and
+        clients), or heal it."""
+        if not node.netns:
+            raise LabError("partitioning a ZooKeeper node needs a lab started with --netns")
+        (netns_mod.isolate if cut else netns_mod.heal)(node.netns)
+        return f"zk{node.myid}: {'partitioned' if cut else 'healed'}"
 
     # ----- down ------------------------------------------------------------
     def down(self, remove: bool = True) -> list[int]:
@@ -521,7 +540,7 @@ class Lab:
         if self.subnet is not None:
             net = self.net
             assert net is not None
-            net.destroy(2 * self.clusters)
+            net.destroy([*range(2 * self.clusters), *(ZK_NS_INDEX + i for i in range(self.zk_count))])
         if remove:
             shutil.rmtree(self.root, ignore_errors=True)
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -66,8 +67,8 @@ class LabNet:
         _ip("-n", ns, "route", "add", "default", "via", self.gateway)
         return ns
 
-    def destroy(self, count: int) -> None:
-        for i in range(count):
+    def destroy(self, indices: Iterable[int]) -> None:
+        for i in indices:
             _ip("netns", "del", self.ns(i), check=False)
             _ip("link", "del", f"fv{self.labid}{i}", check=False)
         _ip("link", "del", self.bridge, check=False)
