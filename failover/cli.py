@@ -506,6 +506,83 @@ def check_cmd(
     sys.exit(code)
 
 
+# ----- drills ---------------------------------------------------------------------
+@main.group("drill")
+def drill_group() -> None:
+    """Weekend drills: runbooks with fault injection, checks, audits, reports."""
+
+
+@drill_group.command("run")
+@click.argument("runbook_file", type=click.Path(dir_okay=False))
+@inventory_option
+@cluster_option
+@click.option("--dry-run", is_flag=True, help="Print every step and its commands; execute nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Answer confirmations; allow a cluster not marked for drills.")
+@click.option("--from", "from_step", default=None, help="Resume from this step (number or name).")
+@click.option("--window", default=None, help="Declare the drill window, HH:MM-HH:MM (else the runbook's).")
+@click.option("--seed", type=int, default=None, help="Recorded in the report (runbooks are deterministic).")
+@click.option("--reports", default="drill-reports", show_default=True, type=click.Path(file_okay=False))
+@operator_option
+def drill_run(
+    runbook_file: str,
+    inventory_path: str,
+    cluster_name: str | None,
+    dry_run: bool,
+    yes: bool,
+    from_step: str | None,
+    window: str | None,
+    seed: int | None,
+    reports: str,
+    operator: str | None,
+) -> None:
+    """Run a drill runbook against the cluster (validated completely first)."""
+    from failover import drills
+    from failover import runbook as rb_mod
+
+    inv = load_inventory(inventory_path)
+    try:
+        rb0 = rb_mod.load(runbook_file)
+        c = inv.cluster(cluster_name or rb0.cluster)
+        rb = rb_mod.load(runbook_file, c)
+    except rb_mod.RunbookError as e:
+        for p in e.problems:
+            click.echo(str(p), err=True)
+        click.echo(f"{runbook_file}: {len(e.problems)} error(s); nothing was run", err=True)
+        sys.exit(EXIT_USAGE)
+    except inv_mod.InventoryError as e:
+        click.echo(str(e), err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        d = drills.Drill(
+            c,
+            rb,
+            runbook_file,
+            dry_run=dry_run,
+            yes=yes,
+            from_step=from_step,
+            window=window,
+            operator=operator,
+            out_dir=Path(reports),
+            echo=click.echo,
+        )
+        click.echo(
+            f"drill {rb.name} on cluster {c.name}"
+            + (" (dry run: nothing is executed)" if dry_run else "")
+            + (f", seed {seed}" if seed is not None else "")
+        )
+        report = d.run()
+    except drills.DrillRefused as e:
+        click.echo(f"drill refused: {e}", err=True)
+        sys.exit(EXIT_REFUSED)
+    except Exception as e:  # one sentence, no traceback, for the person at the console
+        click.echo(f"drill failed: {type(e).__name__}: {e}", err=True)
+        sys.exit(EXIT_FAILED)
+    if report.get("files"):
+        click.echo(f"report: {report['files']['md']} (also .json, .html, .svg)")
+    click.echo(f"drill {rb.name}: {report['outcome'].upper()}")
+    sys.exit(EXIT_FAILED if report["outcome"] == "failed" else EXIT_OK)
+
+
 # ----- hosts --------------------------------------------------------------------
 @main.group("hosts")
 def hosts_group() -> None:

@@ -358,7 +358,7 @@ def _resolve_paths(data: dict, base: Path) -> dict:
     return data
 
 
-def _from_pydantic(fname: str, loaded: yamlpos.Loaded, err: Any) -> Problem:
+def _from_pydantic(fname: str, loaded: yamlpos.Loaded, err: Any, root: Any = None) -> Problem:
     loc = tuple(x for x in err["loc"] if x != "[key]")
     # pydantic names union/function-validator branches in loc; drop what is not
     # a real key so the path matches the YAML.
@@ -366,7 +366,7 @@ def _from_pydantic(fname: str, loaded: yamlpos.Loaded, err: Any) -> Problem:
     kind = err["type"]
     if kind == "extra_forbidden":
         key = loc[-1]
-        allowed = _allowed_keys(loc[:-1])
+        allowed = _allowed_keys(loc[:-1], root or Inventory)
         hint = difflib.get_close_matches(str(key), allowed, n=1)
         msg = f"unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
         if allowed:
@@ -384,9 +384,9 @@ def _from_pydantic(fname: str, loaded: yamlpos.Loaded, err: Any) -> Problem:
     return Problem(fname, m.line, m.column, render_path(loc), msg)
 
 
-def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
+def _allowed_keys(loc: tuple[str | int, ...], root: Any = None) -> list[str]:
     """The keys a mapping at this path accepts, from the model annotations."""
-    tp: Any = Inventory
+    tp: Any = root or Inventory
     for part in loc:
         tp = _unwrap(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):

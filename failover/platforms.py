@@ -267,7 +267,7 @@ class Lab(Posix):
     go to the IPC's own simulator; others run in a POSIX shell."""
 
     kind = "lab"
-    SIM_VERBS = ("call", "fault", "status")
+    SIM_VERBS = ("call", "fault", "status", "start", "stop")
 
     def __init__(self, control: Sequence[str]) -> None:
         self.control = list(control)
@@ -288,7 +288,8 @@ class Lab(Posix):
         words = shlex.split(command)
         if words and words[0] in self.SIM_VERBS:
             return self._cmd(*words, "--timeout", f"{timeout:g}")
-        return super().run_cmd(command, timeout)
+        # Other commands run in the simulated IPC's own directory (its "disk").
+        return f"cd {quote_posix(self.control[-1])} && " + super().run_cmd(command, timeout)
 
     def batch_status_cmd(self, services: Sequence[ServiceRef]) -> str:
         return self._cmd("status")  # one call returns every service

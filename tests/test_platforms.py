@@ -111,4 +111,4 @@ def test_posix_quoting_roundtrips(arg: str) -> None:
 def test_lab_routes_simulator_verbs() -> None:
     lab = pf.Lab(["/py", "-I", "/simctl.py", "/lab/ipc-a"])
     assert lab.run_cmd("call inbound", 10) == "/py -I /simctl.py /lab/ipc-a call inbound --timeout 10"
-    assert lab.run_cmd("sleep 1", 2).startswith("timeout -k 5 2 sh -c")
+    assert lab.run_cmd("sleep 1", 2).startswith("cd /lab/ipc-a && timeout -k 5 2 sh -c")

@@ -255,6 +255,8 @@ class Lab:
         )
         with contextlib.suppress(FileNotFoundError):
             (d / "sim.ready").unlink()
+        # The IPC's database connection configuration (the plan's DB DR edits it).
+        (d / "datasource.conf").write_text("database = shenzhen-db.cc.example:1521/CCDB\n")
 
     def _start_sim(self, ipc: LabIpc) -> None:
         if ipc.sim_pid and alive(ipc.sim_pid, ipc.dir):
