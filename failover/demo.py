@@ -3,8 +3,9 @@
 Brings up 3 ZooKeeper nodes and two simulated IPCs behind real sshd, starts an
 agent per IPC, shows `failover status`, kills CTI on the primary and shows the
 plan's rule 2 carried out (the standby serving, epoch + 1), rejoins the old
-primary, switches back with `failover switchover`, shows the history, then
-stops everything it started (`--keep` leaves the lab and agents running).
+primary, switches back with `failover switchover`, runs the Sunday disaster
+drill (runbooks/sunday-drill.yaml) and prints its report, then stops
+everything it started (`--keep` leaves the lab and agents running).
 """
 
 from __future__ import annotations
@@ -93,7 +94,20 @@ def main() -> int:
         print("\n# ipc-a is repaired: it rejoins as standby; then a planned switchover back ...", flush=True)
         run("rejoin", "ipc-a", "--reason", "demo: CTI repaired", env=env)
         run("switchover", "--yes", "--reason", "demo: back to the preferred primary", env=env)
-        run("history", env=env)
+        print(
+            "\n# The weekend drill, rehearsed in the lab: line fault, CTI fault, IVR hang, standby fault ...",
+            flush=True,
+        )
+        runbook = Path(__file__).resolve().parents[1] / "runbooks" / "sunday-drill.yaml"
+        reports = root / "drill-reports"
+        run("drill", "run", str(runbook), "--window", "00:00-23:59", "--reports", str(reports), "--yes", env=env)
+        run("status", env=env)
+        run("history", "-n", "8", env=env)
+        for f in sorted(reports.glob("*.md")):
+            print(
+                f"\ndrill report: {f} (and {f.with_suffix('.html').name}, {f.with_suffix('.svg').name}: "
+                "the timeline picture)"
+            )
         zk.stop()
         zk.close()
     finally:

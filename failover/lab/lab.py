@@ -322,6 +322,9 @@ class Lab:
                         "failures_before_fault": 2,
                         "session_timeout": 4.0,
                     },
+                    # A training lab: drills and demos make several automatic
+                    # failovers an hour; real clusters keep the default (2).
+                    "policy": {"max_failovers": 10},
                     "ipcs": [
                         {
                             "name": i.name,
