@@ -8,9 +8,14 @@ import io
 import sys
 from pathlib import Path
 
-from bench import agent_bench, executor_bench, http_bench
+from bench import agent_bench, executor_bench, http_bench, switchover_bench
 
-BENCHES = {"executor": executor_bench.main, "agent": agent_bench.main, "http": http_bench.main}
+BENCHES = {
+    "executor": executor_bench.main,
+    "agent": agent_bench.main,
+    "http": http_bench.main,
+    "switchover": switchover_bench.main,
+}
 
 
 def main(argv: list[str]) -> int:

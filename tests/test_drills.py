@@ -88,13 +88,17 @@ def test_broken_agent_fails_the_drill_clearly(tmp_path: Path) -> None:
 
 
 def test_dry_run_executes_nothing(h: Harness) -> None:
+    from failover.lab.observer import snapshot
+
     before = {i: h.pids(i) for i in ("ipc-a", "ipc-b")}
+    seen = snapshot(h.lab.labid)
     epoch = h.record()["epoch"]
     r, _ = drill(h, SUNDAY, "--dry-run")
     assert r.returncode == 0, r.stderr
     assert "would run: ipc-a: fault line-alarm" in r.stdout and "would run: ipc-a: call inbound" in r.stdout
     time.sleep(1)
-    assert {i: h.pids(i) for i in ("ipc-a", "ipc-b")} == before  # the observer's processes: untouched
+    assert {i: h.pids(i) for i in ("ipc-a", "ipc-b")} == before  # same service processes
+    assert snapshot(h.lab.labid) == seen  # the independent observer: nothing changed
     assert h.record()["epoch"] == epoch and not (h.root / "reports").exists()
     assert not any(e.get("kind") == "drill" for e in h.store.history())
 
@@ -244,3 +248,10 @@ def test_ctrl_c_aborts_and_cleans_up(h: Harness) -> None:
     assert rep["outcome"] == "failed" and any(
         s["title"].startswith("cleanup") and s["status"] == "ok" for s in rep["steps"]
     )
+
+
+def test_saturday_bringup_passes(h: Harness) -> None:
+    r, rep = drill(h, str(REPO / "runbooks" / "saturday-bringup.yaml"), "--yes")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+    assert [s["status"] for s in rep["steps"]] == ["ok"] * 5
+    assert "confirmed (--yes)" in [s["detail"] for s in rep["steps"]]
