@@ -105,7 +105,6 @@ class Memory:
     sentence: str = ""
     fence_note: str = ""  # what the watchdog did
     last_logged: tuple[str, float] = ("", 0.0)
-    fence_failures: int = 0
     peer_fenced_epoch: int | None = None  # we fenced the peer when taking this epoch
     disarmed: set[str] = field(default_factory=set)  # stopped by us (self-fencing): not faults
     takeover_wall: float | None = None  # wall time we took P/leader for a takeover
@@ -437,12 +436,8 @@ class Agent:
     # ----- observation -------------------------------------------------------
     def _observe_own(self) -> monitor.Raw:
         try:
-            st = self.ex.status_fast(self.me)
-            healthy = {}
-            for s, state in st.states.items():
-                if state.value == "RUNNING" and self.c.services[s].probe is not None:
-                    healthy[s] = self.ex.probe(self.me, s)
-            return monitor.Raw(True, st.states, healthy, st.line)
+            st = self.ex.observe(self.me)
+            return monitor.Raw(True, st.states, st.healthy, st.line)
         except exe.ExecError as e:
             log.warning("cannot observe %s: %s", self.me, e)
             return monitor.Raw(False)

@@ -25,7 +25,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -480,8 +480,10 @@ class Executor:
             sess.close()
 
     def observe(self, host: str) -> HostStatus:
-        """Batched status plus the application probes of the running services."""
-        st = self.status_all(host)
+        """Batched status (through the long-lived session when the platform has
+        one) plus the application probes of the running services, in parallel:
+        the monitor's hot path."""
+        st = self.status_fast(host)
         running = [s for s, v in st.states.items() if v is State.RUNNING and self._probe_of(s)]
         healthy: dict[str, bool | None] = {s: None for s in st.states}
         if running:
@@ -697,9 +699,7 @@ class Executor:
             gate = f"  [only once {st.requires_fenced} is verified fenced]" if st.requires_fenced else ""
             lines.append(f"{n}. {st.title}{gate}")
             for s in st.steps:
-                svc = self.cluster.services[s.service]
-                timeout = svc.stop_timeout if s.op == "stop" else svc.start_timeout
-                for cmd in self.platform(s.host).describe(s.op, self.refs[s.service], timeout):
+                for cmd in platforms.step_commands(self.cluster, s.host, s.op, s.service, self.refs):
                     lines.append(f"   {s.host}: {cmd}")
         return lines
 
@@ -796,7 +796,3 @@ def trust_host(ipc: Ipc, accept: Callable[[str], bool]) -> str:
     with path.open("a") as f:
         f.write(f"{name} {key.get_name()} {key.get_base64()}\n")
     return f"{ipc.name}: trusted {text} (added to {path})"
-
-
-def hosts_of(cluster: Cluster, names: Iterable[str] | None = None) -> list[str]:
-    return list(names) if names else [i.name for i in cluster.ipcs]

@@ -107,16 +107,12 @@ def commands(cluster: Cluster, d: Decision) -> list[dict]:
     for i, st in enumerate(d.plan, 1):
         steps = []
         for s in st.steps:
-            ipc = cluster.ipc(s.host)
-            plat = platforms.for_ipc(ipc)
-            svc = cluster.services[s.service]
-            timeout = svc.stop_timeout if s.op == "stop" else svc.start_timeout
             steps.append(
                 {
                     "host": s.host,
                     "op": s.op,
                     "service": s.service,
-                    "commands": plat.describe(s.op, refs[s.service], timeout),
+                    "commands": platforms.step_commands(cluster, s.host, s.op, s.service, refs),
                 }
             )
         out.append({"stage": i, "title": st.title, "requires_fenced": st.requires_fenced, "steps": steps})

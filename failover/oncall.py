@@ -17,10 +17,9 @@ import click
 from failover import explain as ex
 from failover import status as st
 from failover import zkstore
+from failover.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 from failover.inventory import Cluster
 from failover.rules import Action, Decision, Observation, Policy, Role, Topology, failover_plan
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 
 
 class Fail(Exception):

@@ -348,3 +348,16 @@ def refs(services: Mapping[str, object]) -> dict[str, ServiceRef]:
         else:
             out[logical] = ServiceRef(logical, svc.service)
     return out
+
+
+def step_commands(
+    cluster: object, host: str, op: str, service: str, service_refs: Mapping[str, ServiceRef] | None = None
+) -> list[str]:
+    """The exact commands one plan step runs (dry runs, `explain`, drills)."""
+    from failover.inventory import Cluster
+
+    assert isinstance(cluster, Cluster)
+    svc = cluster.services[service]
+    timeout = svc.stop_timeout if op == "stop" else svc.start_timeout
+    ref = (service_refs or refs(cluster.services))[service]
+    return for_ipc(cluster.ipc(host)).describe(op, ref, timeout)

@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,7 +21,7 @@ import yaml
 
 from failover.lab import netns as netns_mod
 from failover.lab import observer, simctl
-from failover.lab.procs import alive, free_ports, kill_and_wait
+from failover.lab.procs import alive, free_ports, kill_and_wait, spawn
 from failover.lab.sshd import SshdHost, keygen, known_hosts_line
 from failover.lab.zk import ZkNode, ZkStartError, wait_serving
 from failover.layouts import SERVICES, Layout, running_set, start_order
@@ -261,21 +260,12 @@ class Lab:
     def _start_sim(self, ipc: LabIpc) -> None:
         if ipc.sim_pid and alive(ipc.sim_pid, ipc.dir):
             return
-        cmd = [sys.executable, "-m", "failover.lab.sim", ipc.dir]
-        if ipc.netns:
-            cmd = ["ip", "netns", "exec", ipc.netns, *cmd]
-        log = open(Path(ipc.dir) / "sim.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            close_fds=True,
+        ipc.sim_pid = spawn(
+            [sys.executable, "-m", "failover.lab.sim", ipc.dir],
+            Path(ipc.dir) / "sim.log",
+            ipc.netns,
             cwd=str(Path(__file__).resolve().parents[2]),
         )
-        log.close()
-        ipc.sim_pid = proc.pid
 
     def _wait_sim(self, ipc: LabIpc, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout

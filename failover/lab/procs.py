@@ -7,8 +7,28 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
+
+
+def spawn(cmd: list[str], log: Path, netns: str | None = None, cwd: str | None = None) -> int:
+    """Start a lab daemon detached (its own session, so it outlives the
+    command that started it), output appended to `log`, optionally inside a
+    network namespace (`ip netns exec` keeps the PID). Returns the PID."""
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            cwd=cwd,
+        )
+    return proc.pid
 
 
 def _ephemeral_range() -> tuple[int, int]:

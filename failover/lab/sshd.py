@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from failover.lab.procs import alive, descendants, kill_and_wait
+from failover.lab.procs import alive, descendants, kill_and_wait, spawn
 
 SSHD = "/usr/sbin/sshd"  # sshd refuses to run unless started by absolute path
 
@@ -87,20 +87,7 @@ class SshdHost:
     def start(self) -> None:
         if self.pid and alive(self.pid, self.marker):
             return
-        cmd = [SSHD, "-D", "-e", "-f", str(self.config)]
-        if self.netns:
-            cmd = ["ip", "netns", "exec", self.netns, *cmd]
-        log = open(self.dir / "sshd.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            close_fds=True,
-        )
-        log.close()
-        self.pid = proc.pid
+        self.pid = spawn([SSHD, "-D", "-e", "-f", str(self.config)], self.dir / "sshd.log", self.netns)
 
     def wait_listening(self, timeout: float = 10.0) -> None:
         import socket

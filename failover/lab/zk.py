@@ -6,12 +6,11 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from failover.lab.procs import alive, kill_and_wait
+from failover.lab.procs import alive, kill_and_wait, spawn
 
 JARS = Path("/usr/share/java")
 # zookeeper.jar's manifest pulls in jute, netty, jackson...; a logging backend is
@@ -102,24 +101,12 @@ class ZkNode:
             MAIN,
             str(self.dir / "zoo.cfg"),
         ]
-        if self.netns:
-            cmd = ["ip", "netns", "exec", self.netns, *cmd]
         return cmd
 
     def start(self) -> None:
         if self.pid and alive(self.pid, self.marker):
             return
-        out = open(self.dir / "stdout.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(
-            self.command(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
-        out.close()
-        self.pid = proc.pid
+        self.pid = spawn(self.command(), self.dir / "stdout.log", self.netns)
 
     def stop(self) -> None:
         if self.pid:
