@@ -649,7 +649,9 @@ class Agent:
         if self.mem.self_fenced or self.mem.fence_note:
             self.mem.self_fenced = False
             self.mem.fence_note = ""
-            resumed = "ZooKeeper is back and our session survived: "
+            # Our session may have expired meanwhile: what matters is that
+            # nobody took the role (same epoch, P/leader ours again).
+            resumed = f"ZooKeeper is back and nobody took the role (epoch {epoch}): "
         obs = self._observation(zk, crec, roles)
         req = _active(zk.get("request"))
         if req is not None and req.data.get("kind") == "switchover":

@@ -18,6 +18,9 @@ while disconnected; a loop waiting on them would freeze and never demote).
 from __future__ import annotations
 
 import json
+import logging
+import random
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +35,7 @@ from kazoo.retry import KazooRetry
 from failover.inventory import Cluster
 
 OP_TIMEOUT = 2.0
+log = logging.getLogger("failover.zkstore")
 FINAL_STATES = ("done", "failed", "refused", "cancelled")
 
 
@@ -67,6 +71,62 @@ def connect(
     )
 
 
+def drop_connection(zk: KazooClient) -> str | None:
+    """Make kazoo abandon the server it is connected to and resume the same
+    session on another one. Returns the abandoned server ("host:port"), or None
+    if there was no live socket to drop.
+
+    Why: kazoo counts every request it sends as a heartbeat and only ever
+    checks for a missing *ping* reply, so a client that sends requests more
+    often than every read-timeout/2 (the agent's watchdog reads every 0.2 s)
+    never notices a hung server (SIGSTOPped, a stalled JVM): it stays
+    "CONNECTED" to it until its session expires on the rest of the ensemble.
+    The Java client drops a connection that has received nothing for 2/3 of
+    the session timeout; Store does the same at 1/3 (see `Store._no_answer`).
+    Shutting the socket down makes kazoo's own loop see a broken connection and
+    go through its normal reconnect path (there is no public API for this)."""
+    sock = getattr(getattr(zk, "_connection", None), "_socket", None)
+    if sock is None:
+        return None
+    try:
+        host, port = sock.getpeername()[:2]
+    except OSError:
+        return None
+    _try_it_last(zk, host, port)
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        return None
+    return f"{host}:{port}"
+
+
+def _try_it_last(zk: KazooClient, ip: str, port: int) -> None:
+    """Reorder the client's server list so the abandoned server is tried last.
+    kazoo reshuffles the list on every reconnect cycle and may pick the silent
+    server again first, costing a connect timeout (S / number of servers) out
+    of the session's remaining time; the Java client walks a ring instead."""
+
+    def is_it(h: str, p: int) -> bool:
+        if p != port:
+            return False
+        try:
+            return h == ip or any(a[4][0] == ip for a in socket.getaddrinfo(h, p, 0, 0, socket.IPPROTO_TCP))
+        except OSError:
+            return False
+
+    hosts = list(zk.hosts or [])
+    others = [hp for hp in hosts if not is_it(*hp)]
+    if len(others) in (0, len(hosts)):
+        return
+    random.shuffle(others)  # spread the clients of the silent server over the others
+    ordered = others + [hp for hp in hosts if is_it(*hp)]
+    zk.set_hosts(",".join(f"{_bracket(h)}:{p}" for h, p in ordered), randomize_hosts=False)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 def acl_for(cluster: Cluster) -> list | None:
     """With credentials configured, the cluster's znodes carry a digest ACL:
     full rights for those credentials, read for anyone (monitoring); a client
@@ -94,10 +154,16 @@ class Versioned:
 
 
 class Store:
-    def __init__(self, zk: KazooClient, path: str, acl: list | None = None) -> None:
+    def __init__(self, zk: KazooClient, path: str, acl: list | None = None, drop_after: float | None = None) -> None:
         self.zk = zk
         self.path = path.rstrip("/")
         self.acl = acl
+        # A server silent this long while we are "connected" is abandoned
+        # (drop_connection): a third of the session timeout leaves two thirds
+        # for kazoo to resume the session elsewhere before it expires.
+        self.drop_after = drop_after if drop_after is not None else zk._session_timeout / 3000.0
+        self.last_answer = time.monotonic()
+        self.dropped: list[str] = []  # servers abandoned for silence (newest last)
 
     # ----- paths -------------------------------------------------------------
     @property
@@ -129,9 +195,33 @@ class Store:
 
     def _wait(self, async_result: Any, timeout: float) -> Any:
         try:
-            return async_result.get(timeout=timeout)
+            got = async_result.get(timeout=timeout)
         except KazooTimeoutError:
+            self._no_answer()
             raise ZkUnavailable(f"no answer from ZooKeeper within {timeout:g} s") from None
+        except (NoNodeError, NodeExistsError, BadVersionError):
+            self.last_answer = time.monotonic()  # the server answered, with an error code
+            raise
+        self.last_answer = time.monotonic()
+        return got
+
+    def _no_answer(self) -> None:
+        """A request went unanswered: if the server has been silent for
+        `drop_after` while kazoo still says CONNECTED, abandon it."""
+        now = time.monotonic()
+        silent = now - self.last_answer
+        if silent < self.drop_after or not self.connected():
+            return
+        server = drop_connection(self.zk)
+        self.last_answer = now  # give the reconnect its time before judging again
+        if server is not None:
+            self.dropped.append(server)
+            log.warning(
+                "ZooKeeper server %s has not answered for %.1f s while connected: dropping the connection "
+                "so the session resumes on another server",
+                server,
+                silent,
+            )
 
     def _guard(self) -> None:
         if not self.connected():

@@ -169,6 +169,22 @@ class Harness:
             what="steady state",
         )
 
+    def zk_server_of(self, pid: int) -> Any:
+        """The lab's ZooKeeper node process `pid` holds an established client
+        connection to (None if none): read from the kernel's socket table."""
+        out = subprocess.run(
+            ["ss", "-tnpH", "state", "established"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+        by_port = {n.client_port: n for n in self.lab.zk}
+        for line in out.splitlines():
+            if f"pid={pid}," not in line:
+                continue
+            for field in line.split():
+                port = field.rpartition(":")[2]
+                if port.isdigit() and int(port) in by_port:
+                    return by_port[int(port)]
+        return None
+
     def violations(self) -> list:
         assert self.recorder is not None
         return self.recorder.violations()

@@ -66,6 +66,30 @@ def test_5_zookeeper_leader_sigstopped_10s(h: Harness) -> None:
     assert app_always_up(h, "ipc-a", t0)
 
 
+def test_zookeeper_server_of_the_primary_sigstopped_10s(h: Harness) -> None:
+    """A hung (not dead) server under a busy client. kazoo counts every request
+    it sends as a heartbeat, so on its own it stays "connected" to a SIGSTOPped
+    server while the agent keeps reading, until the session expires on the rest
+    of the ensemble. The agent must abandon the silent server and resume its
+    session on another one: no expiry, no failover, calls never stop."""
+    agent = h.agents["ipc-a"]
+    node = h.zk_server_of(agent.pid)
+    assert node is not None
+    t0 = time.monotonic()
+    node.sigstop()
+    try:
+        wait_for(lambda: h.zk_server_of(agent.pid) not in (None, node), 8, what="the agent on another server")
+        time.sleep(max(0.0, 10 - (time.monotonic() - t0)))
+    finally:
+        node.sigcont()
+    exactly_one_primary(h, "ipc-a", 30)
+    assert h.record()["epoch"] == 1
+    assert app_always_up(h, "ipc-a", t0)
+    log = agent.log.read_text(errors="replace")
+    assert "Session has expired" not in log
+    assert f"ZooKeeper server {node.host}:{node.client_port} has not answered" in log
+
+
 def test_7_primary_agent_paused_past_session_timeout(h: Harness) -> None:
     """The GC-pause case: on resume the old agent must not act as primary."""
     h.agents["ipc-a"].sigstop()
