@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import agent_bench, executor_bench, http_bench, switchover_bench
+from bench import agent_bench, executor_bench, http_bench, switchover_bench, zkhang_bench
 from bench.common import RESULTS
 
 BENCHES = {
@@ -15,6 +15,7 @@ BENCHES = {
     "agent": agent_bench.main,
     "http": http_bench.main,
     "switchover": switchover_bench.main,
+    "zk_hang": zkhang_bench.main,
 }
 
 
@@ -78,6 +79,20 @@ def markdown(r: dict) -> str:
         for k in ("issued_to_serving", "issued_to_cli_exit"):
             lines.append(f"| {k} | {s[k]['p50_ms']:.0f} | {s[k]['p95_ms']:.0f} | {s[k]['max_ms']:.0f} |")
         lines.append("")
+    if "zk_hang" in r:
+        z = r["zk_hang"]
+        s = z["sigstop_to_session_on_another_server"]
+        lines += [
+            f"## Hung ZooKeeper server under the primary's agent ({s['n']} trials, SIGSTOP)",
+            "",
+            "| measurement | p50 ms | p95 ms | max ms |",
+            "|---|---|---|---|",
+            f"| SIGSTOP -> session on another server | {s['p50_ms']:.0f} | {s['p95_ms']:.0f} | {s['max_ms']:.0f} |",
+            "",
+            f"role changes: {z['role_changes']}; observer samples without CTI/IVR on the primary: "
+            f"{z['samples_without_cti_ivr_on_primary']}.",
+            "",
+        ]
     soak = Path(__file__).with_name("soak.json")
     if soak.exists():
         so = json.loads(soak.read_text())
