@@ -600,6 +600,20 @@ class Agent:
             return f"FAILED to stop {', '.join(failed)} on {self.me} (ALERT: cannot self-fence)"
         return f"stopped {' and '.join(stopped)} on {self.me} (self-fencing)"
 
+    def _after_plan(self, rep: exe.PlanReport | None) -> None:
+        """What our own plan did is not a fault. A service it stopped is
+        disarmed until seen running again, so that when the layout changes
+        later (a rejoin clears board_down, a role changes) converge starts it
+        instead of the rules counting "stopped" as a crash and fencing this
+        IPC. A start that failed is a declared fault at once."""
+        if rep is None:
+            return
+        self.mem.disarmed |= {
+            r.step.service for r in rep.results if r.step.host == self.me and r.step.op == "stop" and r.status == "done"
+        }
+        if self.mem.obs is not None:
+            self.mem.obs = _failed_starts(self.mem.obs, rep, self.n)
+
     # ----- bootstrap -------------------------------------------------------------
     def _bootstrap(self, zk: dict, raw: monitor.Raw) -> str:
         assert self.store is not None
@@ -673,8 +687,7 @@ class Agent:
             self._publish(zk, crec, d, sentence)
             return sentence
         rep = self.ex.execute(mine, guard=self.guard, fence_check=lambda host: self._fenced(host, epoch))
-        if self.mem.obs is not None:
-            self.mem.obs = _failed_starts(self.mem.obs, rep, self.n)
+        self._after_plan(rep)
         if d.action is Action.RESTART:
             for st in mine:
                 for s in st.steps:
@@ -765,8 +778,7 @@ class Agent:
             self._cas(zk, {"rejoin": marks})  # converged: the operator's rejoin is done
         if d.action is Action.CONVERGE and mine:
             rep = self.ex.execute(mine, guard=self.guard)
-            if self.mem.obs is not None:
-                self.mem.obs = _failed_starts(self.mem.obs, rep, self.n)
+            self._after_plan(rep)
             result = "done" if rep.ok else f"FAILED: {rep.summary()}"
             sentence = f"{self.me} is {role} (epoch {epoch}): {d.reason} Result: {result}."
         else:
@@ -875,9 +887,12 @@ class Agent:
         epoch = crec["epoch"]
         decided = time.time()
         self._request_progress(rid, f"{self.me}: switchover to {self.peer} started (epoch {epoch})", "running")
-        target = self.topo.expected(self.me, Role.STANDBY)
+        # Rule 1's layout still holds here until a rejoin: a board that was down
+        # stays stopped (starting it now would only be undone by converge).
+        target = self.topo.expected(self.me, Role.STANDBY, self.me in crec.get("board_down", []))
         steps = converge_steps(self.topo, self.me, self.mem.obs, target)
         rep = self.ex.execute((Stage(f"demote {self.me}", steps),), progress=self._progress_to(rid)) if steps else None
+        self._after_plan(rep)
         if rep is not None and not rep.ok:
             why = (
                 f"demoting {self.me} failed: {rep.summary()}; {self.me} stays primary and converges back to its layout"
@@ -1039,6 +1054,7 @@ class Agent:
             if steps
             else None
         )
+        self._after_plan(rep)
         t_done = time.time()
         ok = rep is None or rep.ok
         hand = handoff or {}

@@ -128,15 +128,16 @@ def plan_text(c: Cluster, v: dict, frm: str, to: str, switchover: bool = True) -
     from failover.rules import IpcObs, ServiceObs, Stage, State, converge_steps
 
     topo = Topology.from_cluster(c)
+    down = set(v.get("board_down") or [])  # rule 1's layout holds until a rejoin
     ipcs = {}
     for name, role in ((frm, Role.PRIMARY), (to, Role.STANDBY)):
-        run = topo.expected(name, role)
+        run = topo.expected(name, role, name in down)
         ipcs[name] = IpcObs(
             role, {s: ServiceObs(State.RUNNING if s in run else State.STOPPED, True) for s in topo.services}
         )
     o = Observation(topo, ipcs, frm, v.get("epoch") or 0, Policy())
     if switchover:
-        demote = converge_steps(topo, frm, ipcs[frm], topo.expected(frm, Role.STANDBY))
+        demote = converge_steps(topo, frm, ipcs[frm], topo.expected(frm, Role.STANDBY, frm in down))
         promote = converge_steps(topo, to, ipcs[to], topo.expected(to, Role.PRIMARY))
         stages = (Stage(f"demote {frm} to the standby layout", demote), Stage(f"promote {to}", promote, frm))
     else:

@@ -123,3 +123,46 @@ def test_8_both_agents_restarted_together(h: Harness) -> None:
     assert {ipc: h.pids(ipc) for ipc in ("ipc-a", "ipc-b")} == before
     rec = h.record()
     assert rec["primary"] == "ipc-a" and rec["epoch"] == 1
+
+
+def test_board_down_primary_switched_over_then_rejoined_becomes_standby(h: Harness) -> None:
+    """The Sunday drill's line-fault leg, with the rejoin landing right after
+    the old primary's agent stopped a service on purpose (seen in CI as a
+    race): the board stays stopped until the rejoin, and what the agent stopped
+    itself is never counted as a crash (no rule 3, the IPC is not fenced)."""
+    from failover import ops
+    from failover.lab import simctl
+    from tests.test_cli import cli
+
+    h.lab.fault("ipc-a", "line-alarm")
+    wait_for(lambda: h.record().get("board_down") == ["ipc-a"], 20, what="rule 1")
+    h.lab.fault("ipc-a", "line-clear")
+    t_switch = time.monotonic()
+    r = cli(h, "switchover", "--yes", "--to", "ipc-b", "--operator", "drill")
+    assert r.returncode == 0, r.stdout + r.stderr
+    shown = [ln.split() for ln in r.stdout.splitlines() if ln.strip().startswith("ipc-a ")]
+    assert shown and not any(w[1] == "start" and w[2] in ("driver", "fax") for w in shown), r.stdout
+    wait_for(lambda: h.member("ipc-a").get("role") == "standby" and h.member("ipc-a").get("decision") == "none", 20)
+    assert h.recorder is not None
+    # Rule 1's layout holds until the rejoin: the switchover did not start the board.
+    assert all("driver" not in x.running.get("ipc-a", {}) for x in h.recorder.samples if x.t >= t_switch)
+
+    # Somebody starts the board driver by hand; the standby's agent stops it
+    # (board down). Freeze the agent right after that stop and rejoin the IPC
+    # meanwhile, so its next observations see "driver stopped" under a layout
+    # that expects it running.
+    simctl.request(h.lab.ipc("ipc-a").dir, {"op": "start", "service": "driver"}, timeout=10)
+    wait_for(lambda: "driver" in h.running("ipc-a"), 10, interval=0.005, what="driver up by hand")
+    wait_for(lambda: "driver" not in h.running("ipc-a"), 10, interval=0.005, what="the agent stopping it")
+    h.agents["ipc-a"].sigstop()
+    try:
+        ops.rejoin(h.store, "ipc-a", "drill", "line repaired")
+    finally:
+        h.agents["ipc-a"].sigcont()
+    wait_for(
+        lambda: h.member("ipc-a").get("eligible") is True and {"driver", "fax"} <= set(h.running("ipc-a")),
+        20,
+        what="ipc-a an eligible standby with its board",
+    )
+    assert h.record()["roles"] == {"ipc-a": "standby", "ipc-b": "primary"}
+    assert not any("rule 3" in s for s in h.agents["ipc-a"].sentences())
