@@ -362,8 +362,8 @@ def rejoin_cmd(
             click.echo(f"{ipc} marked standby; waiting for its agent to converge it …")
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                m = s.member(ipc) or {}
-                if m.get("eligible") and m.get("decision") == "none":
+                m = ops.rejoined(s, ipc)
+                if m is not None:
                     click.echo(
                         click.style(f"rejoin done: {ipc} is an eligible standby: {m.get('sentence')}", fg="green")
                     )

@@ -27,6 +27,7 @@ from failover.rules import Role, State, Topology
 from failover.runbook import Runbook, Step
 
 Echo = Callable[[str], None]
+SETTLE_S = 10.0  # a fresh drill waits this long for a passing unhealthy state (a handover) before refusing
 REPAIRS = ("line-clear", "unhang", "sshd-up", "reachable")  # injections that undo a fault
 ROLE_CHANGES = ("failover", "takeover", "switchover", "manual-failover", "board-down", "standby-fault")
 
@@ -172,6 +173,27 @@ class Drill:
             )
         if self.dry_run:
             return
+        problems = self._health_problems()
+        if problems and self.start_from > 1:
+            # Resuming: the earlier steps (a failover, a fenced IPC, a pause)
+            # may have left the cluster so on purpose; say it, do not refuse.
+            self.echo(
+                f"resuming at step {self.start_from}: the cluster is not in its normal state ("
+                + "; ".join(problems)
+                + "); continuing, as the earlier steps may have left it so"
+            )
+            return
+        if problems:
+            # A handover takes about a second; do not refuse on a passing state.
+            self.echo(f"waiting up to {SETTLE_S:g} s for the cluster to settle: " + "; ".join(problems))
+            deadline = time.monotonic() + SETTLE_S
+            while problems and time.monotonic() < deadline:
+                time.sleep(0.5)
+                problems = self._health_problems()
+        if problems:
+            raise DrillRefused("the cluster is not healthy: " + "; ".join(problems))
+
+    def _health_problems(self) -> list[str]:
         v = oncall.read_view(self.c, self.store)  # type: ignore[arg-type]
         p = v["primary"]
         problems = []
@@ -184,8 +206,7 @@ class Drill:
                 problems.append(f"standby {name} is not eligible")
             if i["agent"] != "alive":
                 problems.append(f"{name}'s agent is {i['agent']}")
-        if problems:
-            raise DrillRefused("the cluster is not healthy: " + "; ".join(problems))
+        return problems
 
     # ----- run -------------------------------------------------------------------
     def run(self) -> dict:
@@ -344,7 +365,7 @@ class Drill:
         if st.rejoin is not None:
             ipc = self.resolve(st.rejoin.ipc)
             ops.rejoin(self.store, ipc, self.operator, st.rejoin.reason or f"drill {self.rb.name}")
-            self._wait(lambda: (self.store.member(ipc) or {}).get("eligible") is True, 60, f"{ipc} eligible")
+            self._wait(lambda: ops.rejoined(self.store, ipc) is not None, 60, f"{ipc} rejoined")
             return f"{ipc} rejoined as an eligible standby"
         if st.pause is not None:
             ops.pause(self.store, self.operator, st.pause.reason or f"drill {self.rb.name}")

@@ -59,6 +59,19 @@ def rejoin(store: zkstore.Store, ipc: str, operator: str, reason: str = "") -> d
     raise Refused("the cluster record kept changing; try again")
 
 
+def rejoined(store: zkstore.Store, ipc: str) -> dict | None:
+    """The IPC's member record once its agent has acted on the rejoin: the
+    agent clears the rejoin marker only after converging to the standby layout.
+    Checking `eligible` alone is not enough: after a switchover the record
+    already says eligible from before the rejoin."""
+    v = store.cluster()
+    if v is None or ipc in (v.data.get("rejoin") or {}):
+        return None
+    m = store.member(ipc) or {}
+    ok = m.get("role") == "standby" and m.get("eligible") is True and m.get("decision") == "none"
+    return m if ok else None
+
+
 def pause(store: zkstore.Store, operator: str, reason: str) -> None:
     store.set_pause(reason, operator)
     store.add_history({"kind": "pause", "who": operator, "why": reason or "no reason given", "outcome": "done"})

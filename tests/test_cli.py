@@ -129,6 +129,22 @@ def test_forced_failover_with_dead_primary_and_rejoin(h: Harness) -> None:
     assert "manual-failover" in hist and "by gina" in hist and "ipc-a agent host died" in hist and "rejoin" in hist
 
 
+def test_rejoin_waits_for_the_agent_not_a_stale_record(h: Harness) -> None:
+    """After a switchover the old primary's member record already says
+    "eligible standby"; a rejoin is done only once its agent has acted on it."""
+    assert cli(h, "switchover", "--yes").returncode == 0
+    standby_ready(h, "ipc-a")
+    h.agents["ipc-a"].sigstop()
+    try:
+        r = cli(h, "rejoin", "ipc-a", "--timeout", "3")
+        assert r.returncode == 1 and "rejoin FAILED" in r.stderr, r.stdout + r.stderr
+    finally:
+        h.agents["ipc-a"].sigcont()
+    r = cli(h, "rejoin", "ipc-a")
+    assert r.returncode == 0 and "rejoin done: ipc-a is an eligible standby" in r.stdout, r.stdout + r.stderr
+    assert "ipc-a" not in (h.record().get("rejoin") or {})
+
+
 def test_failover_refused_while_primary_alive(h: Harness) -> None:
     r = cli(h, "failover", "--to", "ipc-b", "--yes")
     assert r.returncode == 3 and "use `failover switchover`" in r.stderr
