@@ -23,15 +23,14 @@ def trials(root: Path) -> dict:
     moved = dropped = 0
     with Harness(root) as h:
         h.steady()
-        pid = h.agents["ipc-a"].pid
         assert h.recorder is not None
         for _ in range(TRIALS):
-            node = h.zk_server_of(pid)
+            node = h.zk_server_of("ipc-a")
             assert node is not None
             t0 = time.monotonic()
             node.sigstop()
             try:
-                wait_for(lambda n=node: h.zk_server_of(pid) not in (None, n), 15, interval=0.01, what="reconnected")
+                wait_for(lambda n=node: h.zk_server_of("ipc-a") not in (None, n), 15, interval=0.01, what="reconnected")
                 took.append(time.monotonic() - t0)
                 time.sleep(4.0)  # past the session timeout on the silent server
             finally:

@@ -169,12 +169,16 @@ class Harness:
             what="steady state",
         )
 
-    def zk_server_of(self, pid: int) -> Any:
-        """The lab's ZooKeeper node process `pid` holds an established client
-        connection to (None if none): read from the kernel's socket table."""
-        out = subprocess.run(
-            ["ss", "-tnpH", "state", "established"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout
+    def zk_server_of(self, ipc: str) -> Any:
+        """The lab's ZooKeeper node `ipc`'s agent holds an established client
+        connection to (None if none): read from the kernel's socket table (in
+        the agent's network namespace when it has one)."""
+        agent = self.agents[ipc]
+        pid = agent.pid
+        cmd = ["ss", "-tnpH", "state", "established"]
+        if agent.netns:
+            cmd = ["ip", "netns", "exec", agent.netns, *cmd]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True).stdout
         by_port = {n.client_port: n for n in self.lab.zk}
         for line in out.splitlines():
             if f"pid={pid}," not in line:

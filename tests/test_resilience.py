@@ -73,12 +73,12 @@ def test_zookeeper_server_of_the_primary_sigstopped_10s(h: Harness) -> None:
     of the ensemble. The agent must abandon the silent server and resume its
     session on another one: no expiry, no failover, calls never stop."""
     agent = h.agents["ipc-a"]
-    node = h.zk_server_of(agent.pid)
+    node = h.zk_server_of("ipc-a")
     assert node is not None
     t0 = time.monotonic()
     node.sigstop()
     try:
-        wait_for(lambda: h.zk_server_of(agent.pid) not in (None, node), 8, what="the agent on another server")
+        wait_for(lambda: h.zk_server_of("ipc-a") not in (None, node), 8, what="the agent on another server")
         time.sleep(max(0.0, 10 - (time.monotonic() - t0)))
     finally:
         node.sigcont()
