@@ -4,6 +4,7 @@ service simulator, every fault kind visible to the independent observer."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -237,7 +238,19 @@ def test_smoke_call_on_primary(lab: Lab) -> None:
 def test_lab_down_leaves_nothing(fresh_lab: Lab) -> None:
     pids = fresh_lab.live_pids()
     assert len(pids) >= 1 + 2 + 2 + 8  # zk, 2 sims, 2 sshd, services
-    assert fresh_lab.down() == []
+    # A daemon the lab lost track of (its PID not in the state), running from
+    # the lab's files: down must find and stop it too.
+    stray = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", str(fresh_lab.root / "ipc-a" / "ssh" / "sshd_config")],
+        start_new_session=True,
+    )
+    try:
+        assert fresh_lab.down() == []
+        assert stray.wait(timeout=10) is not None
+    finally:
+        if stray.poll() is None:  # this test's own process, stopped even if it fails
+            stray.kill()
+            stray.wait()
     assert [p for p in pids if alive(p)] == []
     assert not fresh_lab.root.exists()
 

@@ -532,6 +532,13 @@ class Lab:
         for pid in _lab_service_pids(self.labid):
             if not kill_and_wait(pid, observer.MARKER):
                 stuck.append(pid)
+        # Last sweep: any other process still running from this lab's files
+        # (a daemon whose PID the state lost track of; once seen in a full
+        # test run: a listening sshd outlived its lab). Found in /proc, stopped
+        # by PID; never ourselves or the command that called us.
+        for pid in _pids_running_from(self.root):
+            if not kill_and_wait(pid, str(self.root)):
+                stuck.append(pid)
         if self.subnet is not None:
             net = self.net
             assert net is not None
@@ -549,6 +556,36 @@ class Lab:
         for i in self.ipcs:
             out += [p for p in (i.sim_pid, i.sshd_pid) if p and alive(p)]
         return out + [p for p in _lab_service_pids(self.labid) if alive(p)]
+
+
+def _pids_running_from(root: Path) -> list[int]:
+    """Live processes with a command-line argument inside `root`, except this
+    process and its ancestors."""
+    mine = str(root.resolve()).encode() + b"/"
+    spared = {os.getpid()}
+    pid = os.getppid()
+    while pid > 1 and pid not in spared:
+        spared.add(pid)
+        pid = _ppid(pid)
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in spared:
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if mine in raw and alive(int(entry)):
+            out.append(int(entry))
+    return out
+
+
+def _ppid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _lab_service_pids(labid: str) -> list[int]:
