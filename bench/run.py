@@ -19,25 +19,35 @@ BENCHES = {
 }
 
 
+def _table(title: str, cols: tuple[str, ...], rows: list[tuple], intro: tuple[str, ...] = ()) -> list[str]:
+    """One markdown section: title, optional intro lines, the table, a blank line."""
+    head = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return [title, "", *intro, *head, *("| " + " | ".join(str(c) for c in row) + " |" for row in rows), ""]
+
+
+def _ms(s: dict) -> tuple[str, str, str]:
+    return f"{s['p50_ms']:.0f}", f"{s['p95_ms']:.0f}", f"{s['max_ms']:.0f}"
+
+
+MS3 = ("p50 ms", "p95 ms", "max ms")
+
+
 def markdown(r: dict) -> str:
     lines = ["# Benchmark results (`make bench`; this 2-core machine)", ""]
     if "executor" in r:
         e = r["executor"]
-        lines += [
-            "## SSH executor (loopback, real sshd, 60 runs each)",
-            "",
-            "| measurement | p50 ms | p95 ms |",
-            "|---|---|---|",
-        ]
-        for k in (
+        kinds = (
             "new connection + exec",
             "exec on pooled connection",
             "batched status (exec channel)",
             "batched status (long-lived session)",
-        ):
-            lines.append(f"| {k} | {e[k]['p50_ms']} | {e[k]['p95_ms']} |")
+        )
+        lines += _table(
+            "## SSH executor (loopback, real sshd, 60 runs each)",
+            ("measurement", "p50 ms", "p95 ms"),
+            [(k, e[k]["p50_ms"], e[k]["p95_ms"]) for k in kinds],
+        )
         lines += [
-            "",
             f"pooled exec {e['pooled_speedup_vs_new_p50']}x faster than a new connection; long-lived "
             f"session {e['session_speedup_vs_exec_status_p50']}x faster than an exec channel; batched "
             "status = 1 round trip.",
@@ -45,50 +55,36 @@ def markdown(r: dict) -> str:
         ]
     if "agent" in r:
         a = r["agent"]
-        lines += [
+        scenarios = ("cti_fault_to_standby_serving", "primary_agent_and_ipc_lost_to_takeover")
+        lines += _table(
             "## Failover (lab, 3-node ZooKeeper, agents as processes)",
-            "",
-            f"settings: {a['settings']}",
-            "",
-            "| scenario | phase | p50 ms | p95 ms | max ms |",
-            "|---|---|---|---|---|",
-        ]
-        for sc in ("cti_fault_to_standby_serving", "primary_agent_and_ipc_lost_to_takeover"):
-            for ph, s in a[sc].items():
-                lines.append(f"| {sc} | {ph} | {s['p50_ms']:.0f} | {s['p95_ms']:.0f} | {s['max_ms']:.0f} |")
-        lines.append("")
+            ("scenario", "phase", *MS3),
+            [(sc, ph, *_ms(s)) for sc in scenarios for ph, s in a[sc].items()],
+            intro=(f"settings: {a['settings']}", ""),
+        )
     if "http" in r:
         h = r["http"]
-        lines += [
+        lines += _table(
             "## Health endpoint (wrk, 64 connections, 10 s)",
-            "",
-            "| endpoint | req/s | p50 ms | p99 ms |",
-            "|---|---|---|---|",
-        ]
-        for p in ("/health", "/cluster"):
-            lines.append(f"| {p} | {h[p]['requests_per_s']} | {h[p]['p50_ms']} | {h[p]['p99_ms']} |")
-        lines.append("")
+            ("endpoint", "req/s", "p50 ms", "p99 ms"),
+            [(p, h[p]["requests_per_s"], h[p]["p50_ms"], h[p]["p99_ms"]) for p in ("/health", "/cluster")],
+        )
     if "switchover" in r:
         s = r["switchover"]
-        lines += [
+        lines += _table(
             f"## Switchover end to end ({s['runs']} runs, real CLI process)",
-            "",
-            "| measurement | p50 ms | p95 ms | max ms |",
-            "|---|---|---|---|",
-        ]
-        for k in ("issued_to_serving", "issued_to_cli_exit"):
-            lines.append(f"| {k} | {s[k]['p50_ms']:.0f} | {s[k]['p95_ms']:.0f} | {s[k]['max_ms']:.0f} |")
-        lines.append("")
+            ("measurement", *MS3),
+            [(k, *_ms(s[k])) for k in ("issued_to_serving", "issued_to_cli_exit")],
+        )
     if "zk_hang" in r:
         z = r["zk_hang"]
         s = z["sigstop_to_session_on_another_server"]
-        lines += [
+        lines += _table(
             f"## Hung ZooKeeper server under the primary's agent ({s['n']} trials, SIGSTOP)",
-            "",
-            "| measurement | p50 ms | p95 ms | max ms |",
-            "|---|---|---|---|",
-            f"| SIGSTOP -> session on another server | {s['p50_ms']:.0f} | {s['p95_ms']:.0f} | {s['max_ms']:.0f} |",
-            "",
+            ("measurement", *MS3),
+            [("SIGSTOP -> session on another server", *_ms(s))],
+        )
+        lines += [
             f"role changes: {z['role_changes']}; observer samples without CTI/IVR on the primary: "
             f"{z['samples_without_cti_ivr_on_primary']}.",
             "",

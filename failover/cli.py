@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -259,12 +260,12 @@ def switchover_cmd(
             click.echo("Plan:")
             for line in oncall.plan_text(c, v, frm, cand):
                 click.echo(line)
-            if not yes and not click.confirm("Proceed?", default=False):
-                raise oncall.Fail(EXIT_REFUSED, "not confirmed: nothing was done")
-            req = ops.new_request("switchover", cand, who, reason, at=when, allow_paused=to is not None, frm=frm)
-            other = ops.submit(s, req)
-            if other is not None:
-                raise oncall.Fail(EXIT_REFUSED, f"refused: {oncall.scheduled_text(other)}")
+            paused_ok = to is not None  # an explicit target may switch over while paused
+            req = _confirm_and_submit(
+                s,
+                yes,
+                lambda: ops.new_request("switchover", cand, who, reason, at=when, allow_paused=paused_ok, frm=frm),
+            )
             if when and when > time.time() + 1:
                 click.echo(
                     f"scheduled: {frm} -> {cand} at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(when))}"
@@ -276,6 +277,21 @@ def switchover_cmd(
             sys.exit(oncall.finish(c, s, result, "switchover"))
     except oncall.Fail as e:
         oncall.die(e)
+
+
+def _confirm_and_submit(s: Any, yes: bool, make: Callable[[], dict]) -> dict:
+    """Ask (unless --yes), then file the request the agents act on; refused if
+    another is pending. The request is made only after the answer, so its
+    timestamp is not the operator's reading time."""
+    from failover import oncall, ops
+
+    if not yes and not click.confirm("Proceed?", default=False):
+        raise oncall.Fail(EXIT_REFUSED, "not confirmed: nothing was done")
+    req = make()
+    other = ops.submit(s, req)
+    if other is not None:
+        raise oncall.Fail(EXIT_REFUSED, f"refused: {oncall.scheduled_text(other)}")
+    return req
 
 
 @main.command("failover")
@@ -326,12 +342,9 @@ def failover_cmd(
             click.echo(f"Manual failover of cluster {c.name}: {old} (dead) -> {to}; {to}'s agent fences {old} first.")
             for line in oncall.plan_text(c, v, old, to, switchover=False):
                 click.echo(line)
-            if not yes and not click.confirm("Proceed?", default=False):
-                raise oncall.Fail(EXIT_REFUSED, "not confirmed: nothing was done")
-            req = ops.new_request("failover", to, who, reason, force=force, frm=old)
-            other = ops.submit(s, req)
-            if other is not None:
-                raise oncall.Fail(EXIT_REFUSED, f"refused: {oncall.scheduled_text(other)}")
+            req = _confirm_and_submit(
+                s, yes, lambda: ops.new_request("failover", to, who, reason, force=force, frm=old)
+            )
             result = oncall.follow(s, req["id"], timeout)
             sys.exit(oncall.finish(c, s, result, "failover"))
     except oncall.Fail as e:

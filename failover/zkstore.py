@@ -163,7 +163,6 @@ class Store:
         # for kazoo to resume the session elsewhere before it expires.
         self.drop_after = drop_after if drop_after is not None else zk._session_timeout / 3000.0
         self.last_answer = time.monotonic()
-        self.dropped: list[str] = []  # servers abandoned for silence (newest last)
 
     # ----- paths -------------------------------------------------------------
     @property
@@ -215,7 +214,6 @@ class Store:
         server = drop_connection(self.zk)
         self.last_answer = now  # give the reconnect its time before judging again
         if server is not None:
-            self.dropped.append(server)
             log.warning(
                 "ZooKeeper server %s has not answered for %.1f s while connected: dropping the connection "
                 "so the session resumes on another server",

@@ -21,7 +21,7 @@ import yaml
 
 from failover.lab import netns as netns_mod
 from failover.lab import observer, simctl
-from failover.lab.procs import alive, free_ports, kill_and_wait, spawn
+from failover.lab.procs import alive, ancestors, free_ports, kill_and_wait, pids_where, spawn
 from failover.lab.sshd import SshdHost, keygen, known_hosts_line
 from failover.lab.zk import ZkNode, ZkStartError, wait_serving
 from failover.layouts import SERVICES, Layout, running_set, start_order
@@ -562,43 +562,14 @@ def _pids_running_from(root: Path) -> list[int]:
     """Live processes with a command-line argument inside `root`, except this
     process and its ancestors."""
     mine = str(root.resolve()).encode() + b"/"
-    spared = {os.getpid()}
-    pid = os.getppid()
-    while pid > 1 and pid not in spared:
-        spared.add(pid)
-        pid = _ppid(pid)
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in spared:
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if mine in raw and alive(int(entry)):
-            out.append(int(entry))
-    return out
-
-
-def _ppid(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rpartition(")")[2].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
+    spared = {os.getpid(), *ancestors(os.getpid())}
+    # `in` on each argument: sshd rewrites its title into one long argument.
+    found = pids_where(lambda argv: any(mine in a for a in argv))
+    return [p for p in found if p not in spared and alive(p)]
 
 
 def _lab_service_pids(labid: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                raw = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if observer.MARKER.encode() in raw and labid.encode() in raw:
-                pids.append(int(entry))
-    return pids
+    return pids_where(lambda argv: observer.MARKER.encode() in argv and labid.encode() in argv)
 
 
 def _user() -> str:

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -79,14 +80,46 @@ def cmdline(pid: int) -> str:
     return raw.replace(b"\0", b" ").decode(errors="replace")
 
 
-def proc_state(pid: int) -> str | None:
-    """Kernel state letter (R, S, T, Z, ...) or None when the PID is gone."""
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...),
+    or None when the PID is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name is in parentheses and may contain spaces.
-    return stat.rsplit(")", 1)[1].split()[0]
+    return stat.rsplit(")", 1)[1].split()
+
+
+def proc_state(pid: int) -> str | None:
+    """Kernel state letter (R, S, T, Z, ...) or None when the PID is gone."""
+    fields = _stat(pid)
+    return fields[0] if fields else None
+
+
+def ancestors(pid: int) -> set[int]:
+    """pid's parent, its parent, ... up to (not including) init."""
+    out: set[int] = set()
+    fields = _stat(pid)
+    while fields and int(fields[1]) > 1 and int(fields[1]) not in out:
+        out.add(int(fields[1]))
+        fields = _stat(fields[1])
+    return out
+
+
+def pids_where(match: Callable[[list[bytes]], bool]) -> list[int]:
+    """Every process whose argument list (as bytes) satisfies `match`."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if match(argv):
+            out.append(int(entry))
+    return out
 
 
 def alive(pid: int, marker: str | None = None) -> bool:
@@ -126,14 +159,9 @@ def descendants(pid: int) -> list[int]:
     """Every live descendant of pid (children first found, then theirs)."""
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry))
+        fields = _stat(entry) if entry.isdigit() else None
+        if fields:
+            parents.setdefault(int(fields[1]), []).append(int(entry))
     out, todo = [], [pid]
     while todo:
         for child in parents.get(todo.pop(), []):
