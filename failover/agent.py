@@ -62,6 +62,24 @@ from failover.rules import (
 
 log = logging.getLogger("failover.agent")
 WATCHDOG = 0.2  # the self-fencing watchdog's period (s)
+LEASE_PATH_EVERY = 10.0  # how often the failsafe lease path to the peer's agent is tested (s)
+
+
+@dataclass
+class LeasePath:
+    """Whether the failsafe lease can reach the peer's agent (tested at start
+    and every LEASE_PATH_EVERY seconds, without asking for a lease)."""
+
+    ok: bool | None = None  # None: not tested yet
+    why: str = "not tested yet"
+
+    def alert(self) -> str:
+        if self.ok is not False:
+            return ""
+        return (
+            f"failsafe path broken: {self.why}; during a ZooKeeper outage the primary will stop CTI/IVR "
+            "after its self-fence deadline"
+        )
 
 
 @dataclass(frozen=True)
@@ -141,8 +159,10 @@ class Agent:
         self.grantor = failsafe.Grantor(self.t.lease, self.t.hold_after)  # as standby
         self.lease = failsafe.Lease()  # as primary
         peer = cluster.ipc(self.peer).http
-        self._peer_url = f"http://{peer.bind}:{peer.port}" if peer.enabled else None
+        # The peer's endpoint as the peer advertises it (never our own bind).
+        self._peer_url = peer.url() if peer.enabled else None
         self._peer_token = peer.auth.secrets()[0] if peer.auth else None
+        self.lease_path = LeasePath()
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -226,6 +246,7 @@ class Agent:
             "sentence": self.mem.sentence,
             "alerts": (self._member_rec or {}).get("alerts", []),
             "self_fenced": self.mem.self_fenced,
+            "failsafe_path": {"ok": self.lease_path.ok, "why": self.lease_path.why},
             "view": view,
             "history": self._history,
             "failovers_total": (crec or {}).get("counts", {}),
@@ -262,6 +283,19 @@ class Agent:
         self.wake.set()
         return not self.stop_event.is_set()
 
+    def _on_peer_record(self, data: bytes | None, *_: Any) -> bool:
+        """The peer published: show it on our endpoint at once, not a cycle
+        later (right after a failover the old primary's endpoint must not
+        report the new primary as not serving). Rendering is cheap and local."""
+        if self._zk_snapshot:
+            try:
+                rec = zkstore.loads(data)
+            except ValueError:
+                return not self.stop_event.is_set()
+            self._zk_snapshot = {**self._zk_snapshot, "peer": rec}
+            self._publish_api()
+        return not self.stop_event.is_set()
+
     def _watchdog(self) -> None:
         """ZooKeeper liveness and self-fencing on time, whatever the main loop is
         doing (an SSH call to an unreachable peer may hold a cycle up for
@@ -295,8 +329,24 @@ class Agent:
                         self.wake.set()
                         self._publish_api()
 
+    def _lease_path_loop(self) -> None:
+        """Test the lease path now and every LEASE_PATH_EVERY seconds: a broken
+        one must be an alert before a ZooKeeper outage needs it."""
+        while True:
+            if self._peer_url is None:
+                self.lease_path = LeasePath(False, f"{self.peer}'s agent has no HTTP endpoint (http.enabled: false)")
+            else:
+                ok, why = failsafe.probe_path(self._peer_url, self.me, self.peer, self._peer_token, timeout=1.0)
+                if ok != self.lease_path.ok:
+                    (log.info if ok else log.error)("failsafe lease path: %s", why)
+                self.lease_path = LeasePath(ok, why)
+            if self.stop_event.wait(LEASE_PATH_EVERY):
+                return
+
     def _grant(self, req: dict) -> dict:
         """POST /failsafe from the primary's agent (docs/resilience.md)."""
+        if req.get("probe"):
+            return {"ipc": self.me, "probe": True, "granted": False, "why": "lease path test: nothing promised"}
         fresh = time.monotonic() - self.mem.last_zk_ok < self.t.self_fence_after / 2
         connected = bool(self.store and self.store.connected() and fresh)
         taking = self.mem.leader or self.mem.takeover_started is not None
@@ -313,7 +363,9 @@ class Agent:
             return
         rec = self._zk_snapshot.get("cluster")
         epoch = int((rec.data if rec else {}).get("epoch", 0))
-        self.lease.renew(self._peer_url, self.me, epoch, self._peer_token, timeout=min(0.5, self.t.lease / 4))
+        self.lease.renew(
+            self._peer_url, self.me, epoch, self._peer_token, timeout=min(0.5, self.t.lease / 4), grantor=self.peer
+        )
 
     def _believes_primary(self) -> bool:
         return self.mem.obs is not None and self.mem.obs.role is Role.PRIMARY
@@ -334,6 +386,7 @@ class Agent:
     def run(self) -> None:
         self.start()
         threading.Thread(target=self._watchdog, name="self-fence-watchdog", daemon=True).start()
+        threading.Thread(target=self._lease_path_loop, name="lease-path", daemon=True).start()
         try:
             while not self.stop_event.is_set():
                 t0 = time.monotonic()
@@ -473,6 +526,7 @@ class Agent:
         if not self._watching:
             self.store.ensure_layout()
             self.zk.DataWatch(self.store.leader_path, self._on_leader_change)
+            self.zk.DataWatch(self.store.member_path(self.peer), self._on_peer_record)
             self._watching = True
         snap = {
             "cluster": self.store.cluster(),
@@ -536,7 +590,8 @@ class Agent:
             "obs": monitor.to_record(o),
             "sentence": sentence or self.mem.sentence,
             "decision": d.action.value,
-            "alerts": list(d.alerts),
+            "alerts": [*d.alerts, *filter(None, [self.lease_path.alert()])],
+            "failsafe_path": {"ok": self.lease_path.ok, "why": self.lease_path.why},
             "faults": own_faults,
             "paused": zk.get("pause") is not None,
             "self_fenced": self.mem.self_fenced,
@@ -600,7 +655,7 @@ class Agent:
             return f"FAILED to stop {', '.join(failed)} on {self.me} (ALERT: cannot self-fence)"
         return f"stopped {' and '.join(stopped)} on {self.me} (self-fencing)"
 
-    def _after_plan(self, rep: exe.PlanReport | None) -> None:
+    def _after_plan(self, rep: exe.PlanReport | None, crec: dict) -> None:
         """What our own plan did is not a fault. A service it stopped is
         disarmed until seen running again, so that when the layout changes
         later (a rejoin clears board_down, a role changes) converge starts it
@@ -613,6 +668,16 @@ class Agent:
         }
         if self.mem.obs is not None:
             self.mem.obs = _failed_starts(self.mem.obs, rep, self.n)
+            self._refresh_obs(crec)
+
+    def _refresh_obs(self, crec: dict) -> None:
+        """Observe our IPC again after acting on it, so that the record we
+        publish next (and every endpoint built from it) shows what runs now, not
+        what ran before the plan: right after a promotion CTI and IVR run."""
+        assert self.mem.obs is not None
+        raw = self._observe_own()
+        if raw.reachable:
+            self._observe_update(raw, self.mem.obs.role, crec)
 
     # ----- bootstrap -------------------------------------------------------------
     def _bootstrap(self, zk: dict, raw: monitor.Raw) -> str:
@@ -687,7 +752,7 @@ class Agent:
             self._publish(zk, crec, d, sentence)
             return sentence
         rep = self.ex.execute(mine, guard=self.guard, fence_check=lambda host: self._fenced(host, epoch))
-        self._after_plan(rep)
+        self._after_plan(rep, crec)
         if d.action is Action.RESTART:
             for st in mine:
                 for s in st.steps:
@@ -745,6 +810,8 @@ class Agent:
         self.store.release_leader(self.session_id or 0)
         self.mem.leader = False
         self.mem.obs = IpcObs(Role.FENCED, self.mem.obs.services, board_down=False) if self.mem.obs else None
+        if self.mem.obs is not None:
+            self._refresh_obs({**crec, "roles": roles})
         sentence = (
             f"{d.reason.rstrip('.')}. Done on {self.me}: all services stopped and the role handed "
             f"to {self.peer} (epoch {epoch}); {self.me} is now fenced until `failover rejoin`."
@@ -778,7 +845,7 @@ class Agent:
             self._cas(zk, {"rejoin": marks})  # converged: the operator's rejoin is done
         if d.action is Action.CONVERGE and mine:
             rep = self.ex.execute(mine, guard=self.guard)
-            self._after_plan(rep)
+            self._after_plan(rep, crec)
             result = "done" if rep.ok else f"FAILED: {rep.summary()}"
             sentence = f"{self.me} is {role} (epoch {epoch}): {d.reason} Result: {result}."
         else:
@@ -892,7 +959,7 @@ class Agent:
         target = self.topo.expected(self.me, Role.STANDBY, self.me in crec.get("board_down", []))
         steps = converge_steps(self.topo, self.me, self.mem.obs, target)
         rep = self.ex.execute((Stage(f"demote {self.me}", steps),), progress=self._progress_to(rid)) if steps else None
-        self._after_plan(rep)
+        self._after_plan(rep, crec)
         if rep is not None and not rep.ok:
             why = (
                 f"demoting {self.me} failed: {rep.summary()}; {self.me} stays primary and converges back to its layout"
@@ -1054,7 +1121,7 @@ class Agent:
             if steps
             else None
         )
-        self._after_plan(rep)
+        self._after_plan(rep, {**crec, **change})
         t_done = time.time()
         ok = rep is None or rep.ok
         hand = handoff or {}

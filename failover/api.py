@@ -153,6 +153,13 @@ def metrics(state: dict) -> str:
         [(base, 1.0 if state["zookeeper"].get("connected") else 0.0)],
     )
     metric("failover_paused", "gauge", "1 while automation is paused", [(base, 1.0 if state.get("paused") else 0.0)])
+    path = state.get("failsafe_path") or {}
+    metric(
+        "failover_failsafe_path_ok",
+        "gauge",
+        "1 if the failsafe lease reaches the peer's agent (tested every 10 s), 0 if broken",
+        [(base, 0.0 if path.get("ok") is False else 1.0)],
+    )
     metric(
         "failover_healthy",
         "gauge",

@@ -36,7 +36,7 @@ def verdict(v: dict, warn: int | None = None, crit: int | None = None) -> tuple[
         ]
         if down:
             crits.append(f"{' and '.join(down)} down on primary {primary}")
-        if p.get("board_down") or p.get("line") not in ("up",):
+        if p.get("board_down") or p.get("line") in ("alarm", "down"):
             warns.append(f"board down on {primary} (line {p.get('line')})")
     if crit is not None and ivr < crit:
         crits.append(f"capacity {ivr} IVR calls < {crit}")
@@ -45,11 +45,17 @@ def verdict(v: dict, warn: int | None = None, crit: int | None = None) -> tuple[
     for n, i in ipcs.items():
         if n != primary and not i.get("eligible"):
             warns.append(f"standby {n} ineligible ({i.get('role')})")
+        path = i.get("failsafe_path") or {}
+        if path.get("ok") is False:
+            warns.append(f"failsafe path from {n} broken ({path.get('why')})")
     if v.get("paused"):
         p = v["paused"]
         warns.append(f"paused by {p.get('operator')}: {p.get('reason') or 'no reason'}")
     code = CRITICAL if crits else WARNING if warns else OK
     what = "; ".join(crits + warns) or f"primary {primary} serving, standby eligible"
+    unmonitored = sorted(n for n, i in ipcs.items() if i.get("line") == "unmonitored")
+    if unmonitored:  # said, never a warning: the inventory has no line_check
+        what += f" (line not monitored on {', '.join(unmonitored)})"
     perf = (
         f"epoch={v.get('epoch') or 0} ivr_capacity={ivr};{warn if warn is not None else ''};"
         f"{crit if crit is not None else ''};0 agent_capacity={int(cap.get('max_agent') or 0)} "

@@ -334,7 +334,7 @@ def failover_cmd(
             t = v["ipcs"][to]
             if t["agent"] != "alive":
                 raise oncall.Fail(EXIT_REFUSED, f"refused: {to}'s agent is {t['agent']}: nobody would carry it out")
-            if not force and (t["role"] != "standby" or t["line"] != "up"):
+            if not force and (t["role"] != "standby" or t["line"] in ("alarm", "down")):
                 raise oncall.Fail(
                     EXIT_REFUSED, f"refused: {to} is {t['role']} with line {t['line']}; --force to insist"
                 )

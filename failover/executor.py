@@ -40,11 +40,24 @@ from tenacity import (
 )
 
 from failover import platforms
-from failover.inventory import Cluster, Ipc, Service
+from failover.inventory import Cluster, Ipc
 from failover.layouts import APP_SERVICES, LABELS
 from failover.rules import Stage, State, Step
 
 log = logging.getLogger("failover.executor")
+KILL_GRACE = 5.0  # after the platform's kill, how long the service may take to show STOPPED
+
+
+class _Backoff:
+    """Tight polling for state changes: most starts and stops finish within
+    tens of milliseconds of the command, a few take seconds."""
+
+    def __init__(self, first: float = 0.02, cap: float = 0.25) -> None:
+        self.delay, self.cap = first, cap
+
+    def sleep(self) -> None:
+        time.sleep(self.delay)
+        self.delay = min(self.cap, self.delay * 2)
 
 
 # ---------------------------------------------------------------------------
@@ -329,14 +342,12 @@ Progress = Callable[[str], None]
 class Executor:
     """Runs commands and service operations on the IPCs of one cluster."""
 
-    POLL = 0.25  # sc.exe / systemctl state polling interval
-
     def __init__(self, cluster: Cluster, retry: RetryPolicy | None = None) -> None:
         self.cluster = cluster
         self.retry = retry or RetryPolicy()
         self.refs = platforms.refs(cluster.services)
         self._conns = {i.name: Connection(i, self.retry) for i in cluster.ipcs}
-        self._platforms = {i.name: platforms.for_ipc(i) for i in cluster.ipcs}
+        self._platforms = platforms.for_cluster(cluster)
         self._sessions: dict[str, _Session] = {}
 
     def close(self) -> None:
@@ -366,7 +377,7 @@ class Executor:
         out, err = bytearray(), bytearray()
         try:
             chan.settimeout(0.0)
-            chan.exec_command(command)
+            _exec_within(chan, command, min(timeout, self.cluster.ipc(host).ssh.connect_timeout))
             deadline = start + timeout
             while True:
                 self._drain(chan, out, err)
@@ -422,7 +433,7 @@ class Executor:
         command over its deadline is killed on the host where possible."""
         plat = self.platform(host)
         res = self.run(host, plat.run_cmd(command, timeout), timeout + 10, action)
-        if isinstance(plat, platforms.Posix) and res.exit_code == 124:
+        if plat.killed_at_deadline(res.exit_code):
             raise CommandTimedOut(
                 host, action, f"killed on the host at its deadline of {timeout:g} s (`{_short(command)}`)"
             )
@@ -470,7 +481,12 @@ class Executor:
         if sess is None or not sess.alive():
             cmd = self.platform(host).session_cmd()
             assert cmd is not None
-            sess = _Session(host, self._conns[host].open_channel("open status session"), cmd)
+            chan = self._conns[host].open_channel("open status session")
+            try:
+                sess = _Session(host, chan, cmd, self.cluster.ipc(host).ssh.connect_timeout)
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                self._conns[host].close()
+                raise Unreachable(host, "open status session", f"the session did not start: {e}") from None
             self._sessions[host] = sess
         return sess
 
@@ -514,7 +530,14 @@ class Executor:
             return False
 
     def service_state(self, host: str, service: str) -> State:
-        return self.status_fast(host).states[service]
+        """One service's state: a single short command where the platform has
+        one (sc.exe queryex), else the batched status (the session on Linux)."""
+        plat, ref = self.platform(host), self.refs[service]
+        cmd = plat.single_status_cmd(ref)
+        if cmd is None:
+            return self.status_fast(host).states[service]
+        res = self.run(host, cmd, 10, f"status of {service}")
+        return plat.parse_state(res.stdout + res.stderr, ref)
 
     # ----- service operations ---------------------------------------------------
     def start(self, host: str, service: str) -> str:
@@ -522,8 +545,20 @@ class Executor:
         svc = self.cluster.services[service]
         action = f"start {service}"
         deadline = time.monotonic() + svc.start_timeout
-        self._service_command(host, service, "start", svc, deadline)
-        self._wait_state(host, service, State.RUNNING, deadline, action)
+        reading = self._service_command(host, service, "start", deadline)
+        poll = _Backoff()
+        while True:
+            state = self._state_or_unknown(host, service)
+            if state is State.RUNNING:
+                break
+            if state is State.STOPPED and reading.outcome is platforms.Outcome.BUSY:
+                # It was stopping when we asked; now it can take the start.
+                reading = self._service_command(host, service, "start", deadline)
+            elif state is State.STOPPED and self._fails_fast(host, service):
+                raise CommandFailed(host, action, f"{service} stopped again right after starting")
+            if time.monotonic() > deadline:
+                raise CommandFailed(host, action, f"{service} is {state.value}, not RUNNING, at the deadline")
+            poll.sleep()
         while not self.probe(host, service):
             if time.monotonic() > deadline:
                 raise CommandFailed(
@@ -531,22 +566,44 @@ class Executor:
                     action,
                     f"{service} runs but its probe does not answer after {svc.start_timeout:g} s",
                 )
-            time.sleep(self.POLL)
+            poll.sleep()
         return f"{service} running"
 
     def stop(self, host: str, service: str) -> str:
-        """Stop; return when STOPPED (within stop_timeout)."""
+        """Stop; return when STOPPED. A service still not stopped at its
+        stop_timeout is killed where the platform can (taskkill /F /PID on
+        Windows, as operators do by hand), else the stop fails."""
         svc = self.cluster.services[service]
         deadline = time.monotonic() + svc.stop_timeout
-        self._service_command(host, service, "stop", svc, deadline)
-        self._wait_state(host, service, State.STOPPED, deadline, f"stop {service}")
-        return f"{service} stopped"
+        reading = self._service_command(host, service, "stop", deadline)
+        poll = _Backoff()
+        while True:
+            state = self._state_or_unknown(host, service)
+            if state is State.STOPPED:
+                return f"{service} stopped"
+            if state in (State.RUNNING, State.PAUSED) and reading.outcome is platforms.Outcome.BUSY:
+                # It was starting when we asked (1061): ask again now it has settled.
+                reading = self._service_command(host, service, "stop", deadline)
+            if time.monotonic() > deadline:
+                return self._kill(host, service, state, reading)
+            poll.sleep()
 
     def restart(self, host: str, service: str) -> str:
         self.stop(host, service)
         return self.start(host, service)
 
-    def _service_command(self, host: str, service: str, op: str, svc: Service, deadline: float) -> None:
+    def _fails_fast(self, host: str, service: str) -> bool:
+        return self.refs[service].name is not None and self.platform(host).stopped_after_start_is_failure
+
+    def _state_or_unknown(self, host: str, service: str) -> State:
+        try:
+            return self.service_state(host, service)
+        except (OutcomeUnknown, CommandTimedOut):
+            return State.UNKNOWN
+
+    def _service_command(self, host: str, service: str, op: str, deadline: float) -> platforms.Reading:
+        """Send start/stop once and read its result. Never repeated blindly:
+        when the outcome is unknown the caller looks at the service's state."""
         plat, ref = self.platform(host), self.refs[service]
         action = f"{op} {service}"
         timeout = max(1.0, deadline - time.monotonic())
@@ -557,54 +614,58 @@ class Executor:
         try:
             res = self.run(host, cmd, timeout + 5, action)
         except (OutcomeUnknown, CommandTimedOut) as e:
-            # Never repeat blindly: look at the service's state instead.
             log.warning("%s; checking %s's state before going on", e, service)
-            return
-        self._interpret(host, service, op, plat, res)
+            return platforms.Reading(platforms.Outcome.NO_RESPONSE, e.detail)
+        reading = plat.read_result(op, ref, res.exit_code, res.stdout + res.stderr)
+        if reading.outcome is platforms.Outcome.CONFIG:
+            raise ConfigError(host, action, reading.detail)
+        if reading.outcome is platforms.Outcome.DENIED:
+            raise AccessDenied(host, action, reading.detail)
+        if reading.outcome is platforms.Outcome.FAILED and (op == "start" or plat.kill_cmd(ref, 1) is None):
+            raise CommandFailed(host, action, reading.detail, res)
+        if reading.outcome is not platforms.Outcome.OK:
+            log.info("%s: %s: %s; watching its state", host, action, reading.detail)
+        return reading
 
-    def _interpret(self, host: str, service: str, op: str, plat: platforms.Platform, res: Result) -> None:
-        action = f"{op} {service}"
-        if res.exit_code == 0:
-            return
-        if isinstance(plat, platforms.Windows) and self.refs[service].name is not None:
-            sc = platforms.parse_sc(res.stdout + res.stderr)
-            code = sc.error if sc.error is not None else res.exit_code
-            if code in (platforms.WIN32_ALREADY_RUNNING, platforms.WIN32_NOT_STARTED):
-                return  # idempotent success
-            if code == platforms.WIN32_NO_SUCH_SERVICE:
-                raise ConfigError(
-                    host,
-                    action,
-                    f"no service named {self.refs[service].name!r} on this host (sc.exe 1060): check the inventory",
-                )
-            if code == platforms.WIN32_ACCESS_DENIED:
-                raise AccessDenied(
-                    host,
-                    action,
-                    "access denied (Win32 error 5): the SSH user needs the right to start and stop services",
-                )
-            msg = platforms.WIN32_MESSAGES.get(code, "failed")
-            raise CommandFailed(host, action, f"sc.exe error {code}: {msg}", res)
-        detail = (res.stderr or res.stdout).strip().splitlines()
-        raise CommandFailed(host, action, f"exit {res.exit_code}: {detail[-1] if detail else 'no output'}", res)
-
-    def _wait_state(self, host: str, service: str, want: State, deadline: float, action: str) -> None:
-        while True:
-            try:
-                state = self.service_state(host, service)
-            except (OutcomeUnknown, CommandTimedOut):
-                state = State.UNKNOWN
-            if state is want:
-                return
+    def _kill(self, host: str, service: str, state: State, reading: platforms.Reading) -> str:
+        """The stop timeout has passed and the service is still up: kill its
+        process (the platform's escalation), or fail the stop."""
+        plat, ref = self.platform(host), self.refs[service]
+        svc = self.cluster.services[service]
+        action = f"stop {service}"
+        why = f"{service} is {state.value}, not STOPPED, after its stop timeout of {svc.stop_timeout:g} s"
+        if reading.detail:
+            why += f" ({reading.detail})"
+        pid = None
+        pid_cmd = plat.pid_cmd(ref)
+        if pid_cmd is not None:
+            with contextlib.suppress(ExecError):
+                res = self.run(host, pid_cmd, 10, f"PID of {service}")
+                pid = plat.parse_pid(res.stdout)
+        kill = plat.kill_cmd(ref, pid)
+        if kill is None:
+            raise CommandFailed(host, action, why)
+        log.warning("%s: %s: %s; killing it: %s", host, action, why, kill)
+        res = self.run(host, kill, 10, f"kill {service}")
+        deadline = time.monotonic() + KILL_GRACE
+        poll = _Backoff()
+        while (state := self._state_or_unknown(host, service)) is not State.STOPPED:
             if time.monotonic() > deadline:
-                raise CommandFailed(host, action, f"{service} is {state.value}, not {want.value}, at the deadline")
-            if want is State.RUNNING and state is State.STOPPED and isinstance(self.platform(host), platforms.Lab):
-                # The lab's start returns only once running: STOPPED now means it failed.
-                raise CommandFailed(host, action, f"{service} stopped again right after starting")
-            time.sleep(self.POLL)
+                out = _short(res.stdout + res.stderr)
+                raise CommandFailed(host, action, f"{why}; `{kill}` did not stop it (exit {res.exit_code}: {out})")
+            poll.sleep()
+        return f"{service} killed (`{kill}`) after its stop timeout of {svc.stop_timeout:g} s"
 
-    def do(self, step: Step) -> str:
-        return {"start": self.start, "stop": self.stop, "restart": self.restart}[step.op](step.host, step.service)
+    def do(self, step: Step, guard: Callable[[Step], str] | None = None) -> str:
+        if step.op == "restart":
+            self.stop(step.host, step.service)
+            # The guard holds at the moment a start is sent: re-checked between
+            # a restart's stop and its start (leadership may be gone meanwhile).
+            refused = guard(step) if guard else ""
+            if refused:
+                raise CommandFailed(step.host, f"restart {step.service}", f"stopped; start refused: {refused}")
+            return self.start(step.host, step.service)
+        return {"start": self.start, "stop": self.stop}[step.op](step.host, step.service)
 
     # ----- plans ------------------------------------------------------------------
     def fenced(self, host: str) -> tuple[bool, str]:
@@ -651,46 +712,56 @@ class Executor:
     def _run_stage(
         self, st: Stage, results: list[StepResult], say: Progress, guard: Callable[[Step], str] | None = None
     ) -> str:
+        """Hosts in parallel; on each host, a step waits only for the earlier
+        steps it is ordered after (start order, reversed for stops; a stop
+        before a start, a restart after everything before it), so independent
+        steps run at once. The first failure stops new steps from starting."""
         hosts: dict[str, list[StepResult]] = {}
         for r in results:
             hosts.setdefault(r.step.host, []).append(r)
         abort = threading.Event()
+        after = _closure(self.cluster.after())
+        jobs = [(r, _deps(rs, k, after)) for rs in hosts.values() for k, r in enumerate(rs)]
+        done = {id(r): threading.Event() for r, _ in jobs}
 
-        def run_host(rs: list[StepResult]) -> None:
-            for r in rs:
-                if abort.is_set():
+        def run_step(r: StepResult, deps: list[StepResult]) -> None:
+            try:
+                for d in deps:
+                    done[id(d)].wait()
+                if abort.is_set() or any(d.status != "done" for d in deps):
                     return
-                refused = guard(r.step) if guard else ""
-                if refused:
-                    r.status, r.detail = "failed", f"refused: {refused}"
-                    say(f"{r.step.op} {r.step.service} on {r.step.host}: refused ({refused})")
-                    abort.set()
-                    return
-                say(f"{r.step.op}ing {LABELS.get(r.step.service, r.step.service)} on {r.step.host} …")
-                t0 = time.monotonic()
-                try:
-                    r.detail = self.do(r.step)
-                    r.status = "done"
-                except (OutcomeUnknown, CommandTimedOut) as e:
-                    r.status, r.detail = "unknown", e.detail
-                except ExecError as e:
-                    r.status, r.detail = "failed", e.detail
-                r.duration = time.monotonic() - t0
-                say(
-                    f"{r.step.op} {LABELS.get(r.step.service, r.step.service)} on {r.step.host}: "
-                    f"{r.status} {r.duration:.1f} s" + ("" if r.status == "done" else f" ({r.detail})")
-                )
+                self._run_step(r, say, guard)
                 if r.status != "done":
                     abort.set()
-                    return
+            finally:
+                done[id(r)].set()
 
-        if len(hosts) == 1:
-            run_host(next(iter(hosts.values())))
+        if len(jobs) == 1:
+            run_step(*jobs[0])
         else:
-            with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-                list(pool.map(run_host, hosts.values()))
+            with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+                list(pool.map(lambda j: run_step(*j), jobs))
         bad = [r for r in results if r.status in ("failed", "unknown")]
         return f"stage '{st.title}' failed at: {bad[0].line()}" if bad else ""
+
+    def _run_step(self, r: StepResult, say: Progress, guard: Callable[[Step], str] | None) -> None:
+        what = f"{LABELS.get(r.step.service, r.step.service)} on {r.step.host}"
+        refused = guard(r.step) if guard else ""
+        if refused:
+            r.status, r.detail = "failed", f"refused: {refused}"
+            say(f"{r.step.op} {r.step.service} on {r.step.host}: refused ({refused})")
+            return
+        say(f"{r.step.op}ing {what} …")
+        t0 = time.monotonic()
+        try:
+            r.detail = self.do(r.step, guard)
+            r.status = "done"
+        except (OutcomeUnknown, CommandTimedOut) as e:
+            r.status, r.detail = "unknown", e.detail
+        except ExecError as e:
+            r.status, r.detail = "failed", e.detail
+        r.duration = time.monotonic() - t0
+        say(f"{r.step.op} {what}: {r.status} {r.duration:.1f} s" + ("" if r.status == "done" else f" ({r.detail})"))
 
     def dry_run(self, plan: Sequence[Stage]) -> list[str]:
         """The exact commands a plan would run, per host, without connecting."""
@@ -707,10 +778,10 @@ class Executor:
 class _Session:
     """One long-lived remote command fed requests over stdin."""
 
-    def __init__(self, host: str, chan: paramiko.Channel, command: str) -> None:
+    def __init__(self, host: str, chan: paramiko.Channel, command: str, timeout: float) -> None:
         self.host, self.chan = host, chan
         self.lock = threading.Lock()
-        chan.exec_command(command)
+        _exec_within(chan, command, timeout)
 
     def alive(self) -> bool:
         t = self.chan.get_transport()
@@ -719,6 +790,7 @@ class _Session:
     def ask(self, request: str, done: Callable[[str], bool], timeout: float) -> str:
         with self.lock:
             try:
+                self.chan.settimeout(timeout)  # a full window on a dead link must not block forever
                 self.chan.sendall(request.encode())
                 buf = b""
                 deadline = time.monotonic() + timeout
@@ -738,6 +810,51 @@ class _Session:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.chan.close()
+
+
+def _exec_within(chan: paramiko.Channel, command: str, timeout: float) -> None:
+    """paramiko's exec_command waits for the server's answer with no deadline:
+    on a black-holed link it would block forever. Closing the channel at the
+    deadline wakes it (it then raises SSHException, read as a lost connection)."""
+    timer = threading.Timer(timeout, chan.close)
+    timer.daemon = True
+    timer.start()
+    try:
+        chan.exec_command(command)
+    finally:
+        timer.cancel()
+
+
+def _closure(after: dict[str, tuple[str, ...]]) -> dict[str, set[str]]:
+    """Every service each one is ordered after, directly or through others."""
+    out: dict[str, set[str]] = {}
+
+    def visit(s: str, seen: frozenset[str] = frozenset()) -> set[str]:
+        if s not in out:
+            direct = set(after.get(s, ())) - seen - {s}
+            out[s] = set(direct)
+            for d in direct:
+                out[s] |= visit(d, seen | {s})
+        return out[s]
+
+    for s in after:
+        visit(s)
+    return out
+
+
+def _deps(steps: list[StepResult], k: int, after: dict[str, set[str]]) -> list[StepResult]:
+    """The earlier steps of one host that step k must wait for."""
+    me = steps[k].step
+    deps = []
+    for r in steps[:k]:
+        other = r.step
+        if "restart" in (me.op, other.op) or me.op != other.op or me.service == other.service:
+            deps.append(r)  # a stop before a start; a restart is a barrier
+        elif me.op == "start" and other.service in after.get(me.service, set()):
+            deps.append(r)  # started after what it is ordered after
+        elif me.op == "stop" and me.service in after.get(other.service, set()):
+            deps.append(r)  # stopped after what is ordered after it
+    return deps
 
 
 def tcp_probe(host: str, port: int, send: str, expect: str, timeout: float) -> bool:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from failover import platforms
 from failover.inventory import Cluster
 from failover.layouts import SERVICES
+from failover.platforms import LINE_UNMONITORED
 from failover.rules import (
     Decision,
     IpcObs,
@@ -79,12 +80,14 @@ def hypothetical(
             s: ServiceObs(State.RUNNING if s in running else State.STOPPED, True if s in running else None)
             for s in topo.services
         }
-        line, line_failures, reachable, unreach = "up", 0, True, 0
+        monitored = cluster.line_monitored(name)
+        line, line_failures, reachable, unreach = ("up" if monitored else LINE_UNMONITORED), 0, True, 0
         for f in faults:
             if f.ipc != name:
                 continue
             if f.what == "line":
-                line, line_failures = "alarm", n
+                if monitored:  # an unmonitored line's alarm is never seen (see notes())
+                    line, line_failures = "alarm", n
             elif f.what == "host":
                 reachable, unreach = False, n
             elif f.what in svcs:
@@ -145,6 +148,12 @@ def notes(cluster: Cluster, fault_specs: Iterable[str], d: Decision) -> list[str
     out = []
     for f in parse_faults(fault_specs, cluster):
         if (f.what, f.ipc) in declared or f.what in ("host",):
+            continue
+        if f.what == "line" and not cluster.line_monitored(f.ipc):
+            out.append(
+                f"line@{f.ipc}: the line is not monitored on {f.ipc} (no `line_check` in the inventory): a line "
+                "alarm there is never seen, so rule 1 acts only on a board driver crash"
+            )
             continue
         role = Role.PRIMARY if f.ipc == topo.home_primary else Role.STANDBY
         running = topo.expected(f.ipc, role)

@@ -78,6 +78,46 @@ class Grantor:
         return max(0.0, self.promised_until + self.hold_after - now) if self.promised_until else 0.0
 
 
+def ask(url: str, body: dict, token: str | None, timeout: float) -> dict:
+    """POST /failsafe to the peer's agent; raises OSError/ValueError."""
+    req = urllib.request.Request(
+        url.rstrip("/") + "/failsafe",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            answer = json.loads(r.read())
+    except urllib.error.URLError as e:
+        raise OSError(str(e.reason)) from None
+    if not isinstance(answer, dict):
+        raise ValueError("not a JSON object")
+    return answer
+
+
+def wrong_grantor(answer: dict, grantor: str) -> str:
+    """'' when the answer comes from the peer's agent, else why it is refused:
+    an endpoint address that reaches any other agent (our own, with a loopback
+    address on the wrong host) must never keep calls up."""
+    who = answer.get("ipc")
+    if who == grantor:
+        return ""
+    return f"the answer came from {who or 'an unnamed agent'}, not {grantor}'s agent: check http.advertise"
+
+
+def probe_path(url: str, requester: str, grantor: str, token: str | None, timeout: float) -> tuple[bool, str]:
+    """Test the lease path without asking for a lease (nothing is promised)."""
+    try:
+        answer = ask(url, {"from": requester, "probe": True}, token, timeout)
+    except (OSError, ValueError) as e:
+        return False, f"{grantor}'s agent at {url} cannot be reached ({e})"
+    bad = wrong_grantor(answer, grantor)
+    return (False, f"{url}: {bad}") if bad else (True, f"{grantor}'s agent answers at {url}")
+
+
 @dataclass
 class Lease:
     """The primary's side: the lease it holds, on its own clock."""
@@ -88,19 +128,16 @@ class Lease:
     def valid(self, now: float | None = None) -> bool:
         return (time.monotonic() if now is None else now) < self.valid_until
 
-    def renew(self, url: str, requester: str, epoch: int, token: str | None, timeout: float) -> bool:
+    def renew(self, url: str, requester: str, epoch: int, token: str | None, timeout: float, grantor: str) -> bool:
         sent = time.monotonic()
-        body = json.dumps({"from": requester, "epoch": epoch}).encode()
-        req = urllib.request.Request(
-            url.rstrip("/") + "/failsafe", data=body, method="POST", headers={"Content-Type": "application/json"}
-        )
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                answer = json.loads(r.read())
-        except (urllib.error.URLError, OSError, ValueError) as e:
+            answer = ask(url, {"from": requester, "epoch": epoch}, token, timeout)
+        except (OSError, ValueError) as e:
             self.last_answer = f"standby unreachable ({e})"
+            return False
+        bad = wrong_grantor(answer, grantor)
+        if bad:
+            self.last_answer = f"lease refused: {bad}"
             return False
         self.last_answer = answer.get("why", "")
         if answer.get("granted"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 import types
 import typing
 from collections.abc import Iterable
@@ -21,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from failover import yamlpos
+from failover import platforms, yamlpos
 from failover.layouts import (
     APP_SERVICES,
     DEFAULT_AFTER,
@@ -38,14 +37,6 @@ SmokeName = Literal["inbound", "outbound", "agent"]
 Platform = Literal["windows", "systemd", "lab"]
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")]
 Seconds = Annotated[float, Field(gt=0, le=3600)]
-
-# What each platform's shell can carry safely inside quotes. cmd.exe has no
-# reliable escaping for " % ^ & | < > ! so those are refused outright.
-SAFE_SERVICE_NAME: dict[str, re.Pattern[str]] = {
-    "windows": re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+@#()\-]{0,255}$"),
-    "systemd": re.compile(r"^[A-Za-z0-9:_.@\\-]{1,255}$"),
-    "lab": re.compile(r"^[a-z0-9-]{1,64}$"),
-}
 
 
 class _Model(BaseModel):
@@ -131,10 +122,24 @@ class HttpAuth(_Model):
 
 
 class HttpApi(_Model):
+    """The agent's HTTP endpoint. Agents run on hosts of their own beside the
+    IPCs, so by default it listens on every interface; `advertise` is the
+    address the *peer's* agent uses to reach it (the failsafe lease goes there),
+    required whenever `bind` is a wildcard."""
+
     enabled: bool = True
-    bind: str = "127.0.0.1"
+    bind: str = "0.0.0.0"
     port: Annotated[int, Field(ge=1, le=65535)] = 8008
+    advertise: Annotated[str, Field(pattern=r"^[A-Za-z0-9.\-]{1,253}$|^\[?[0-9A-Fa-f:]+\]?$")] | None = None
     auth: HttpAuth | None = None
+
+    def reach_address(self) -> str:
+        """The address a peer connects to: advertise, else the bind address."""
+        return self.advertise or self.bind
+
+    def url(self) -> str:
+        host = self.reach_address()
+        return f"http://[{host.strip('[]')}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
 
 class Ipc(_Model):
@@ -193,6 +198,16 @@ class Policy(_Model):
     max_restarts: Annotated[int, Field(ge=0, le=20)] = 3
 
 
+class LineCheck(_Model):
+    """How to read the board's line state on an IPC, run as part of its batched
+    status (still one round trip): exit 0 line up, 1 line alarm, 3 board driver
+    not running, anything else unknown. Without one, line state is "not
+    monitored": it never blocks a switchover or a failover."""
+
+    command: str
+    timeout: Seconds = 5.0
+
+
 class SmokeCheck(_Model):
     command: str  # run on the IPC that serves calls; exit 0 = passed
     timeout: Seconds = 30.0
@@ -207,6 +222,7 @@ class Cluster(_Model):
     ipcs: list[Ipc]
     services: dict[ServiceName, Service]
     smoke_checks: dict[SmokeName, SmokeCheck] = {}
+    line_check: LineCheck | None = None
     layouts: dict[LayoutName, list[ServiceName]] = {}
 
     # ---- helpers used by the rest of the package (pure) -------------------
@@ -218,6 +234,11 @@ class Cluster(_Model):
 
     def peer(self, name: str) -> Ipc:
         return next(i for i in self.ipcs if i.name != name)
+
+    def line_monitored(self, name: str) -> bool:
+        """The board's line state is read on this IPC: a `line_check`, or the
+        lab's simulator, which reports it with every status."""
+        return self.line_check is not None or self.ipc(name).platform == "lab"
 
     def home_primary(self) -> Ipc:
         return next(i for i in self.ipcs if i.preferred_role == "primary")
@@ -482,7 +503,7 @@ def semantic_checks(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
                 if s not in c.services:
                     out.append((ip + ("probe_ports", s), f"probe port for undefined service {s!r}"))
             for s, svc in c.services.items():
-                if svc.service is not None and not SAFE_SERVICE_NAME[ipc.platform].match(svc.service):
+                if svc.service is not None and not platforms.safe_name(ipc.platform, svc.service):
                     out.append(
                         (
                             cp + ("services", s, "service"),
@@ -490,9 +511,57 @@ def semantic_checks(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
                             f"safely for {ipc.platform} (IPC {ipc.name})",
                         )
                     )
+        out += _lease_path_checks(c, cp)
         if c.zookeeper.auth and c.zookeeper.auth.file and not Path(c.zookeeper.auth.file).is_file():
             out.append((cp + ("zookeeper", "auth", "file"), f"file not found: {c.zookeeper.auth.file}"))
         out += _layout_checks(c, cp)
+    return out
+
+
+_WILDCARDS = {"0.0.0.0", "::", "[::]", "*", ""}
+
+
+def _is_loopback(host: str) -> bool:
+    h = host.strip("[]").lower()
+    return h == "localhost" or h == "::1" or h.startswith("127.")
+
+
+def _lease_path_checks(c: Cluster, cp: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
+    """The failsafe lease goes from one agent to the other's endpoint: refuse an
+    address on which an agent would reach itself, or nothing (docs/resilience.md)."""
+    if len(c.ipcs) != 2 or not all(i.http.enabled for i in c.ipcs):
+        return []
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    for k, ipc in enumerate(c.ipcs):
+        peer = c.ipcs[1 - k]
+        here = cp + ("ipcs", k, "http")
+        addr, other = ipc.http.reach_address(), peer.http.reach_address()
+        where = here + (("advertise",) if ipc.http.advertise else ())
+        if addr.strip() in _WILDCARDS:
+            out.append(
+                (
+                    here,
+                    f"{ipc.name}'s agent listens on {addr or 'every address'} with no `advertise`: set "
+                    f"http.advertise to the address {peer.name}'s agent reaches it at (its failsafe lease goes there)",
+                )
+            )
+        elif _is_loopback(addr) and not _is_loopback(other):
+            out.append(
+                (
+                    where,
+                    f"{addr} is a loopback address, but {peer.name}'s agent is on another host ({other}): "
+                    f"set http.advertise to an address {peer.name}'s agent can reach",
+                )
+            )
+    a, b = c.ipcs
+    if a.http.reach_address() == b.http.reach_address() and a.http.port == b.http.port:
+        out.append(
+            (
+                cp + ("ipcs", 1, "http"),
+                f"both agents' endpoints are {a.http.reach_address()}:{a.http.port}: each agent would ask itself "
+                "for its failsafe lease; give each its own address (http.advertise) or port",
+            )
+        )
     return out
 
 

@@ -50,7 +50,7 @@ def update(prev: IpcObs | None, raw: Raw, topo: Topology, ipc: str, role: Role, 
     # A line alarm counts only while the driver runs (a stopped driver is the
     # driver's own failure), and only once the line was seen up in this role.
     driver_up = raw.states.get("driver") is State.RUNNING
-    line_bad = "driver" in expected and driver_up and raw.line not in ("up", "unknown")
+    line_bad = "driver" in expected and driver_up and raw.line in ("alarm", "down")
     line_armed = prev is not None and prev.role is role and (prev.line == "up" or prev.line_failures > 0)
     lf = (prev.line_failures if prev else 0) + 1 if (line_bad and line_armed) else 0
     return IpcObs(

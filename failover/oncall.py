@@ -105,8 +105,9 @@ def preflight_switchover(c: Cluster, v: dict, to: str | None, explicit: bool) ->
         problems.append(f"it is {i['role']} (rejoin it first)")
     elif not i["eligible"]:
         problems.append("it is not eligible (faults: see its sentence)")
-    if i["line"] != "up" or i["board_down"]:
-        problems.append(f"its board is not up (line {i['line']})")
+    if i["line"] in ("alarm", "down") or i["board_down"]:
+        # An unmonitored line (no line_check) or one that cannot be read never blocks.
+        problems.append(f"its board is not up (line {i['line']}{', board down' if i['board_down'] else ''})")
     missing = [
         s
         for s in ("cti", "ivr", "kcxp-replica", "kcbp-replica", "driver")

@@ -1,9 +1,12 @@
-"""Per-platform service commands and the parsing of their output (pure: builds
-strings, parses strings; the executor runs them).
+"""Per-platform service commands and the reading of their output (pure: builds
+strings, parses strings; the executor runs them). "How a Windows command is
+built" and "how its result is read" both live here, in `Windows`.
 
 No inventory or user text reaches a shell unquoted: POSIX arguments go through
 shlex.quote; cmd.exe has no reliable escaping, so arguments are wrapped in
 double quotes only after checking they contain nothing cmd.exe interprets.
+Free-form inventory commands (probes, smoke checks, the line check) are the
+operator's own shell text and are run as written.
 """
 
 from __future__ import annotations
@@ -13,17 +16,33 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from failover.rules import State
 
 SEP = "@@failover@@"
+LINE = "line"  # the batched status block that carries the line check
+LINE_UNMONITORED = "unmonitored"  # no line_check configured: never blocks anything
+LINE_BY_EXIT = {0: "up", 1: "alarm", 3: "down"}  # the line_check contract; anything else: unknown
 
 
 class UnsafeArgument(ValueError):
     pass
 
 
+# What each platform's shell can carry safely inside quotes (the one rule, used
+# by `inventory check` and again before every command). cmd.exe has no
+# reliable escaping for " % ^ & | < > ! so those are refused outright.
+SAFE_NAMES: Mapping[str, re.Pattern[str]] = {
+    "windows": re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+@#()\-]{0,255}$"),
+    "systemd": re.compile(r"^[A-Za-z0-9:_.@\\-]{1,255}$"),
+    "lab": re.compile(r"^[a-z0-9-]{1,64}$"),
+}
 _CMD_SAFE = re.compile(r"^[A-Za-z0-9 _.+@#()\-:\\/]{1,255}$")
+
+
+def safe_name(platform: str, name: str) -> bool:
+    return bool(SAFE_NAMES[platform].match(name))
 
 
 def quote_cmd(arg: str) -> str:
@@ -41,6 +60,32 @@ def quote_posix(arg: str) -> str:
 
 
 # ---------------------------------------------------------------------------
+# What a start/stop command's result means
+# ---------------------------------------------------------------------------
+
+
+class Outcome(StrEnum):
+    OK = "ok"  # accepted (or already in the wanted state): poll for the final state
+    BUSY = "busy"  # the service is changing state and cannot take the request now: wait, ask again
+    NO_RESPONSE = "no-response"  # the service did not answer the control (hung): poll, then escalate
+    CONFIG = "config"  # the inventory names something the host does not have
+    DENIED = "denied"  # the SSH user may not control services
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Reading:
+    outcome: Outcome
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class LineCheck:
+    command: str
+    timeout: float
+
+
+# ---------------------------------------------------------------------------
 # Windows: sc.exe
 # ---------------------------------------------------------------------------
 
@@ -49,40 +94,53 @@ SC_STATES = {
     2: State.START_PENDING,
     3: State.STOP_PENDING,
     4: State.RUNNING,
-    5: State.START_PENDING,
-    6: State.STOP_PENDING,
-    7: State.STOPPED,
+    5: State.START_PENDING,  # CONTINUE_PENDING: on its way back to RUNNING
+    6: State.PAUSED,  # PAUSE_PENDING: not serving, not stopped
+    7: State.PAUSED,
 }
-# sc.exe codes 5: CONTINUE_PENDING, 6: PAUSE_PENDING, 7: PAUSED (not serving -> treated as stopped)
 
-WIN32_ALREADY_RUNNING = 1056
-WIN32_NOT_STARTED = 1062
-WIN32_NO_SUCH_SERVICE = 1060
 WIN32_ACCESS_DENIED = 5
+WIN32_NO_TIMELY_RESPONSE = 1053
+WIN32_ALREADY_RUNNING = 1056
+WIN32_DISABLED = 1058
+WIN32_NO_SUCH_SERVICE = 1060
+WIN32_CANNOT_ACCEPT_CONTROL = 1061
+WIN32_NOT_STARTED = 1062
 WIN32_MESSAGES = {
-    WIN32_ALREADY_RUNNING: "already running",
-    WIN32_NOT_STARTED: "not started",
-    WIN32_NO_SUCH_SERVICE: "no such service (configuration error)",
     WIN32_ACCESS_DENIED: "access denied",
-    1053: "the service did not respond to the start or control request in a timely fashion",
-    1061: "the service cannot accept control messages at this time",
+    1052: "the requested control is not valid for this service",
+    WIN32_NO_TIMELY_RESPONSE: "the service did not respond to the start or control request in a timely fashion",
+    WIN32_ALREADY_RUNNING: "already running",
+    WIN32_DISABLED: "the service is disabled",
+    WIN32_NO_SUCH_SERVICE: "no such service (configuration error)",
+    WIN32_CANNOT_ACCEPT_CONTROL: "the service cannot accept control messages at this time",
+    WIN32_NOT_STARTED: "not started",
+    1067: "the process terminated unexpectedly",
 }
 
 
 @dataclass(frozen=True)
 class ScResult:
     state: State | None  # parsed STATE, when the output has one
-    error: int | None  # Win32 error code from "FAILED nnnn", if any
+    error: int | None  # Win32 error code of an "[SC] ... nnnn:" line, if any
+    pid: int | None = None  # queryex only
+    exit_code: int | None = None  # WIN32_EXIT_CODE
 
 
 def parse_sc(output: str) -> ScResult:
-    """Parse `sc.exe query|start|stop` output (CRLF, OEM code page)."""
+    """Parse `sc.exe query|queryex|start|stop` output (CRLF, OEM code page).
+    Only the numbers are read: the words around them are localized on a
+    non-English Windows ("FAILED" is "失败" on a Chinese one)."""
     text = output.replace("\r\n", "\n").replace("\r", "\n")
-    m = re.search(r"FAILED\s+(\d+)", text)
+    m = re.search(r"^\[SC\][^\n]*?(\d+)\s*[:\uff1a]", text, re.MULTILINE)  # ASCII or full-width colon
     err = int(m.group(1)) if m else None
     m = re.search(r"^\s*STATE\s*:\s*(\d+)", text, re.MULTILINE)
     state = SC_STATES.get(int(m.group(1)), State.UNKNOWN) if m else None
-    return ScResult(state, err)
+    m = re.search(r"^\s*PID\s*:\s*(\d+)", text, re.MULTILINE)
+    pid = int(m.group(1)) if m else None
+    m = re.search(r"^\s*WIN32_EXIT_CODE\s*:\s*(\d+)", text, re.MULTILINE)
+    code = int(m.group(1)) if m else None
+    return ScResult(state, err, pid or None, code)
 
 
 # ---------------------------------------------------------------------------
@@ -104,6 +162,14 @@ class ServiceRef:
 class Platform:
     kind = "abstract"
     shell = "posix"
+    # A service manager that answers start only once the service runs (the
+    # lab's) or truthfully reports a failed start (sc.exe, systemd): STOPPED
+    # right after an accepted start means the start failed. Explicit commands
+    # are exempt (a start script may return before its daemon shows up).
+    stopped_after_start_is_failure = True
+
+    def __init__(self, line_check: LineCheck | None = None) -> None:
+        self.line_check = line_check
 
     def quote(self, arg: str) -> str:
         return quote_posix(arg)
@@ -128,6 +194,47 @@ class Platform:
         """A free-form inventory command (smoke check, probe) with a deadline."""
         return command
 
+    def killed_at_deadline(self, exit_code: int) -> bool:
+        """The host itself killed a run_cmd() command at its deadline."""
+        return False
+
+    # A long-lived remote session fed status requests over stdin (None: one
+    # exec channel per status).
+    def session_cmd(self) -> str | None:
+        return None
+
+    def session_status_request(self, services: Sequence[ServiceRef]) -> str:
+        raise NotImplementedError
+
+    def session_answer_done(self, buf: str) -> bool:
+        raise NotImplementedError
+
+    def single_status_cmd(self, svc: ServiceRef) -> str | None:
+        """One service's state in one short command, where that is cheaper
+        than the batch (None: poll with the batched status)."""
+        return None
+
+    def parse_state(self, output: str, svc: ServiceRef) -> State:
+        """The answer to single_status_cmd()."""
+        raise NotImplementedError
+
+    def read_result(self, op: str, svc: ServiceRef, exit_code: int, output: str) -> Reading:
+        """What a start/stop command's exit code and output mean."""
+        if exit_code == 0:
+            return Reading(Outcome.OK)
+        detail = output.strip().splitlines()
+        return Reading(Outcome.FAILED, f"exit {exit_code}: {detail[-1] if detail else 'no output'}")
+
+    # Escalation for a service that ignores its stop, as operators do by hand.
+    def pid_cmd(self, svc: ServiceRef) -> str | None:
+        return None
+
+    def parse_pid(self, output: str) -> int | None:
+        return None
+
+    def kill_cmd(self, svc: ServiceRef, pid: int | None) -> str | None:
+        return None
+
     def describe(self, op: str, svc: ServiceRef, timeout: float) -> list[str]:
         """The exact commands an operation runs, for dry runs and `explain`."""
         if op == "stop":
@@ -135,6 +242,12 @@ class Platform:
         if op == "start":
             return [self.start_cmd(svc, timeout)]
         return [self.stop_cmd(svc, timeout), self.start_cmd(svc, timeout)]
+
+    def _line_from(self, blocks: Mapping[str, str], fallback: str = LINE_UNMONITORED) -> str:
+        if self.line_check is None:
+            return fallback
+        m = re.search(rf"{SEP}rc (-?\d+)", blocks.get(LINE, ""))
+        return LINE_BY_EXIT.get(int(m.group(1)), "unknown") if m else "unknown"
 
 
 def _explicit_state(code: int) -> State:
@@ -154,6 +267,9 @@ class Posix(Platform):
     def run_cmd(self, command: str, timeout: float) -> str:
         return f"timeout -k 5 {timeout:g} sh -c {quote_posix(command)}"
 
+    def killed_at_deadline(self, exit_code: int) -> bool:
+        return exit_code == 124
+
     def session_cmd(self) -> str | None:
         return "exec sh"
 
@@ -163,8 +279,22 @@ class Posix(Platform):
     def session_answer_done(self, buf: str) -> bool:
         return buf.endswith(f"{SEP}end\n")
 
+    def _line_part(self) -> list[str]:
+        if self.line_check is None:
+            return []
+        lc = self.line_check
+        return [
+            f"echo {quote_posix(f'{SEP} {LINE}')}",
+            f"{self.run_cmd(lc.command, lc.timeout)} >/dev/null 2>&1 </dev/null; echo {SEP}rc $?",
+        ]
+
 
 class Windows(Platform):
+    """Win32-OpenSSH with cmd.exe as its shell: every command line runs as
+    `cmd.exe /c LINE` and its exit status is the last command's exit code.
+    sc.exe's exit code is the Win32 error code; its STATE is a number. Both
+    are read as numbers because the words are localized."""
+
     kind = "windows"
     shell = "cmd"
 
@@ -172,7 +302,14 @@ class Windows(Platform):
         return quote_cmd(arg)
 
     def status_cmd(self, svc: ServiceRef) -> str:
-        return svc.status if svc.name is None else f"sc.exe query {quote_cmd(svc.name)}"  # type: ignore[return-value]
+        if svc.name is None:
+            return f"({svc.status}) & call echo {SEP}rc %^errorlevel%"
+        return f"sc.exe queryex {quote_cmd(svc.name)}"
+
+    def single_status_cmd(self, svc: ServiceRef) -> str | None:
+        # The batch runs sc.exe once per service plus the line check: polling
+        # one service while it starts or stops asks only for that one.
+        return self.status_cmd(svc)
 
     def start_cmd(self, svc: ServiceRef, timeout: float) -> str:
         return svc.start if svc.name is None else f"sc.exe start {quote_cmd(svc.name)}"  # type: ignore[return-value]
@@ -183,8 +320,11 @@ class Windows(Platform):
     def describe(self, op: str, svc: ServiceRef, timeout: float) -> list[str]:
         if svc.name is None:
             return super().describe(op, svc, timeout)
-        poll = f"sc.exe query {quote_cmd(svc.name)}"
-        stop = f"{self.stop_cmd(svc, timeout)}  (poll `{poll}` until STOPPED, {timeout:g} s)"
+        poll = f"sc.exe queryex {quote_cmd(svc.name)}"
+        stop = (
+            f"{self.stop_cmd(svc, timeout)}  (poll `{poll}` until STOPPED, {timeout:g} s; then "
+            "`taskkill /F /PID <its PID>`)"
+        )
         start = f"{self.start_cmd(svc, timeout)}  (poll `{poll}` until RUNNING, {timeout:g} s)"
         return {"stop": [stop], "start": [start]}.get(op, [stop, start])
 
@@ -198,6 +338,12 @@ class Windows(Platform):
                 # %^errorlevel% under `call` is expanded when the echo runs, not
                 # when the whole line is parsed.
                 parts += [f"({s.status})", f"call echo {SEP}rc %^errorlevel%"]
+        if self.line_check is not None:
+            parts += [
+                f"echo {SEP} {LINE}",
+                f"({self.line_check.command}) >nul 2>&1",
+                f"call echo {SEP}rc %^errorlevel%",
+            ]
         return " & ".join(parts)
 
     def parse_batch(self, output: str, services: Sequence[ServiceRef]) -> tuple[dict[str, State], str]:
@@ -208,9 +354,55 @@ class Windows(Platform):
             if s.name is None:
                 states[s.logical] = _explicit_from_block(text)
             else:
-                r = parse_sc(text)
-                states[s.logical] = r.state or State.UNKNOWN
-        return states, "unknown"
+                states[s.logical] = parse_sc(text).state or State.UNKNOWN
+        return states, self._line_from(blocks)
+
+    def parse_state(self, output: str, svc: ServiceRef) -> State:
+        if svc.name is None:
+            return _explicit_from_block(output)
+        return parse_sc(output).state or State.UNKNOWN
+
+    def read_result(self, op: str, svc: ServiceRef, exit_code: int, output: str) -> Reading:
+        if svc.name is None:
+            return super().read_result(op, svc, exit_code, output)
+        code = exit_code if exit_code != 0 else (parse_sc(output).error or 0)
+        if code == 0:
+            return Reading(Outcome.OK)
+        msg = f"sc.exe error {code}: {WIN32_MESSAGES.get(code, 'failed')}"
+        if (op, code) in (("start", WIN32_ALREADY_RUNNING), ("stop", WIN32_NOT_STARTED)):
+            return Reading(Outcome.OK, msg)  # already where we want it: idempotent success
+        if code == WIN32_CANNOT_ACCEPT_CONTROL:
+            return Reading(Outcome.BUSY, msg)
+        if code == WIN32_NO_TIMELY_RESPONSE:
+            return Reading(Outcome.NO_RESPONSE, msg)
+        if code == WIN32_NO_SUCH_SERVICE:
+            return Reading(
+                Outcome.CONFIG, f"no service named {svc.name!r} on this host (sc.exe 1060): check the inventory"
+            )
+        if code == WIN32_ACCESS_DENIED:
+            return Reading(
+                Outcome.DENIED, "access denied (Win32 error 5): the SSH user needs the right to start and stop services"
+            )
+        return Reading(Outcome.FAILED, msg)
+
+    def pid_cmd(self, svc: ServiceRef) -> str | None:
+        return None if svc.name is None else f"sc.exe queryex {quote_cmd(svc.name)}"
+
+    def parse_pid(self, output: str) -> int | None:
+        return parse_sc(output).pid
+
+    def kill_cmd(self, svc: ServiceRef, pid: int | None) -> str | None:
+        return None if svc.name is None or not pid else f"taskkill /F /PID {int(pid)}"
+
+
+SYSTEMD_STATES = {
+    "active": State.RUNNING,
+    "reloading": State.RUNNING,
+    "inactive": State.STOPPED,
+    "failed": State.STOPPED,
+    "activating": State.START_PENDING,
+    "deactivating": State.STOP_PENDING,
+}
 
 
 class Systemd(Posix):
@@ -238,27 +430,30 @@ class Systemd(Posix):
             if s.name is not None:
                 parts.append(f"systemctl show -p ActiveState --value {quote_posix(s.name)}")
             else:
-                parts.append(f"( {s.status} ) >/dev/null 2>&1; echo {SEP}rc $?")
-        return "; ".join(parts)
+                parts.append(f"( {s.status} ) >/dev/null 2>&1 </dev/null; echo {SEP}rc $?")
+        return "; ".join(parts + self._line_part())
 
     def parse_batch(self, output: str, services: Sequence[ServiceRef]) -> tuple[dict[str, State], str]:
         blocks = _split_blocks(output)
         states: dict[str, State] = {}
-        mapping = {
-            "active": State.RUNNING,
-            "reloading": State.RUNNING,
-            "inactive": State.STOPPED,
-            "failed": State.STOPPED,
-            "activating": State.START_PENDING,
-            "deactivating": State.STOP_PENDING,
-        }
         for s in services:
             text = blocks.get(s.logical, "").strip()
             if s.name is None:
                 states[s.logical] = _explicit_from_block(text)
             else:
-                states[s.logical] = mapping.get(text.splitlines()[0] if text else "", State.UNKNOWN)
-        return states, "unknown"
+                states[s.logical] = SYSTEMD_STATES.get(text.splitlines()[0] if text else "", State.UNKNOWN)
+        return states, self._line_from(blocks)
+
+    def read_result(self, op: str, svc: ServiceRef, exit_code: int, output: str) -> Reading:
+        if exit_code == 124:
+            # `timeout` ended a start/stop job that did not finish: look at the state.
+            return Reading(Outcome.NO_RESPONSE, f"systemctl {op} did not finish in time")
+        return super().read_result(op, svc, exit_code, output)
+
+    def kill_cmd(self, svc: ServiceRef, pid: int | None) -> str | None:
+        # systemd ends a unit that ignores its stop itself (TimeoutStopSec, then
+        # SIGKILL); this is the same done at our deadline.
+        return None if svc.name is None else f"systemctl kill -s KILL {quote_posix(svc.name)}"
 
 
 class Lab(Posix):
@@ -269,7 +464,8 @@ class Lab(Posix):
     kind = "lab"
     SIM_VERBS = ("call", "fault", "status", "start", "stop")
 
-    def __init__(self, control: Sequence[str]) -> None:
+    def __init__(self, control: Sequence[str], line_check: LineCheck | None = None) -> None:
+        super().__init__(line_check)
         self.control = list(control)
 
     def _cmd(self, *args: str) -> str:
@@ -292,10 +488,13 @@ class Lab(Posix):
         return f"cd {quote_posix(self.control[-1])} && " + super().run_cmd(command, timeout)
 
     def batch_status_cmd(self, services: Sequence[ServiceRef]) -> str:
-        return self._cmd("status")  # one call returns every service
+        # One call returns every service (and the simulated board's line).
+        return "; ".join([self._cmd("status"), *self._line_part()])
 
     def session_cmd(self) -> str | None:
-        return self._cmd("serve")  # the simulator's own request loop
+        # The simulator's own request loop answers status; a line check is a
+        # shell command, so with one the status goes through an exec channel.
+        return self._cmd("serve") if self.line_check is None else None
 
     def session_status_request(self, services: Sequence[ServiceRef]) -> str:
         return "status\n"
@@ -304,13 +503,14 @@ class Lab(Posix):
         return buf.endswith("\n")
 
     def parse_batch(self, output: str, services: Sequence[ServiceRef]) -> tuple[dict[str, State], str]:
-        data = json.loads(output.strip().splitlines()[-1])
+        head, _, _ = output.partition(f"{SEP} {LINE}")
+        data = json.loads(head.strip().splitlines()[-1])
         by_name = data.get("services", {})
         states = {}
         for s in services:
             raw = by_name.get(s.name or s.logical, {}).get("state", "UNKNOWN")
             states[s.logical] = State(raw) if raw in State.__members__ else State.UNKNOWN
-        return states, str(data.get("line", "unknown"))
+        return states, self._line_from(_split_blocks(output), str(data.get("line", "unknown")))
 
 
 def _split_blocks(output: str) -> dict[str, str]:
@@ -318,23 +518,32 @@ def _split_blocks(output: str) -> dict[str, str]:
     current = None
     for line in output.replace("\r\n", "\n").split("\n"):
         if line.startswith(SEP + " "):
-            current = line[len(SEP) + 1 :].strip()
+            current = line[len(SEP) + 1 :].strip()  # cmd.exe's echo keeps the space before `&`
             blocks[current] = ""
         elif current is not None:
             blocks[current] += line + "\n"
     return blocks
 
 
-def for_ipc(ipc: object) -> Platform:
+def for_ipc(ipc: object, line_check: object = None) -> Platform:
     from failover.inventory import Ipc
+    from failover.inventory import LineCheck as InvLineCheck
 
     assert isinstance(ipc, Ipc)
+    lc = LineCheck(line_check.command, line_check.timeout) if isinstance(line_check, InvLineCheck) else None
     if ipc.platform == "windows":
-        return Windows()
+        return Windows(lc)
     if ipc.platform == "systemd":
-        return Systemd()
+        return Systemd(lc)
     assert ipc.lab is not None
-    return Lab(ipc.lab.control)
+    return Lab(ipc.lab.control, lc)
+
+
+def for_cluster(cluster: object) -> dict[str, Platform]:
+    from failover.inventory import Cluster
+
+    assert isinstance(cluster, Cluster)
+    return {i.name: for_ipc(i, cluster.line_check) for i in cluster.ipcs}
 
 
 def refs(services: Mapping[str, object]) -> dict[str, ServiceRef]:
@@ -360,4 +569,4 @@ def step_commands(
     svc = cluster.services[service]
     timeout = svc.stop_timeout if op == "stop" else svc.start_timeout
     ref = (service_refs or refs(cluster.services))[service]
-    return for_ipc(cluster.ipc(host)).describe(op, ref, timeout)
+    return for_ipc(cluster.ipc(host), cluster.line_check).describe(op, ref, timeout)

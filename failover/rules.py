@@ -47,6 +47,7 @@ class State(StrEnum):
     STOPPED = "STOPPED"
     START_PENDING = "START_PENDING"
     STOP_PENDING = "STOP_PENDING"
+    PAUSED = "PAUSED"  # Windows: the process lives but does not serve; never counts as stopped
     UNKNOWN = "UNKNOWN"
 
 

@@ -12,7 +12,15 @@ from failover import capacity as cap
 from failover.inventory import Cluster
 from failover.layouts import SERVICES
 
-SHORT = {"RUNNING": "run", "STOPPED": "-", "START_PENDING": "start…", "STOP_PENDING": "stop…", "UNKNOWN": "?"}
+SHORT = {
+    "RUNNING": "run",
+    "STOPPED": "-",
+    "START_PENDING": "start…",
+    "STOP_PENDING": "stop…",
+    "PAUSED": "paused",
+    "UNKNOWN": "?",
+}
+LINE_TEXT = {"unmonitored": "not monitored"}  # no line_check in the inventory
 STALE_S = 10.0  # a member record older than this is shown as stale
 
 
@@ -42,7 +50,10 @@ def view(
             (svcs.get(s) or {}).get("state") == "RUNNING" and (svcs.get(s) or {}).get("healthy") is not False
             for s in ("cti", "ivr")
         )
-        if roles.get(i.name) == "primary" and app_ok:
+        if app_ok:
+            # Calls are answered wherever CTI and IVR run and answer, whatever
+            # the record says at this instant (it changes before the promotion
+            # ends): capacity must never read 0 while an IPC serves.
             serving = True
         ipcs[i.name] = {
             "role": roles.get(i.name, "unknown"),
@@ -61,6 +72,7 @@ def view(
             "sentence": (m or {}).get("sentence", ""),
             "alerts": (m or {}).get("alerts", []),
             "self_fenced": bool((m or {}).get("self_fenced")),
+            "failsafe_path": (m or {}).get("failsafe_path"),
             "channels": i.channels,
             "fax_channels": i.fax_channels,
         }
@@ -140,7 +152,7 @@ def render(v: dict, now: float | None = None) -> str:
     rows = []
     for name, i in v["ipcs"].items():
         role = i["role"] + ("*" if i["leader"] else "")
-        line = i["line"] + (" (board down)" if i["board_down"] else "")
+        line = LINE_TEXT.get(i["line"], i["line"]) + (" (board down)" if i["board_down"] else "")
         eligible = "-" if i["role"] == "primary" else ("yes" if i["eligible"] else "no")
         cells = [name, role, eligible, line]
         cells += [

@@ -53,12 +53,14 @@ clusters:
         ssh: {user: root, key: k/id, known_hosts: k/kh}
         channels: 60
         preferred_role: primary
+        http: {advertise: 10.0.1.1}
       - name: ipc-b
         address: 10.0.0.2
         platform: systemd
         ssh: {user: root, key: k/id, known_hosts: k/kh}
         channels: 30
         preferred_role: standby
+        http: {advertise: 10.0.1.2}
     services:
       driver: {service: dialogic.service}
       kcxp: {service: kcxp.service}
@@ -86,7 +88,7 @@ BAD = [
     (
         "wrong type",
         ("        channels: 30", "        channels: thirty"),
-        16,
+        17,
         "channels: Input should be a valid integer",
     ),
     (
@@ -98,7 +100,7 @@ BAD = [
     (
         "missing required key",
         ("        address: 10.0.0.2\n", ""),
-        12,
+        13,
         "missing required key 'address'",
     ),
     (
@@ -107,13 +109,13 @@ BAD = [
             "        platform: systemd\n        ssh: {user: root, key: k/id, known_hosts: k/kh}\n        channels: 30",
             "        platform: solaris\n        ssh: {user: root, key: k/id, known_hosts: k/kh}\n        channels: 30",
         ),
-        14,
+        15,
         "'windows', 'systemd' or 'lab'",
     ),
     (
         "duplicate IPC name",
         ("      - name: ipc-b", "      - name: ipc-a"),
-        12,
+        13,
         "duplicate IPC name 'ipc-a'",
     ),
     (
@@ -122,7 +124,7 @@ BAD = [
             "      cti: {service: cti.service}",
             "      cti: {service: cti.service}\n      cti: {service: other.service}",
         ),
-        25,
+        27,
         "duplicate key 'cti'",
     ),
     (
@@ -131,13 +133,13 @@ BAD = [
             "      ivr: {service: ivr.service}",
             "      ivr: {service: ivr.service}\n      sms: {service: sms.service}",
         ),
-        26,
+        28,
         "'driver', 'kcxp'",
     ),
     (
         "layout names undefined service",
         ("      kcbp-replica: {service: kcbp-replica.service}\n", ""),
-        19,
+        21,
         "role layout 'promoted' (the plan's default layout) names undefined service 'kcbp-replica'",
     ),
     (
@@ -146,13 +148,13 @@ BAD = [
             "ssh: {user: root, key: k/id, known_hosts: k/kh}\n        channels: 30",
             "ssh: {user: root, key: k/nope, known_hosts: k/kh}\n        channels: 30",
         ),
-        15,
+        16,
         "file not found",
     ),
     (
         "unsafe service name",
         ("      cti: {service: cti.service}", "      cti: {service: 'cti; rm -rf /'}"),
-        24,
+        26,
         "cannot be quoted safely for systemd",
     ),
     (
@@ -177,8 +179,32 @@ BAD = [
             "      driver: {service: dialogic.service}",
             "      driver: {service: dialogic.service, after: [ivr]}",
         ),
-        19,
+        21,
         "cyclic start order",
+    ),
+    (
+        "no address for the failsafe lease",
+        ("        http: {advertise: 10.0.1.1}\n", ""),
+        6,
+        "ipc-a's agent listens on 0.0.0.0 with no `advertise`",
+    ),
+    (
+        "loopback address, agents on two hosts",
+        ("http: {advertise: 10.0.1.1}", "http: {advertise: 127.0.0.1}"),
+        12,
+        "127.0.0.1 is a loopback address, but ipc-b's agent is on another host (10.0.1.2)",
+    ),
+    (
+        "both agents on one endpoint",
+        ("http: {advertise: 10.0.1.2}", "http: {advertise: 10.0.1.1}"),
+        19,
+        "each agent would ask itself for its failsafe lease",
+    ),
+    (
+        "line check without a command",
+        ("      ivr: {service: ivr.service}", "      ivr: {service: ivr.service}\n    line_check: {timeout: 2}"),
+        28,
+        "missing required key 'command'",
     ),
     (
         "CTI in the standby layout",
@@ -186,7 +212,7 @@ BAD = [
             "      ivr: {service: ivr.service}",
             "      ivr: {service: ivr.service}\n    layouts:\n      standby: [driver, cti]",
         ),
-        27,
+        29,
         "must not run cti",
     ),
 ]

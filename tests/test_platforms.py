@@ -33,7 +33,11 @@ def sc_state(n: int, name: str) -> str:
         (2, "START_PENDING", State.START_PENDING),
         (3, "STOP_PENDING", State.STOP_PENDING),
         (4, "RUNNING", State.RUNNING),
-        (7, "PAUSED", State.STOPPED),
+        (5, "CONTINUE_PENDING", State.START_PENDING),
+        (6, "PAUSE_PENDING", State.PAUSED),
+        # A paused service's process lives and may be continued: never "stopped"
+        # (it must not count as fenced), never serving.
+        (7, "PAUSED", State.PAUSED),
     ],
 )
 def test_parse_sc_states(n: int, name: str, want: State) -> None:
@@ -112,3 +116,70 @@ def test_lab_routes_simulator_verbs() -> None:
     lab = pf.Lab(["/py", "-I", "/simctl.py", "/lab/ipc-a"])
     assert lab.run_cmd("call inbound", 10) == "/py -I /simctl.py /lab/ipc-a call inbound --timeout 10"
     assert lab.run_cmd("sleep 1", 2).startswith("cd /lab/ipc-a && timeout -k 5 2 sh -c")
+
+
+def test_parse_sc_reads_numbers_not_words() -> None:
+    # Chinese Windows: localized words, GBK; the numbers are what is read.
+    out = "[SC] StartService 失败 1056:\r\n\r\n服务的实例已在运行中。\r\n"
+    assert pf.parse_sc(out).error == 1056
+    ex = SC_RUNNING.replace("        WIN32_EXIT_CODE", "        PID                : 4242\r\n        WIN32_EXIT_CODE")
+    r = pf.parse_sc(ex)
+    assert r.pid == 4242 and r.exit_code == 0 and r.state is State.RUNNING
+    assert pf.parse_sc(sc_state(1, "STOPPED").replace(": 0  (0x0)", ": 1067  (0x42b)", 1)).exit_code == 1067
+
+
+W = pf.Windows()
+CTI = pf.ServiceRef("cti", "CTIServer")
+O = pf.Outcome
+
+
+@pytest.mark.parametrize(
+    ("op", "code", "want"),
+    [
+        ("start", 0, O.OK),
+        ("start", 1056, O.OK),  # already running: idempotent
+        ("stop", 1062, O.OK),  # not started: idempotent
+        ("stop", 1056, O.FAILED),
+        ("start", 1061, O.BUSY),  # pending: cannot accept control now
+        ("stop", 1061, O.BUSY),
+        ("stop", 1053, O.NO_RESPONSE),  # hung: no timely response
+        ("start", 1060, O.CONFIG),
+        ("stop", 5, O.DENIED),
+        ("start", 1058, O.FAILED),  # disabled
+    ],
+)
+def test_windows_reads_sc_exit_codes(op: str, code: int, want: pf.Outcome) -> None:
+    assert W.read_result(op, CTI, code, "[SC] ControlService FAILED %d:\r\n" % code).outcome is want
+
+
+def test_windows_escalation_commands() -> None:
+    assert W.pid_cmd(CTI) == 'sc.exe queryex "CTIServer"'
+    assert W.kill_cmd(CTI, 4242) == "taskkill /F /PID 4242"
+    assert W.kill_cmd(CTI, None) is None  # no PID, no blind kill
+    explicit = pf.ServiceRef("kcxp", None, "start.cmd", "stop.cmd", "status.cmd")
+    assert W.kill_cmd(explicit, 1) is None and W.pid_cmd(explicit) is None
+
+
+def test_line_check_in_the_batch_every_platform() -> None:
+    lc = pf.LineCheck('"C:\\Program Files\\Dialogic\\linestat.exe" /board 0', 5)
+    refs = [CTI]
+    w = pf.Windows(lc)
+    cmd = w.batch_status_cmd(refs)
+    assert cmd.endswith(f'& echo {pf.SEP} line & ({lc.command}) >nul 2>&1 & call echo {pf.SEP}rc %^errorlevel%')
+    for rc, line in ((0, "up"), (1, "alarm"), (3, "down"), (2, "unknown"), (9009, "unknown")):
+        out = f"{pf.SEP} cti \r\n{SC_RUNNING}{pf.SEP} line \r\n{pf.SEP}rc {rc}\r\n"
+        assert w.parse_batch(out, refs) == ({"cti": State.RUNNING}, line)
+    # no line check: not monitored, on every platform but the lab's simulator
+    assert pf.Windows().parse_batch(f"{pf.SEP} cti\r\n{SC_RUNNING}", refs)[1] == pf.LINE_UNMONITORED
+    sd = pf.Systemd(pf.LineCheck("linestat", 2))
+    assert "timeout -k 5 2 sh -c linestat >/dev/null 2>&1 </dev/null; echo @@failover@@rc $?" in sd.batch_status_cmd(
+        [pf.ServiceRef("cti", "cti.service")]
+    )
+    out = f"{pf.SEP} cti\nactive\n{pf.SEP} line\n{pf.SEP}rc 1\n"
+    assert sd.parse_batch(out, [pf.ServiceRef("cti", "cti.service")])[1] == "alarm"
+    assert pf.Systemd().parse_batch(out, [pf.ServiceRef("cti", "cti.service")])[1] == pf.LINE_UNMONITORED
+    lab = pf.Lab(["/py", "/simctl.py", "/d"], pf.LineCheck("linestat", 2))
+    assert lab.session_cmd() is None  # a shell command: through an exec channel
+    status = '{"ok": true, "line": "up", "services": {"cti": {"state": "RUNNING"}}}'
+    assert lab.parse_batch(f"{status}\n{pf.SEP} line\n{pf.SEP}rc 1\n", [pf.ServiceRef("cti", "cti")])[1] == "alarm"
+    assert pf.Lab(["/py"]).parse_batch(status + "\n", [pf.ServiceRef("cti", "cti")])[1] == "up"
