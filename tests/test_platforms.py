@@ -130,26 +130,26 @@ def test_parse_sc_reads_numbers_not_words() -> None:
 
 W = pf.Windows()
 CTI = pf.ServiceRef("cti", "CTIServer")
-O = pf.Outcome
+OC = pf.Outcome
 
 
 @pytest.mark.parametrize(
     ("op", "code", "want"),
     [
-        ("start", 0, O.OK),
-        ("start", 1056, O.OK),  # already running: idempotent
-        ("stop", 1062, O.OK),  # not started: idempotent
-        ("stop", 1056, O.FAILED),
-        ("start", 1061, O.BUSY),  # pending: cannot accept control now
-        ("stop", 1061, O.BUSY),
-        ("stop", 1053, O.NO_RESPONSE),  # hung: no timely response
-        ("start", 1060, O.CONFIG),
-        ("stop", 5, O.DENIED),
-        ("start", 1058, O.FAILED),  # disabled
+        ("start", 0, OC.OK),
+        ("start", 1056, OC.OK),  # already running: idempotent
+        ("stop", 1062, OC.OK),  # not started: idempotent
+        ("stop", 1056, OC.FAILED),
+        ("start", 1061, OC.BUSY),  # pending: cannot accept control now
+        ("stop", 1061, OC.BUSY),
+        ("stop", 1053, OC.NO_RESPONSE),  # hung: no timely response
+        ("start", 1060, OC.CONFIG),
+        ("stop", 5, OC.DENIED),
+        ("start", 1058, OC.FAILED),  # disabled
     ],
 )
 def test_windows_reads_sc_exit_codes(op: str, code: int, want: pf.Outcome) -> None:
-    assert W.read_result(op, CTI, code, "[SC] ControlService FAILED %d:\r\n" % code).outcome is want
+    assert W.read_result(op, CTI, code, f"[SC] ControlService FAILED {code}:\r\n").outcome is want
 
 
 def test_windows_escalation_commands() -> None:
@@ -165,7 +165,7 @@ def test_line_check_in_the_batch_every_platform() -> None:
     refs = [CTI]
     w = pf.Windows(lc)
     cmd = w.batch_status_cmd(refs)
-    assert cmd.endswith(f'& echo {pf.SEP} line & ({lc.command}) >nul 2>&1 & call echo {pf.SEP}rc %^errorlevel%')
+    assert cmd.endswith(f"& echo {pf.SEP} line & ({lc.command}) >nul 2>&1 & call echo {pf.SEP}rc %^errorlevel%")
     for rc, line in ((0, "up"), (1, "alarm"), (3, "down"), (2, "unknown"), (9009, "unknown")):
         out = f"{pf.SEP} cti \r\n{SC_RUNNING}{pf.SEP} line \r\n{pf.SEP}rc {rc}\r\n"
         assert w.parse_batch(out, refs) == ({"cti": State.RUNNING}, line)
