@@ -62,7 +62,7 @@ from failover.rules import (
 
 log = logging.getLogger("failover.agent")
 WATCHDOG = 0.2  # the self-fencing watchdog's period (s)
-LEASE_PATH_EVERY = 10.0  # how often the failsafe lease path to the peer's agent is tested (s)
+LEASE_PATH_EVERY = 10.0  # how often a working failsafe lease path to the peer's agent is tested (s)
 
 
 @dataclass
@@ -340,7 +340,9 @@ class Agent:
                 if ok != self.lease_path.ok:
                     (log.info if ok else log.error)("failsafe lease path: %s", why)
                 self.lease_path = LeasePath(ok, why)
-            if self.stop_event.wait(LEASE_PATH_EVERY):
+            # A broken path is tested again every second (the peer's agent may
+            # just be starting), a working one every LEASE_PATH_EVERY seconds.
+            if self.stop_event.wait(LEASE_PATH_EVERY if self.lease_path.ok else 1.0):
                 return
 
     def _grant(self, req: dict) -> dict:

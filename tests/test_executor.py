@@ -283,3 +283,50 @@ def test_status_session_matches_and_recovers(lab: Lab, cluster: Cluster) -> None
         assert e.status_fast("ipc-a").states["cti"] is State.RUNNING
         assert e.status_fast("ipc-a").states["cti"] is State.RUNNING
         assert e._session("ipc-a") is not sess
+
+
+def test_independent_steps_of_a_stage_run_at_once(lab: Lab, cluster: Cluster, restore_b: None) -> None:
+    """KCBP and fax are not ordered after each other: their stops overlap
+    (1 s each, about 1 s together); KCXP is stopped after KCBP (it is ordered
+    before KCBP), so it waits for it."""
+    for s in ("kcbp", "fax"):
+        lab.fault("ipc-b", "slow-stop", s, seconds=1.0)
+    stage = Stage("stops", (Step("ipc-b", "stop", "kcbp"), Step("ipc-b", "stop", "fax"), Step("ipc-b", "stop", "kcxp")))
+    with ex.Executor(cluster) as e:
+        t0 = time.monotonic()
+        rep = e.execute((stage,))
+        took = time.monotonic() - t0
+    assert rep.ok, rep.summary()
+    assert took < 1.9, f"independent stops ran one after the other ({took:.2f} s)"
+    dur = {r.step.service: r.duration for r in rep.results}
+    assert dur["kcbp"] >= 1.0 and dur["fax"] >= 1.0
+    assert set(snapshot(lab.labid)["ipc-b"]) == {"driver"}
+
+
+def test_exec_request_has_a_deadline(lab: Lab, cluster: Cluster) -> None:
+    """paramiko's exec_command waits for the server with no deadline: with the
+    host's sshd session frozen after the channel opened, the request must give
+    up at its deadline, not hang the caller."""
+    import os
+    import signal
+
+    import paramiko
+
+    from failover.lab.procs import descendants
+
+    ipc = lab.ipc("ipc-a")
+    with ex.Executor(cluster) as e:
+        e.run("ipc-a", "true", 10)  # a live connection
+        chan = e.connection("ipc-a").open_channel("test")
+        frozen = descendants(ipc.sshd_pid or 0)
+        assert frozen
+        for p in frozen:
+            os.kill(p, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(paramiko.SSHException):
+                ex._exec_within(chan, "true", 1.0)
+            assert time.monotonic() - t0 < 3.0
+        finally:
+            for p in frozen:
+                os.kill(p, signal.SIGCONT)
