@@ -23,6 +23,7 @@ from pathlib import Path
 from bench.common import save, stats_ms
 from failover import ops
 from failover.executor import tcp_probe
+from failover.lab.lab import PlatformName
 from failover.lab.observer import snapshot
 from tests.cluster import Harness, wait_for
 
@@ -68,9 +69,9 @@ def _history_for(h: Harness, epoch: int) -> dict:
     )
 
 
-def cti_fault_trials(root: Path) -> dict:
+def cti_fault_trials(root: Path, platform: PlatformName = "lab", apart: bool = False) -> dict:
     total, det, stop, fen, pro = [], [], [], [], []
-    with Harness(root, edit=_edit) as h:
+    with Harness(root, edit=_edit, platform=platform, apart=apart) as h:
         h.steady()
         primary = "ipc-a"
         for _ in range(TRIALS):

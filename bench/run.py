@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import agent_bench, executor_bench, http_bench, switchover_bench, zkhang_bench
+from bench import agent_bench, executor_bench, http_bench, shapes_bench, switchover_bench, zkhang_bench
 from bench.common import RESULTS
 
 BENCHES = {
@@ -16,6 +16,7 @@ BENCHES = {
     "http": http_bench.main,
     "switchover": switchover_bench.main,
     "zk_hang": zkhang_bench.main,
+    "shapes": shapes_bench.main,
 }
 
 
@@ -89,6 +90,21 @@ def markdown(r: dict) -> str:
             f"{z['samples_without_cti_ivr_on_primary']}.",
             "",
         ]
+    if "shapes" in r:
+        sh = r["shapes"]
+        rows = []
+        for p in shapes_bench.PROFILES:
+            if p not in sh:
+                continue
+            for k, target in sh["targets_p50_ms"].items():
+                s = sh[p][k]
+                ok = "yes" if s["p50_ms"] <= target else "NO"
+                rows.append((p, k, s["n"], *_ms(s), target, ok))
+        lines += _table(
+            "## Deployment shapes (agents on hosts of their own, default HTTP settings, 3-node ZooKeeper)",
+            ("profile", "measurement", "n", *MS3, "target p50 ms", "met"),
+            rows,
+        )
     soak = Path(__file__).with_name("soak.json")
     if soak.exists():
         so = json.loads(soak.read_text())

@@ -13,14 +13,16 @@ from pathlib import Path
 
 from bench.agent_bench import _probe_ok
 from bench.common import save, stats_ms
+from failover.lab.lab import PlatformName
 from tests.cluster import FAILOVER, Harness, wait_for
 
 RUNS = int(os.environ.get("FAILOVER_BENCH_TRIALS", "20"))
 
 
-def main() -> dict:
+def trials(root: Path, platform: PlatformName = "lab", apart: bool = False) -> dict:
+    """Switchovers alternating direction: issued -> new primary serving, and -> the CLI's exit."""
     total, cli_total = [], []
-    with Harness(Path(tempfile.mkdtemp(prefix="bench-switchover-"))) as h:
+    with Harness(root, platform=platform, apart=apart) as h:
         h.steady()
         primary = "ipc-a"
         for _ in range(RUNS):
@@ -42,7 +44,11 @@ def main() -> dict:
             cli_total.append(time.monotonic() - t0)
             primary = target
         h.assert_never_both()
-    res = {"issued_to_serving": stats_ms(total), "issued_to_cli_exit": stats_ms(cli_total), "runs": RUNS}
+    return {"issued_to_serving": stats_ms(total), "issued_to_cli_exit": stats_ms(cli_total), "runs": RUNS}
+
+
+def main() -> dict:
+    res = trials(Path(tempfile.mkdtemp(prefix="bench-switchover-")))
     save("switchover", res)
     for k in ("issued_to_serving", "issued_to_cli_exit"):
         s = res[k]

@@ -701,11 +701,38 @@ def lab_group() -> None:
 @click.option("--clusters", type=click.IntRange(1, 8), default=1, show_default=True)
 @click.option("--netns", is_flag=True, help="Each IPC in its own network namespace (root).")
 @click.option("--empty", is_flag=True, help="Start no services (default: the plan's normal layout).")
-def lab_up(lab_dir: str | None, zk_nodes: str, clusters: int, netns: bool, empty: bool) -> None:
+@click.option(
+    "--platform",
+    type=click.Choice(["lab", "systemd", "windows"]),
+    default="lab",
+    show_default=True,
+    help="What the IPCs are behind their sshd: the simulator's own verbs, a systemd host, "
+    "or Windows (cmd.exe + sc.exe, Win32-OpenSSH).",
+)
+@click.option(
+    "--agents-apart",
+    is_flag=True,
+    help="Each IPC's agent on a host of its own (network namespace; implies --netns), "
+    "with the default HTTP bind and port: the plan's deployment.",
+)
+def lab_up(
+    lab_dir: str | None, zk_nodes: str, clusters: int, netns: bool, empty: bool, platform: str, agents_apart: bool
+) -> None:
     """Start the lab and write a ready inventory."""
     from failover.lab.lab import Lab, LabError
 
-    lab = Lab(root=_lab_root(lab_dir), zk_count=int(zk_nodes), clusters=clusters, netns=netns)
+    try:
+        lab = Lab(
+            root=_lab_root(lab_dir),
+            zk_count=int(zk_nodes),
+            clusters=clusters,
+            netns=netns,
+            platform=platform,  # type: ignore[arg-type]  # one of click's choices
+            agents_apart=agents_apart,
+        )
+    except LabError as e:
+        click.echo(f"lab up refused: {e}", err=True)
+        sys.exit(EXIT_REFUSED)
     try:
         lab.up(layout="empty" if empty else "normal")
     except LabError as e:
@@ -716,8 +743,14 @@ def lab_up(lab_dir: str | None, zk_nodes: str, clusters: int, netns: bool, empty
         sys.exit(EXIT_FAILED)
     click.echo(
         f"lab {lab.labid} up in {lab.up_seconds:.2f} s: {len(lab.zk)} ZooKeeper node(s), "
-        f"{len(lab.ipcs)} IPCs in {clusters} cluster(s)"
+        f"{len(lab.ipcs)} {lab.platform} IPCs in {clusters} cluster(s)"
     )
+    if lab.agents_apart:
+        for i in lab.ipcs:
+            click.echo(
+                f"  agent host for {i.name}: {lab.agent_address(i.name)} (netns {lab.agent_netns(i.name)}): "
+                f"ip netns exec {lab.agent_netns(i.name)} failover agent -i {lab.inventory_path} --ipc {i.name}"
+            )
     click.echo(f"inventory: {lab.inventory_path}")
     click.echo(f"  export FAILOVER_INVENTORY={lab.inventory_path}")
     click.echo("  failover lab status | failover lab fault ipc-a kill cti | failover lab down")
@@ -739,6 +772,8 @@ def lab_status(lab_dir: str | None, as_json: bool) -> None:
         emit_json(st)
         return
     click.echo(f"lab {st['lab']} in {st['root']}  (inventory {st['inventory']})")
+    where = "agents on hosts of their own" if st.get("agents_apart") else "agents beside their IPCs"
+    click.echo(f"platform {st.get('platform', 'lab')}, {where}")
     serving = sum(1 for z in st["zookeeper"] if z["mode"])
     click.echo(f"ZooKeeper: {serving}/{len(st['zookeeper'])} nodes serving")
     for z in st["zookeeper"]:
@@ -747,7 +782,7 @@ def lab_status(lab_dir: str | None, as_json: bool) -> None:
         click.echo(
             f"IPC {name} (cluster {i['cluster']}, {i['address']}:{i['ssh_port']}"
             f"{', netns ' + i['netns'] if i['netns'] else ''}): sshd {i['sshd']}, "
-            f"simulator {i['simulator']}, line {i['line']}"
+            f"simulator {i['simulator']}, line {i['line']}, agent at {i['agent_url']}"
         )
         for svc, state in i["services"].items():
             proc = i["processes"].get(svc)
@@ -768,7 +803,9 @@ def lab_fault(lab_dir: str | None, ipc: str, kind: str, service: str | None, sec
     Service faults (need SERVICE): kill, hang, unhang, fail-start, slow-start,
       slow-stop, stop-fail, clear
     IPC faults: line-alarm, line-clear, driver-crash
-    Host faults: sshd-down, sshd-up, unreachable, reachable (--netns labs), restore
+    Host faults: sshd-down, sshd-up, unreachable, reachable, zk-cut, zk-heal,
+      isolate-site, heal-site (--netns labs), agent-isolate, agent-heal
+      (--agents-apart labs), restore
     """
     from failover.lab.lab import Lab, LabError
 

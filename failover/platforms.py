@@ -405,6 +405,19 @@ SYSTEMD_STATES = {
 }
 
 
+UNITS = "units"  # the batched status block with every named unit's `systemctl show`
+
+
+def _unit_states(text: str) -> list[State]:
+    """`systemctl show -p ActiveState U1 U2 ...`: one `ActiveState=...` block
+    per unit, blank lines between them."""
+    out = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        m = re.search(r"^ActiveState=(\S*)", block, re.MULTILINE)
+        out.append(SYSTEMD_STATES.get(m.group(1), State.UNKNOWN) if m else State.UNKNOWN)
+    return out if text.strip() else []
+
+
 class Systemd(Posix):
     kind = "systemd"
 
@@ -424,25 +437,31 @@ class Systemd(Posix):
         return f"timeout -k 5 {timeout:g} systemctl stop {quote_posix(svc.name)}"
 
     def batch_status_cmd(self, services: Sequence[ServiceRef]) -> str:
+        # Every unit in one `systemctl show` (one block per unit, in argument
+        # order, separated by blank lines): one process instead of one per
+        # service — 8 units cost 8 systemctl starts before.
+        named = [s for s in services if s.name is not None]
         parts = []
+        if named:
+            units = " ".join(quote_posix(s.name) for s in named)  # type: ignore[arg-type]
+            parts += [f"echo {quote_posix(f'{SEP} {UNITS}')}", f"systemctl show -p ActiveState {units}"]
         for s in services:
-            parts.append(f"echo {quote_posix(f'{SEP} {s.logical}')}")
-            if s.name is not None:
-                parts.append(f"systemctl show -p ActiveState --value {quote_posix(s.name)}")
-            else:
+            if s.name is None:
+                parts.append(f"echo {quote_posix(f'{SEP} {s.logical}')}")
                 parts.append(f"( {s.status} ) >/dev/null 2>&1 </dev/null; echo {SEP}rc $?")
         return "; ".join(parts + self._line_part())
 
     def parse_batch(self, output: str, services: Sequence[ServiceRef]) -> tuple[dict[str, State], str]:
         blocks = _split_blocks(output)
-        states: dict[str, State] = {}
+        named = [s for s in services if s.name is not None]
+        shown = _unit_states(blocks.get(UNITS, ""))
+        if len(shown) != len(named):
+            shown = [State.UNKNOWN] * len(named)  # cut short: read nothing rather than shift units
+        states = {s.logical: st for s, st in zip(named, shown, strict=True)}
         for s in services:
-            text = blocks.get(s.logical, "").strip()
             if s.name is None:
-                states[s.logical] = _explicit_from_block(text)
-            else:
-                states[s.logical] = SYSTEMD_STATES.get(text.splitlines()[0] if text else "", State.UNKNOWN)
-        return states, self._line_from(blocks)
+                states[s.logical] = _explicit_from_block(blocks.get(s.logical, ""))
+        return {s.logical: states[s.logical] for s in services}, self._line_from(blocks)
 
     def read_result(self, op: str, svc: ServiceRef, exit_code: int, output: str) -> Reading:
         if exit_code == 124:

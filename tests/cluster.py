@@ -18,7 +18,7 @@ from failover import inventory as inv_mod
 from failover import zkstore
 from failover.inventory import Cluster
 from failover.lab import simctl
-from failover.lab.lab import Lab
+from failover.lab.lab import Lab, PlatformName
 from failover.lab.observer import Recorder, snapshot
 from failover.lab.procs import alive, kill_and_wait
 
@@ -48,7 +48,7 @@ class AgentProc:
     def start(self) -> None:
         out = self.log.open("a")
         cmd = [FAILOVER, "agent", "-i", str(self.inventory), "--ipc", self.ipc, "--state-dir", str(self.state_dir)]
-        if self.netns:  # co-located with its IPC: cut off together with it
+        if self.netns:  # its IPC's namespace (cut off together with it), or its own agent host's
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         self.proc = subprocess.Popen(
             cmd,
@@ -95,9 +95,17 @@ class Harness:
     """Lab + agents + observer for one test; everything stopped at the end."""
 
     def __init__(
-        self, root: Path, zk_nodes: int = 3, netns: bool = False, edit: Callable[[dict], None] | None = None
+        self,
+        root: Path,
+        zk_nodes: int = 3,
+        netns: bool = False,
+        edit: Callable[[dict], None] | None = None,
+        platform: PlatformName = "lab",
+        apart: bool = False,
     ) -> None:
-        self.lab = Lab(root=root / "lab", zk_count=zk_nodes, netns=netns)
+        """platform: the IPCs' profile (lab, systemd, windows); apart: each agent
+        on a host (network namespace) of its own, as in production."""
+        self.lab = Lab(root=root / "lab", zk_count=zk_nodes, netns=netns, platform=platform, agents_apart=apart)
         self.root = root
         self.edit = edit
         self.agents: dict[str, AgentProc] = {}
@@ -117,7 +125,7 @@ class Harness:
             self.recorder = Recorder(self.lab.labid, self.lab.cluster_ipcs()).__enter__()
             for ipc in ("ipc-a", "ipc-b"):
                 self.agents[ipc] = AgentProc(
-                    self.lab.inventory_path, ipc, self.root / "state", self.root, self.lab.ipc(ipc).netns
+                    self.lab.inventory_path, ipc, self.root / "state", self.root, self.lab.agent_netns(ipc)
                 )
                 self.agents[ipc].start()
             self.zk = zkstore.connect(self.cluster, timeout=10)
@@ -145,6 +153,10 @@ class Harness:
     def record(self) -> dict:
         got = self.store.cluster()
         return got.data if got else {}
+
+    def url(self, ipc: str, path: str = "") -> str:
+        """The URL of `path` on the IPC's agent endpoint (its agent host's address with apart)."""
+        return self.lab.agent_url(ipc) + path
 
     def member(self, ipc: str) -> dict:
         return self.store.member(ipc) or {}

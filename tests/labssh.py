@@ -28,7 +28,12 @@ def client(lab: Lab, ipc: LabIpc, known_hosts: str | None = None) -> paramiko.SS
 
 
 def run(c: paramiko.SSHClient, argv: list[str], timeout: float = 30) -> tuple[int, str, str]:
-    _, out, err = c.exec_command(shlex.join(argv), timeout=timeout)
+    return run_line(c, shlex.join(argv), timeout)
+
+
+def run_line(c: paramiko.SSHClient, line: str, timeout: float = 30) -> tuple[int, str, str]:
+    """Run a command line as it is (a cmd.exe line on a windows IPC: no POSIX quoting)."""
+    _, out, err = c.exec_command(line, timeout=timeout)
     code = out.channel.recv_exit_status()
     return code, out.read().decode(), err.read().decode()
 

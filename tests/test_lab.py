@@ -3,6 +3,7 @@ service simulator, every fault kind visible to the independent observer."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -255,12 +256,27 @@ def test_lab_down_leaves_nothing(fresh_lab: Lab) -> None:
     assert not fresh_lab.root.exists()
 
 
-def test_cli_lab_cycle(tmp_path: Path) -> None:
-    """`failover lab up` -> status -> down, as separate processes."""
+needs_root = pytest.mark.skipif(__import__("os").geteuid() != 0, reason="network namespaces need root")
+
+
+SHAPES = [
+    pytest.param([], "platform lab, agents beside their IPCs", id="lab"),
+    pytest.param(
+        ["--platform", "windows", "--agents-apart"],
+        "platform windows, agents on hosts of their own",
+        id="windows-apart",
+        marks=needs_root,
+    ),
+]
+
+
+@pytest.mark.parametrize(("flags", "shape"), SHAPES)
+def test_cli_lab_cycle(tmp_path: Path, flags: list[str], shape: str) -> None:
+    """`failover lab up` -> status -> down, as separate processes, in each shape."""
     d = str(tmp_path / "lab")
     exe = [str(Path(__import__("sys").executable).with_name("failover"))]
     up = subprocess.run(
-        [*exe, "lab", "up", "--dir", d, "--zk-nodes", "1"],
+        [*exe, "lab", "up", "--dir", d, "--zk-nodes", "1", *flags],
         capture_output=True,
         text=True,
         timeout=60,
@@ -268,7 +284,12 @@ def test_cli_lab_cycle(tmp_path: Path) -> None:
     try:
         assert up.returncode == 0, up.stderr
         st = subprocess.run([*exe, "lab", "status", "--dir", d], capture_output=True, text=True, timeout=30)
-        assert "1/1 nodes serving" in st.stdout and "IPC ipc-b" in st.stdout
+        assert "1/1 nodes serving" in st.stdout and "IPC ipc-b" in st.stdout and shape in st.stdout
+        if flags:
+            assert "agent host for ipc-a" in up.stdout and "agent at http://198.18." in st.stdout
+            assert ":8008" in st.stdout  # the inventory's default port, alone on its host
+            f = subprocess.run([*exe, "lab", "fault", "--dir", d, "ipc-a", "kill", "CTIServer"], capture_output=True)
+            assert f.returncode == 0  # the platform's own service name
     finally:
         lab = Lab.load(Path(d))
         pids = lab.live_pids()
@@ -303,3 +324,266 @@ def test_netns_unreachable(tmp_path: Path) -> None:
         lab.down()
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert lab.labid not in out
+
+
+# ----- deployment shapes: windows / systemd IPCs, agents on hosts of their own -------
+
+
+_PROBE = """
+import errno, select, socket, sys, time
+targets = [(a.rpartition(":")[0], int(a.rpartition(":")[2])) for a in sys.argv[2:]]
+socks = []
+for t in targets:
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex(t)
+    socks.append(s)
+res = [None] * len(socks)
+deadline = time.monotonic() + float(sys.argv[1])
+while None in res and time.monotonic() < deadline:
+    pending = [s for s, r in zip(socks, res) if r is None]
+    _, ready, _ = select.select([], pending, [], max(0.0, deadline - time.monotonic()))
+    for s in ready:
+        e = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        res[socks.index(s)] = "open" if e == 0 else "refused" if e == errno.ECONNREFUSED else errno.errorcode[e]
+print(" ".join(r or "dropped" for r in res))
+"""
+
+
+def _tcp_from(ns: str, targets: dict[str, tuple[str, int]], timeout: float = 0.4) -> dict[str, str]:
+    """From inside namespace `ns`, TCP connects to every target at once: "open"
+    (connected), "refused" (a RST: the address is reachable, nothing listens)
+    or "dropped" (no answer within the timeout)."""
+    args = [f"{h}:{p}" for h, p in targets.values()]
+    cmd = ["ip", "netns", "exec", ns, sys.executable, "-I", "-c", _PROBE, str(timeout), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True).stdout.split()
+    return dict(zip(targets, out, strict=True))
+
+
+def _check_inventory(lab: Lab) -> None:
+    """The written inventory validates (line_check and http.advertise are keys of
+    the inventory format)."""
+    _, problems = inv_mod.check(lab.inventory_path)
+    assert problems == [], problems
+
+
+@pytest.fixture
+def apart_lab(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A fresh 1-node lab of the profile given by indirect parametrization, agents apart."""
+    from tests.conftest import _need_lab_tools
+
+    _need_lab_tools()
+    lab = Lab(root=tmp_path / "lab", zk_count=1, platform=request.param, agents_apart=True)
+    lab.up()
+    try:
+        yield lab
+    finally:
+        assert lab.down() == []
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert lab.labid not in out
+
+
+@needs_root
+@pytest.mark.parametrize("apart_lab", ["systemd"], indirect=True)
+def test_systemd_ipc_behind_sshd(apart_lab: Lab) -> None:
+    lab = apart_lab
+    a = lab.ipc("ipc-a")
+    assert Lab.load(lab.root).platform == "systemd" and Lab.load(lab.root).agents_apart
+    c = labssh.client(lab, a)
+    try:
+        assert labssh.run(c, ["systemctl", "show", "-p", "ActiveState", "--value", "cc-cti.service"])[:2] == (
+            0,
+            "active\n",
+        )
+        assert labssh.run(c, ["systemctl", "is-active", "kcxp-replica.service"])[0] == 3
+        assert labssh.run(c, ["linestat"])[0] == 0
+        assert labssh.run(c, ["labcall", "inbound"])[0] == 0
+        lab.fault("ipc-a", "line-alarm")
+        assert labssh.run(c, ["sh", "-c", "linestat"])[0] == 1  # the executor's line check goes through sh
+        assert labssh.run(c, ["labcall", "inbound"])[0] == 1
+        lab.fault("ipc-a", "line-clear")
+        # A crash leaves the unit failed; a start brings it back.
+        assert labssh.run(c, ["systemctl", "kill", "-s", "KILL", "dialogic.service"])[0] == 0
+        assert labssh.run(c, ["linestat"])[0] == 3
+        assert labssh.run(c, ["systemctl", "show", "-p", "ActiveState", "--value", "dialogic.service"])[1] == "failed\n"
+        assert labssh.run(c, ["systemctl", "start", "dialogic.service"])[0] == 0
+        assert labssh.run(c, ["systemctl", "is-active", "dialogic.service"])[:2] == (0, "active\n")
+        lab.fault("ipc-a", "fail-start", "cc-ivr.service")  # the unit's name works for lab faults
+        assert labssh.run(c, ["systemctl", "stop", "cc-ivr.service"])[0] == 0
+        code, _, err = labssh.run(c, ["systemctl", "start", "cc-ivr.service"])
+        assert code == 1 and err.startswith("Job for cc-ivr.service failed because")
+        assert labssh.run(c, ["systemctl", "show", "-p", "ActiveState", "--value", "cc-ivr.service"])[1] == "failed\n"
+        assert labssh.run(c, ["systemctl", "start", "no-such.service"])[0] == 5
+    finally:
+        c.close()
+    _check_inventory(lab)
+    inv = inv_mod.load(lab.inventory_path).cluster()
+    assert inv.line_check is not None and inv.line_check.command == "linestat"
+    assert inv.services["cti"].service == "cc-cti.service"
+    assert inv.smoke_checks["inbound"].command == "labcall inbound"
+    assert inv.ipc("ipc-a").http.advertise == a.agent_address and inv.ipc("ipc-a").lab is None
+
+
+@needs_root
+@pytest.mark.parametrize("apart_lab", ["windows"], indirect=True)
+def test_windows_ipc_behind_sshd(apart_lab: Lab) -> None:
+    import json
+
+    from failover.lab.lab import WINCMD
+
+    lab = apart_lab
+    a = lab.ipc("ipc-a")
+    config = (Path(a.dir) / "ssh" / "sshd_config").read_text()
+    assert f"ForceCommand exec {sys.executable} -I {WINCMD} {a.dir}" in config
+    names = json.loads((Path(a.dir) / "sim.json").read_text())["names"]
+    assert names["CTIServer"] == "cti" and names["Dialogic System Service"] == "driver" and len(names) == 8
+    _check_inventory(lab)
+    inv = inv_mod.load(lab.inventory_path).cluster()
+    assert inv.ipc("ipc-a").platform == "windows" and inv.services["kcxp-replica"].service == "KCXP_Replica"
+    assert inv.line_check is not None and inv.line_check.command == "linestat.exe"
+    assert inv.smoke_checks["agent"].command == "labcall.exe agent"
+    if not Path(WINCMD).exists():
+        pytest.skip("failover/lab/wincmd.py (the cmd.exe + sc.exe stand-in) is not there yet")
+    c = labssh.client(lab, a)
+    try:
+        code, out, _ = labssh.run_line(c, 'sc.exe queryex "CTIServer"')
+        assert code == 0 and "\r\n" in out
+        assert re.search(r"STATE\s+: 4  RUNNING", out), out
+        assert labssh.run_line(c, "linestat.exe")[0] == 0
+        lab.fault("ipc-a", "line-alarm")
+        assert labssh.run_line(c, "linestat.exe")[0] == 1
+        lab.fault("ipc-a", "driver-crash")
+        assert labssh.run_line(c, "linestat.exe")[0] == 3
+    finally:
+        c.close()
+
+
+@needs_root
+@pytest.mark.parametrize("apart_lab", ["systemd"], indirect=True)
+def test_agents_apart_network_faults(apart_lab: Lab) -> None:
+    lab = apart_lab
+    a, b = lab.ipc("ipc-a"), lab.ipc("ipc-b")
+    na, nb = lab.agent_netns("ipc-a"), lab.agent_netns("ipc-b")
+    assert na and nb and na not in (a.netns, b.netns)
+    assert lab.agent_url("ipc-b") == f"http://{b.agent_address}:8008"
+    st = lab.status()
+    assert st["platform"] == "systemd" and st["agents_apart"] is True
+    assert st["ipcs"]["ipc-a"]["agent_address"] == a.agent_address
+    zk = lab.zk[0]
+    assert a.agent_address is not None and b.agent_address is not None
+
+    targets = {
+        "ipc-a": (a.address, a.ssh_port),
+        "ipc-b": (b.address, b.ssh_port),
+        # refused = reachable: nothing listens on the agent hosts' 8008 yet
+        "agent-a": (a.agent_address, 8008),
+        "agent-b": (b.agent_address, 8008),
+        "zk": (zk.host, zk.client_port),
+    }
+
+    def view(ns: str) -> dict[str, str]:
+        return _tcp_from(ns, targets)  # type: ignore[arg-type]  # agent addresses asserted above
+
+    everyone = {"ipc-a": "open", "ipc-b": "open", "agent-a": "refused", "agent-b": "refused", "zk": "open"}
+    assert view(na) == view(nb) == everyone
+
+    lab.fault("ipc-a", "isolate-site")
+    # The site's own pair still talk; nothing else reaches them, either way.
+    assert view(na) == {**dict.fromkeys(everyone, "dropped"), "ipc-a": "open", "agent-a": "refused"}
+    assert view(nb) == {**everyone, "ipc-a": "dropped", "agent-a": "dropped"}
+    lab.fault("ipc-a", "heal-site")
+    assert view(na) == everyone
+
+    lab.fault("ipc-a", "agent-isolate")  # its IPC keeps answering the peer
+    assert view(na) == {**dict.fromkeys(everyone, "dropped"), "agent-a": "refused"}  # itself: loopback
+    assert view(nb) == {**everyone, "agent-a": "dropped"}
+    lab.fault("ipc-a", "agent-heal")
+
+    lab.fault("ipc-a", "zk-cut")  # the agent (not the IPC) loses ZooKeeper
+    assert view(na) == {**everyone, "zk": "dropped"}
+    assert _tcp_from(a.netns or "", {"zk": (zk.host, zk.client_port)}) == {"zk": "open"}
+    lab.fault("ipc-a", "isolate-site")
+    lab.fault("ipc-a", "heal-site")  # healing the site leaves the ZooKeeper cut in place
+    assert view(na) == {**everyone, "zk": "dropped"}
+
+    lab.fault("ipc-a", "unreachable")  # the IPC is cut from everyone, its agent included
+    assert view(na)["ipc-a"] == view(nb)["ipc-a"] == "dropped"
+    lab.fault("ipc-a", "agent-isolate")
+    lab.fault("ipc-a", "restore")
+    assert view(na) == everyone
+
+
+@needs_root
+def test_harness_agents_apart(tmp_path: Path) -> None:
+    """Agents on their own hosts, driving systemd IPCs over SSH: they bootstrap,
+    each endpoint answers at its agent host's address."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from tests.cluster import Harness
+
+    with Harness(tmp_path, zk_nodes=1, platform="systemd", apart=True) as h:
+        assert h.agents["ipc-a"].netns == h.lab.ipc("ipc-a").agent_netns
+        h.steady()
+        for ipc in ("ipc-a", "ipc-b"):
+            try:
+                with urllib.request.urlopen(h.url(ipc, "/health"), timeout=2) as r:
+                    body = json.loads(r.read())
+            except urllib.error.HTTPError as e:  # 503: answering, not healthy
+                body = json.loads(e.read())
+            assert body, ipc
+        assert h.zk_server_of("ipc-a") is h.lab.zk[0]
+        h.assert_never_both()
+
+
+def test_sshd_force_command_and_setenv(tmp_path: Path) -> None:
+    """What the windows and systemd profiles rely on: sshd runs its ForceCommand
+    with the client's command in SSH_ORIGINAL_COMMAND, and SetEnv's PATH reaches
+    exec'd commands (through sh too: the executor's line check runs in one)."""
+    from failover.lab.procs import free_ports
+    from failover.lab.sshd import SshdHost, keygen, known_hosts_line
+
+    keygen(tmp_path / "client", "test")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "hello").write_text("#!/bin/sh\necho hello from bin\n")
+    (tmp_path / "bin" / "hello").chmod(0o755)
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
+    hosts = {
+        "plain": SshdHost("plain", "127.0.0.1", 0, tmp_path / "plain", tmp_path / "client.pub", setenv=env),
+        "forced": SshdHost(
+            "forced",
+            "127.0.0.1",
+            0,
+            tmp_path / "forced",
+            tmp_path / "client.pub",
+            force_command='echo "[$SSH_ORIGINAL_COMMAND]"',
+        ),
+    }
+    for h, port in zip(hosts.values(), free_ports(2), strict=True):
+        h.port = port
+        h.prepare()
+    (tmp_path / "kh").write_text(
+        "".join(known_hosts_line(h.host, h.port, h.host_key.with_suffix(".pub")) for h in hosts.values())
+    )
+    try:
+        for h in hosts.values():
+            h.start()
+        for h in hosts.values():
+            h.wait_listening()
+        outs = {}
+        for name, h in hosts.items():
+            c = paramiko.SSHClient()
+            c.load_host_keys(str(tmp_path / "kh"))
+            c.connect(
+                h.host, port=h.port, key_filename=str(tmp_path / "client"), look_for_keys=False, allow_agent=False
+            )
+            try:
+                outs[name] = [labssh.run(c, cmd)[1] for cmd in (["hello"], ["sh", "-c", "hello"])]
+            finally:
+                c.close()
+    finally:
+        for h in hosts.values():
+            h.stop()
+    assert outs["plain"] == ["hello from bin\n"] * 2
+    assert outs["forced"] == ["[hello]\n", "[sh -c hello]\n"]

@@ -90,8 +90,18 @@ def test_windows_batch_roundtrip() -> None:
 def test_systemd_batch_roundtrip() -> None:
     sd = pf.Systemd()
     refs = [pf.ServiceRef("cti", "cti.service"), pf.ServiceRef("ivr", "ivr.service")]
-    out = f"{pf.SEP} cti\nactive\n{pf.SEP} ivr\ndeactivating\n"
+    cmd = sd.batch_status_cmd(refs)
+    assert cmd.count("systemctl") == 1 and "systemctl show -p ActiveState cti.service ivr.service" in cmd
+    out = f"{pf.SEP} units\nActiveState=active\n\nActiveState=deactivating\n"
     assert sd.parse_batch(out, refs)[0] == {"cti": State.RUNNING, "ivr": State.STOP_PENDING}
+    # cut short: nothing is read into the wrong unit
+    assert sd.parse_batch(f"{pf.SEP} units\nActiveState=active\n", refs)[0] == {
+        "cti": State.UNKNOWN,
+        "ivr": State.UNKNOWN,
+    }
+    mixed = [pf.ServiceRef("cti", "cti.service"), pf.ServiceRef("fax", None, "a", "b", "fax-status")]
+    out = f"{pf.SEP} units\nActiveState=failed\n{pf.SEP} fax\n{pf.SEP}rc 3\n"
+    assert sd.parse_batch(out, mixed)[0] == {"cti": State.STOPPED, "fax": State.STOPPED}
     assert sd.run_cmd("echo hi; sleep 1", 3) == "timeout -k 5 3 sh -c 'echo hi; sleep 1'"
 
 

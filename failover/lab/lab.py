@@ -1,6 +1,11 @@
 """The lab: a real ZooKeeper ensemble plus simulated IPCs, each behind its own
 real sshd, driven exactly like real IPCs. `up` writes a ready inventory.
 
+Deployment shapes: the IPC's platform profile (`lab`: simctl; `windows`: a
+cmd.exe + sc.exe stand-in as the sshd's ForceCommand; `systemd`: a systemctl
+stand-in on the sshd's PATH) and where the agents run (beside their IPC, or
+with `agents_apart` on agent hosts of their own: one network namespace each).
+
 State lives in <root>/lab.json so `failover lab status|fault|down` work from any
 process; everything the lab starts is stopped by PID (after checking /proc).
 """
@@ -11,11 +16,13 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -27,6 +34,37 @@ from failover.lab.zk import ZkNode, ZkStartError, wait_serving
 from failover.layouts import SERVICES, Layout, running_set, start_order
 
 SIMCTL = str(Path(simctl.__file__))
+WINCMD = str(Path(__file__).with_name("wincmd.py"))  # the cmd.exe + sc.exe stand-in
+SYSTEMCTL = str(Path(__file__).with_name("systemctl.py"))  # the systemctl stand-in (and linestat, labcall, labfault)
+PLATFORMS = ("lab", "systemd", "windows")
+PlatformName = Literal["lab", "systemd", "windows"]
+# The platform's own name of each logical service (windows: those of
+# inventory/example-windows.yaml); the lab platform uses the logical names.
+SERVICE_NAMES: dict[str, dict[str, str]] = {
+    "windows": {
+        "driver": "Dialogic System Service",
+        "fax": "FaxServer",
+        "cti": "CTIServer",
+        "ivr": "IVRService",
+        "kcxp": "KCXP",
+        "kcbp": "KCBP",
+        "kcxp-replica": "KCXP_Replica",
+        "kcbp-replica": "KCBP_Replica",
+    },
+    "systemd": {
+        "driver": "dialogic.service",
+        "fax": "cc-fax.service",
+        "cti": "cc-cti.service",
+        "ivr": "cc-ivr.service",
+        "kcxp": "kcxp.service",
+        "kcbp": "kcbp.service",
+        "kcxp-replica": "kcxp-replica.service",
+        "kcbp-replica": "kcbp-replica.service",
+    },
+}
+LINE_CHECK = {"windows": "linestat.exe", "systemd": "linestat"}  # the board line tool on the IPC
+CALL_COMMAND = {"lab": "call", "windows": "labcall.exe", "systemd": "labcall"}  # the basic call test
+SYSTEMD_TOOLS = ("systemctl", "linestat", "labcall", "labfault")  # wrappers in <ipc_dir>/bin
 PROBED = ("cti", "ivr", "kcxp", "kcbp", "kcxp-replica", "kcbp-replica")
 SERVICE_FAULTS = (
     "kill",
@@ -39,8 +77,23 @@ SERVICE_FAULTS = (
     "clear",
 )
 IPC_FAULTS = ("line-alarm", "line-clear", "driver-crash")
-HOST_FAULTS = ("sshd-down", "sshd-up", "unreachable", "reachable", "zk-cut", "zk-heal", "restore")
+HOST_FAULTS = (
+    "sshd-down",
+    "sshd-up",
+    "unreachable",
+    "reachable",
+    "zk-cut",
+    "zk-heal",
+    "isolate-site",
+    "heal-site",
+    "agent-isolate",
+    "agent-heal",
+    "restore",
+)
+AGENT_NS_INDEX = 20  # namespace index (and address .30+) of the first agent host with agents_apart
 ZK_NS_INDEX = 40  # namespace index (and address .50+) of the first ZooKeeper node with --netns
+AGENT_HTTP_PORT = 8008  # the inventory's default http.port: what an agent on a host of its own uses
+SITE_CUT, AGENT_CUT = "fo-site", "fo-agent"  # iptables chains of isolate-site and agent-isolate
 DEFAULT_ROOT = Path(os.environ.get("FAILOVER_LAB_DIR", "/tmp/failover-lab"))
 
 
@@ -64,8 +117,13 @@ class LabIpc:
     sim_pid: int | None = None
     sshd_pid: int | None = None
     http_port: int = 0
+    # agents_apart: the namespace ("agent host") and address of this IPC's agent
+    agent_netns: str | None = None
+    agent_address: str | None = None
 
-    def sshd(self, client_pubkey: Path) -> SshdHost:
+    def sshd(
+        self, client_pubkey: Path, setenv: dict[str, str] | None = None, force_command: str | None = None
+    ) -> SshdHost:
         return SshdHost(
             self.name,
             self.address,
@@ -74,7 +132,13 @@ class LabIpc:
             client_pubkey,
             self.sshd_pid,
             self.netns,
+            setenv=setenv or {},
+            force_command=force_command,
         )
+
+    @property
+    def bin_dir(self) -> Path:
+        return Path(self.dir) / "bin"
 
     def control(self) -> list[str]:
         return [sys.executable, "-I", SIMCTL, self.dir]
@@ -86,6 +150,8 @@ class Lab:
     zk_count: int = 3
     clusters: int = 1
     netns: bool = False
+    platform: PlatformName = "lab"
+    agents_apart: bool = False
     labid: str = field(default_factory=lambda: secrets.token_hex(3))
     zk: list[ZkNode] = field(default_factory=list)
     ipcs: list[LabIpc] = field(default_factory=list)
@@ -93,6 +159,12 @@ class Lab:
     zk_host: str = "127.0.0.1"
     started_at: float = 0.0
     up_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.platform not in PLATFORMS:
+            raise LabError(f"unknown platform {self.platform!r} (one of {', '.join(PLATFORMS)})")
+        if self.agents_apart:
+            self.netns = True  # an agent host is a network namespace of its own
 
     # ----- paths ---------------------------------------------------------------
     @property
@@ -182,6 +254,9 @@ class Lab:
 
     def _plan(self) -> None:
         n_ipcs = 2 * self.clusters
+        room = AGENT_NS_INDEX if self.agents_apart else ZK_NS_INDEX
+        if self.netns and n_ipcs > room:
+            raise LabError(f"at most {room // 2} clusters in a lab with namespaces in this shape")
         if self.netns:
             self.subnet = netns_mod.pick_subnet()
             net = self.net
@@ -215,7 +290,16 @@ class Lab:
                     assert net is not None
                     ns = net.create_host(index)
                     address = net.address(index)
+                agent_ns = agent_address = None
+                if self.agents_apart:
+                    # The agent's own host beside the IPC: it reaches its IPC,
+                    # the peer agent and ZooKeeper over the lab's bridge.
+                    net = self.net
+                    assert net is not None
+                    agent_ns = net.create_host(AGENT_NS_INDEX + index)
+                    agent_address = net.address(AGENT_NS_INDEX + index)
                 ipc_dir = self.root / f"{prefix}ipc-{suffix}"
+                http_port = ports.pop()
                 self.ipcs.append(
                     LabIpc(
                         cluster=cname,
@@ -225,18 +309,23 @@ class Lab:
                         ssh_port=ports.pop(),
                         dir=str(ipc_dir),
                         ports={s: ports.pop() for s in PROBED},
-                        http_port=ports.pop(),
+                        # apart: alone on its host, the agent keeps the default port
+                        http_port=AGENT_HTTP_PORT if self.agents_apart else http_port,
                         preferred_role=role,
                         channels=ch,
                         fax_channels=4,
                         netns=ns,
+                        agent_netns=agent_ns,
+                        agent_address=agent_address,
                     )
                 )
 
     def _prepare_ipc(self, ipc: LabIpc, layout: str) -> None:
         d = Path(ipc.dir)
         d.mkdir(parents=True, exist_ok=True)
-        ipc.sshd(self.client_key.with_suffix(".pub")).prepare()
+        self._sshd_profile(ipc).prepare()
+        if self.platform == "systemd":
+            self._write_systemd_bin(ipc)
         role = Layout.PRIMARY if ipc.preferred_role == "primary" else Layout.STANDBY
         autostart = start_order(running_set(role, SERVICES)) if layout == "normal" else []
         (d / "sim.json").write_text(
@@ -248,6 +337,13 @@ class Lab:
                     "python": sys.executable,
                     "services": {s: {"port": ipc.ports.get(s, 0)} for s in SERVICES},
                     "autostart": autostart,
+                    # platform service name -> logical service (the stand-ins read it)
+                    "names": {v: k for k, v in SERVICE_NAMES.get(self.platform, {}).items()},
+                    # systemd: each unit's TimeoutStartSec / TimeoutStopSec
+                    "unit_timeouts": {
+                        n: dict(zip(("start", "stop"), _timeouts(s), strict=True))
+                        for s, n in SERVICE_NAMES.get(self.platform, {}).items()
+                    },
                 },
                 indent=1,
             )
@@ -256,6 +352,28 @@ class Lab:
             (d / "sim.ready").unlink()
         # The IPC's database connection configuration (the plan's DB DR edits it).
         (d / "datasource.conf").write_text("database = shenzhen-db.cc.example:1521/CCDB\n")
+
+    def _sshd_profile(self, ipc: LabIpc) -> SshdHost:
+        """The IPC's sshd as its platform profile has it: windows runs every
+        command through the cmd.exe stand-in; systemd puts the stand-in
+        commands first on the PATH (sshd's SetEnv applies to exec'd commands)."""
+        pub = self.client_key.with_suffix(".pub")
+        if self.platform == "windows":
+            cmd = shlex.join([sys.executable, "-I", WINCMD, ipc.dir])
+            return ipc.sshd(pub, force_command=f"exec {cmd}")
+        if self.platform == "systemd":
+            return ipc.sshd(pub, setenv={"PATH": f"{ipc.bin_dir}:/usr/local/bin:/usr/bin:/bin"})
+        return ipc.sshd(pub)
+
+    def _write_systemd_bin(self, ipc: LabIpc) -> None:
+        ipc.bin_dir.mkdir(parents=True, exist_ok=True)
+        for tool in SYSTEMD_TOOLS:
+            f = ipc.bin_dir / tool
+            # -S: no site import, ~20 ms less per command (the batched status runs
+            # one systemctl per service); the stand-in needs the stdlib only.
+            cmd = shlex.join([sys.executable, "-I", "-S", SYSTEMCTL, ipc.dir, tool])
+            f.write_text(f'#!/bin/sh\nexec {cmd} "$@"\n')
+            f.chmod(0o755)
 
     def _start_sim(self, ipc: LabIpc) -> None:
         if ipc.sim_pid and alive(ipc.sim_pid, ipc.dir):
@@ -284,11 +402,10 @@ class Lab:
             ipcs = [i for i in self.ipcs if i.cluster == cname]
             first = ipcs[0]
             services: dict[str, dict] = {}
+            names = SERVICE_NAMES.get(self.platform, {})
             for s in SERVICES:
-                # Lab services stop in milliseconds; a short stop timeout for CTI/IVR
-                # keeps the fence grace (docs/agent.md) short.
-                stop = 1 if s in ("cti", "ivr") else 10
-                svc: dict = {"service": s, "start_timeout": 10, "stop_timeout": stop}
+                start, stop = _timeouts(s)
+                svc: dict = {"service": names.get(s, s), "start_timeout": start, "stop_timeout": stop}
                 if s in PROBED:
                     svc["probe"] = {
                         "tcp": {
@@ -299,6 +416,11 @@ class Lab:
                         }
                     }
                 services[s] = svc
+            call = CALL_COMMAND[self.platform]
+            extra: dict = {}
+            if self.platform in LINE_CHECK:
+                # exit 0 line up, 1 alarm, 3 driver not running (the stand-in's linestat)
+                extra["line_check"] = {"command": LINE_CHECK[self.platform], "timeout": 2}
             clusters.append(
                 {
                     "name": cname,
@@ -315,34 +437,13 @@ class Lab:
                     # A training lab: drills and demos make several automatic
                     # failovers an hour; real clusters keep the default (2).
                     "policy": {"max_failovers": 10},
-                    "ipcs": [
-                        {
-                            "name": i.name,
-                            "address": i.address,
-                            "platform": "lab",
-                            "ssh": {
-                                "port": i.ssh_port,
-                                "user": _user(),
-                                "key": str(self.client_key),
-                                "known_hosts": str(self.known_hosts),
-                                "connect_timeout": 2,
-                            },
-                            "probe_ports": {k: v for k, v in i.ports.items()},
-                            "lab": {"control": i.control()},
-                            # the agent's HTTP endpoint: on the IPC's address (its
-                            # namespace with --netns), a port of its own
-                            "http": {"bind": i.address, "port": i.http_port},
-                            "channels": i.channels,
-                            "fax_channels": i.fax_channels,
-                            "preferred_role": i.preferred_role,
-                        }
-                        for i in ipcs
-                    ],
+                    "ipcs": [self._inventory_ipc(i) for i in ipcs],
                     "services": services,
+                    **extra,
                     # The lab's basic call tests, run on whichever IPC serves calls
-                    # (each IPC's own control command: see executor.smoke_command).
+                    # (lab: each IPC's own control command, see executor.smoke_command).
                     "smoke_checks": {
-                        k: {"command": f"call {k}", "timeout": 10} for k in ("inbound", "outbound", "agent")
+                        k: {"command": f"{call} {k}", "timeout": 10} for k in ("inbound", "outbound", "agent")
                     },
                 }
             )
@@ -353,6 +454,49 @@ class Lab:
         )
         self.inventory_path.write_text(header + yaml.safe_dump(doc, sort_keys=False, width=120))
 
+    def _inventory_ipc(self, i: LabIpc) -> dict:
+        out: dict = {
+            "name": i.name,
+            "address": i.address,
+            "platform": self.platform,
+            "ssh": {
+                "port": i.ssh_port,
+                "user": _user(),
+                "key": str(self.client_key),
+                "known_hosts": str(self.known_hosts),
+                "connect_timeout": 2,
+            },
+            "probe_ports": {k: v for k, v in i.ports.items()},
+        }
+        if self.platform == "lab":
+            out["lab"] = {"control": i.control()}
+        if i.agent_address:
+            # On a host of its own the agent keeps the default bind and port;
+            # the peer's agent reaches it at its host's address.
+            out["http"] = {"advertise": i.agent_address}
+        else:
+            # Beside its IPC (in its namespace with --netns): the IPC's address,
+            # a port of its own.
+            out["http"] = {"bind": i.address, "port": i.http_port}
+        out.update(channels=i.channels, fax_channels=i.fax_channels, preferred_role=i.preferred_role)
+        return out
+
+    # ----- agents ------------------------------------------------------------
+    def agent_netns(self, ipc_name: str) -> str | None:
+        """The network namespace the IPC's agent runs in: its agent host's with
+        agents_apart, else its IPC's (None without --netns)."""
+        ipc = self.ipc(ipc_name)
+        return ipc.agent_netns or ipc.netns
+
+    def agent_address(self, ipc_name: str) -> str:
+        """The address the IPC's agent endpoint is reached at."""
+        ipc = self.ipc(ipc_name)
+        return ipc.agent_address or ipc.address
+
+    def agent_url(self, ipc_name: str) -> str:
+        """http://address:port of the IPC's agent endpoint (as the inventory has it)."""
+        return f"http://{self.agent_address(ipc_name)}:{self.ipc(ipc_name).http_port}"
+
     # ----- state -------------------------------------------------------------
     def save(self) -> None:
         data = {
@@ -361,6 +505,8 @@ class Lab:
             "zk_count": self.zk_count,
             "clusters": self.clusters,
             "netns": self.netns,
+            "platform": self.platform,
+            "agents_apart": self.agents_apart,
             "subnet": self.subnet,
             "zk_host": self.zk_host,
             "started_at": self.started_at,
@@ -395,6 +541,8 @@ class Lab:
             zk_count=data["zk_count"],
             clusters=data["clusters"],
             netns=data["netns"],
+            platform=data.get("platform", "lab"),
+            agents_apart=data.get("agents_apart", False),
             labid=data["labid"],
             subnet=data["subnet"],
             zk_host=data["zk_host"],
@@ -434,6 +582,9 @@ class Lab:
                 "address": i.address,
                 "ssh_port": i.ssh_port,
                 "netns": i.netns,
+                "agent_netns": self.agent_netns(i.name),
+                "agent_address": self.agent_address(i.name),
+                "agent_url": self.agent_url(i.name),
                 "sshd": "up" if i.sshd_pid and alive(i.sshd_pid) else "down",
                 "simulator": "up" if sim.get("ok") else f"down ({sim.get('error')})",
                 "line": sim.get("line", "unknown"),
@@ -445,6 +596,8 @@ class Lab:
             "root": str(self.root),
             "inventory": str(self.inventory_path),
             "up_seconds": round(self.up_seconds, 2),
+            "platform": self.platform,
+            "agents_apart": self.agents_apart,
             "zookeeper": [
                 {
                     "id": n.myid,
@@ -460,6 +613,8 @@ class Lab:
     # ----- faults -----------------------------------------------------------
     def fault(self, ipc_name: str, kind: str, service: str | None = None, seconds: float = 5.0) -> str:
         ipc = self.ipc(ipc_name)
+        if service:  # the platform's own name (CTIServer, cc-cti.service) works too
+            service = {v: k for k, v in SERVICE_NAMES.get(self.platform, {}).items()}.get(service, service)
         if kind in SERVICE_FAULTS + IPC_FAULTS:
             if kind in SERVICE_FAULTS and kind != "clear" and not service:
                 raise LabError(f"fault {kind} needs a service ({', '.join(SERVICES)})")
@@ -489,15 +644,38 @@ class Lab:
             (netns_mod.isolate if kind == "unreachable" else netns_mod.heal)(ipc.netns)
             return f"{ipc.name}: {'cut off' if kind == 'unreachable' else 'reachable again'}"
         if kind in ("zk-cut", "zk-heal"):
-            if not ipc.netns:
+            # The agent is what talks to ZooKeeper: its own host's namespace
+            # with agents apart, else the IPC's (the agent lives there).
+            ns = self.agent_netns(ipc.name)
+            if not ns:
                 raise LabError("zk-cut/zk-heal need a lab started with --netns")
             fn = netns_mod.cut_from if kind == "zk-cut" else netns_mod.uncut_from
             for n in self.zk:
-                fn(ipc.netns, n.host, [n.client_port])
+                fn(ns, n.host, [n.client_port])
             return f"{ipc.name}: {'cut from' if kind == 'zk-cut' else 'reconnected to'} ZooKeeper"
+        if kind in ("isolate-site", "heal-site"):
+            site = self._site(ipc)
+            for ns, partner in site:
+                if kind == "isolate-site":
+                    netns_mod.cut(ns, SITE_CUT, partner)
+                else:
+                    netns_mod.uncut(ns, SITE_CUT)
+            who = f"{ipc.name} and its agent" if ipc.agent_netns else ipc.name
+            return f"{who}: {'cut off from the rest of the lab' if kind == 'isolate-site' else 'back on the network'}"
+        if kind in ("agent-isolate", "agent-heal"):
+            if not ipc.agent_netns:
+                raise LabError(f"{kind} needs agents on hosts of their own (a lab started with agents_apart)")
+            if kind == "agent-isolate":
+                netns_mod.cut(ipc.agent_netns, AGENT_CUT)
+            else:
+                netns_mod.uncut(ipc.agent_netns, AGENT_CUT)
+            return f"{ipc.name}'s agent host: {'cut off' if kind == 'agent-isolate' else 'reachable again'}"
         if kind == "restore":
-            if ipc.netns:
-                netns_mod.heal(ipc.netns)
+            for ns in (ipc.netns, ipc.agent_netns):
+                if ns:
+                    netns_mod.heal(ns)
+                    netns_mod.uncut(ns, SITE_CUT)
+                    netns_mod.uncut(ns, AGENT_CUT)
             if not sshd.running():
                 self.fault(ipc_name, "sshd-up")
             for s in SERVICES:
@@ -506,6 +684,15 @@ class Lab:
             simctl.request(ipc.dir, {"op": "fault", "kind": "clear"}, timeout=10)
             return f"{ipc.name}: faults cleared (services left as they are)"
         raise LabError(f"unknown fault {kind!r}; one of: " + ", ".join(SERVICE_FAULTS + IPC_FAULTS + HOST_FAULTS))
+
+    def _site(self, ipc: LabIpc) -> list[tuple[str, list[str]]]:
+        """The namespaces of one site (the IPC and its agent host), each with
+        the address of the other it keeps reaching."""
+        if not ipc.netns:
+            raise LabError("isolate-site/heal-site need a lab started with --netns")
+        if not (ipc.agent_netns and ipc.agent_address):
+            return [(ipc.netns, [])]  # the agent lives in the IPC's namespace
+        return [(ipc.netns, [ipc.agent_address]), (ipc.agent_netns, [ipc.address])]
 
     def partition_zk(self, node: ZkNode, cut: bool = True) -> str:
         """--netns only: cut one ZooKeeper node off from everything (peers and
@@ -542,7 +729,8 @@ class Lab:
         if self.subnet is not None:
             net = self.net
             assert net is not None
-            net.destroy([*range(2 * self.clusters), *(ZK_NS_INDEX + i for i in range(self.zk_count))])
+            agents = range(AGENT_NS_INDEX, AGENT_NS_INDEX + 2 * self.clusters) if self.agents_apart else ()
+            net.destroy([*range(2 * self.clusters), *agents, *(ZK_NS_INDEX + i for i in range(self.zk_count))])
         if remove:
             shutil.rmtree(self.root, ignore_errors=True)
         else:
@@ -556,6 +744,13 @@ class Lab:
         for i in self.ipcs:
             out += [p for p in (i.sim_pid, i.sshd_pid) if p and alive(p)]
         return out + [p for p in _lab_service_pids(self.labid) if alive(p)]
+
+
+def _timeouts(service: str) -> tuple[float, float]:
+    """(start, stop) timeout of a lab service, seconds: lab services stop in
+    milliseconds; a short stop timeout for CTI/IVR keeps the fence grace
+    (docs/agent.md) short."""
+    return 10, 1 if service in ("cti", "ivr") else 10
 
 
 def _pids_running_from(root: Path) -> list[int]:

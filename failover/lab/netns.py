@@ -1,7 +1,8 @@
 """Network namespaces for the lab (root only): one namespace per simulated IPC,
-joined to a bridge in the root namespace, addresses in 198.18.0.0/15 (reserved
-for benchmarking; never any other range), so tests can cut an IPC off for real
-with iptables inside its namespace."""
+per agent host and per ZooKeeper node, joined to a bridge in the root
+namespace, addresses in 198.18.0.0/15 (reserved for benchmarking; never any
+other range), so tests can cut a host off for real with iptables inside its
+namespace."""
 
 from __future__ import annotations
 
@@ -108,3 +109,32 @@ def cut_from(ns: str, addr: str, ports: list[int]) -> None:
 def uncut_from(ns: str, addr: str, ports: list[int]) -> None:
     for rule in _zk_rules(addr, ports):
         subprocess.run(["ip", "netns", "exec", ns, "iptables", "-w", "-D", *rule], capture_output=True)
+
+
+def _iptables_ok(ns: str, *args: str) -> bool:
+    return subprocess.run(["ip", "netns", "exec", ns, "iptables", "-w", *args], capture_output=True).returncode == 0
+
+
+def cut(ns: str, name: str, allow: Iterable[str] = ()) -> None:
+    """Drop the namespace's traffic except loopback and traffic with the `allow`
+    addresses, through two chains of its own (`name`-in, `name`-out) jumped to
+    first: allowed traffic RETURNs to the other rules (a zk-cut still holds) and
+    uncut() removes exactly this cut. Cutting again replaces it."""
+    uncut(ns, name)
+    allow = list(allow)
+    for chain, hook, lo, peer in ((f"{name}-in", "INPUT", "-i", "-s"), (f"{name}-out", "OUTPUT", "-o", "-d")):
+        iptables(ns, "-N", chain)
+        iptables(ns, "-A", chain, lo, "lo", "-j", "RETURN")
+        for addr in allow:
+            iptables(ns, "-A", chain, peer, addr, "-j", "RETURN")
+        iptables(ns, "-A", chain, "-j", "DROP")
+        iptables(ns, "-I", hook, "1", "-j", chain)
+
+
+def uncut(ns: str, name: str) -> None:
+    """Undo cut(ns, name); nothing to undo is fine (heal() may have flushed the jumps)."""
+    for chain, hook in ((f"{name}-in", "INPUT"), (f"{name}-out", "OUTPUT")):
+        while _iptables_ok(ns, "-D", hook, "-j", chain):
+            pass
+        if _iptables_ok(ns, "-F", chain):
+            _iptables_ok(ns, "-X", chain)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import getpass
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from failover.lab.procs import alive, descendants, kill_and_wait, spawn
@@ -37,6 +37,12 @@ class SshdHost:
     client_pubkey: Path
     pid: int | None = None
     netns: str | None = None
+    # Extra environment for every session (merged into the one SetEnv line:
+    # sshd honours only the first SetEnv directive it reads).
+    setenv: dict[str, str] = field(default_factory=dict)
+    # Every session runs this instead of the client's command (which sshd
+    # passes in SSH_ORIGINAL_COMMAND): how a lab IPC gets a cmd.exe stand-in.
+    force_command: str | None = None
 
     @property
     def host_key(self) -> Path:
@@ -74,7 +80,8 @@ class SshdHost:
                     "LogLevel VERBOSE",  # connection counts are read from the log in tests
                     # bash reads ~/.bashrc for sshd commands only when SHLVL < 2;
                     # root's .bashrc here costs ~100 ms a command (pyenv init).
-                    "SetEnv SHLVL=1",
+                    self._setenv_line(),
+                    *([f"ForceCommand {self.force_command}"] if self.force_command else []),
                     # The post-quantum default key exchange adds ~70 ms per connection.
                     "KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org",
                     "UseDNS no",
@@ -83,6 +90,14 @@ class SshdHost:
             )
         )
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege-separation dir
+
+    def _setenv_line(self) -> str:
+        env = {"SHLVL": "1", **self.setenv}
+        for k, v in env.items():
+            if not k.isidentifier() or any(c in v for c in '"\n'):
+                raise ValueError(f"cannot pass {k}={v!r} through sshd's SetEnv")
+        # Double quotes keep a value with spaces one word for sshd's parser.
+        return "SetEnv " + " ".join(f'"{k}={v}"' for k, v in env.items())
 
     def start(self) -> None:
         if self.pid and alive(self.pid, self.marker):
@@ -94,7 +109,10 @@ class SshdHost:
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.running():
+            # Not running(): while sshd rewrites its process title, /proc shows
+            # its command line empty for an instant (seen here: a live sshd
+            # reported as exited). The PID was ours a moment ago.
+            if not (self.pid and alive(self.pid)):
                 raise RuntimeError(f"sshd for {self.name} exited: {self._log_tail()}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5) as s:
