@@ -21,7 +21,7 @@ import pytest
 from failover.lab import netns
 from failover.lab.zk import wait_serving
 from tests.cluster import Harness, wait_for
-from tests.test_agent import PROMOTED, assert_failed_over
+from tests.test_agent import assert_failed_over
 from tests.test_cli import cli, cli_bg, standby_ready
 
 pytestmark = [
