@@ -365,7 +365,10 @@ class Windows(Platform):
     def read_result(self, op: str, svc: ServiceRef, exit_code: int, output: str) -> Reading:
         if svc.name is None:
             return super().read_result(op, svc, exit_code, output)
-        code = exit_code if exit_code != 0 else (parse_sc(output).error or 0)
+        # The Win32 error sc.exe prints ("[SC] ... FAILED 1056:") first: it is the
+        # whole code, where an SSH server may carry only the exit status's low
+        # 8 bits (OpenSSH on Linux: 1056 arrives as 32). The exit code otherwise.
+        code = parse_sc(output).error or exit_code
         if code == 0:
             return Reading(Outcome.OK)
         msg = f"sc.exe error {code}: {WIN32_MESSAGES.get(code, 'failed')}"

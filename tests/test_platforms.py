@@ -162,6 +162,13 @@ def test_windows_reads_sc_exit_codes(op: str, code: int, want: pf.Outcome) -> No
     assert W.read_result(op, CTI, code, f"[SC] ControlService FAILED {code}:\r\n").outcome is want
 
 
+@pytest.mark.parametrize("code", [1056, 1061, 1062, 1060])
+def test_windows_reads_the_printed_code_over_a_truncated_exit_status(code: int) -> None:
+    # Only the low 8 bits of an exit status survive some SSH servers.
+    out = f"[SC] StartService FAILED {code}:\r\n\r\nwhatever the language\r\n"
+    assert W.read_result("start", CTI, code & 0xFF, out) == W.read_result("start", CTI, code, out)
+
+
 def test_windows_escalation_commands() -> None:
     assert W.pid_cmd(CTI) == 'sc.exe queryex "CTIServer"'
     assert W.kill_cmd(CTI, 4242) == "taskkill /F /PID 4242"

@@ -62,6 +62,7 @@ SERVICE_NAMES: dict[str, dict[str, str]] = {
         "kcbp-replica": "kcbp-replica.service",
     },
 }
+WINDOWS_CODEPAGE = 936  # GBK: the OEM code page of the plan's (Chinese-language) Windows IPCs
 LINE_CHECK = {"windows": "linestat.exe", "systemd": "linestat"}  # the board line tool on the IPC
 CALL_COMMAND = {"lab": "call", "windows": "labcall.exe", "systemd": "labcall"}  # the basic call test
 SYSTEMD_TOOLS = ("systemctl", "linestat", "labcall", "labfault")  # wrappers in <ipc_dir>/bin
@@ -74,6 +75,8 @@ SERVICE_FAULTS = (
     "slow-start",
     "slow-stop",
     "stop-fail",
+    "pause",
+    "unpause",
     "clear",
 )
 IPC_FAULTS = ("line-alarm", "line-clear", "driver-crash")
@@ -344,6 +347,9 @@ class Lab:
                         n: dict(zip(("start", "stop"), _timeouts(s), strict=True))
                         for s, n in SERVICE_NAMES.get(self.platform, {}).items()
                     },
+                    # windows: the plan's IPCs run a Chinese-language Windows, whose
+                    # cmd.exe and sc.exe print GBK (code page 936), words localized
+                    "codepage": WINDOWS_CODEPAGE,
                 },
                 indent=1,
             )
