@@ -146,8 +146,13 @@ def wait_serving(nodes: list[ZkNode], timeout: float = 30.0) -> None:
         for n in list(pending):
             if n.mode() is not None:
                 pending.remove(n)
-            elif not n.running():
-                tail = _tail(n.dir / "zookeeper.log") or _tail(n.dir / "stdout.log")
+            elif not (n.pid and alive(n.pid)):
+                # The PID alone, not running(): right after a (re)start the process
+                # is still exec'ing (`ip netns exec` -> java) and /proc shows its
+                # command line empty for an instant (seen: a restarted node
+                # reported as exited before it had logged a line). The PID was
+                # ours a moment ago; a node that dies is a zombie of ours.
+                tail = _tail(n.dir / "stdout.log") or _tail(n.dir / "zookeeper.log")
                 raise ZkStartError(f"ZooKeeper node {n.myid} exited during start-up:\n{tail}")
         if pending and time.monotonic() > deadline:
             ids = ", ".join(str(n.myid) for n in pending)
