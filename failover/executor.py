@@ -46,18 +46,27 @@ from failover.rules import Stage, State, Step
 
 log = logging.getLogger("failover.executor")
 KILL_GRACE = 5.0  # after the platform's kill, how long the service may take to show STOPPED
+# How long a start/stop may hold the long-lived session (Windows) before its
+# outcome counts as unknown and the session is replaced: sc.exe answers at once,
+# except for a hung service (1053 only after the SCM's control timeout).
+SESSION_CONTROL_WAIT = 3.0
 
 
 class _Backoff:
     """Tight polling for state changes: most starts and stops finish within
-    tens of milliseconds of the command, a few take seconds."""
+    tens of milliseconds of the command, a few take seconds. Every `first`
+    seconds for the first `tight` seconds (a poll through a long-lived session
+    costs a few ms: doubling from the start cost up to 80 ms per step after a
+    100 ms transition), then doubling up to `cap`."""
 
-    def __init__(self, first: float = 0.02, cap: float = 0.25) -> None:
+    def __init__(self, first: float = 0.02, cap: float = 0.25, tight: float = 0.5) -> None:
         self.delay, self.cap = first, cap
+        self.until = time.monotonic() + tight
 
     def sleep(self) -> None:
         time.sleep(self.delay)
-        self.delay = min(self.cap, self.delay * 2)
+        if time.monotonic() >= self.until:
+            self.delay = min(self.cap, self.delay * 2)
 
 
 # ---------------------------------------------------------------------------
@@ -349,6 +358,7 @@ class Executor:
         self._conns = {i.name: Connection(i, self.retry) for i in cluster.ipcs}
         self._platforms = platforms.for_cluster(cluster)
         self._sessions: dict[str, _Session] = {}
+        self._sessions_lock = threading.Lock()  # steps poll in parallel with the monitor
 
     def close(self) -> None:
         for h in list(self._sessions):
@@ -415,6 +425,7 @@ class Executor:
             err.decode(errors="replace"),
             time.monotonic() - start,
         )
+        log.debug("%s: %s: exit %s in %.3f s", host, action, code, res.duration)
         if check and code != 0:
             raise CommandFailed(host, action, f"exit {code}: {_short(res.stderr or res.stdout)}", res)
         return res
@@ -477,21 +488,31 @@ class Executor:
         return HostStatus(host, states, line, time.monotonic() - t0)
 
     def _session(self, host: str) -> _Session:
-        sess = self._sessions.get(host)
-        if sess is None or not sess.alive():
-            cmd = self.platform(host).session_cmd()
-            assert cmd is not None
-            chan = self._conns[host].open_channel("open status session")
-            try:
-                sess = _Session(host, chan, cmd, self.cluster.ipc(host).ssh.connect_timeout)
-            except (paramiko.SSHException, OSError, EOFError) as e:
-                self._conns[host].close()
-                raise Unreachable(host, "open status session", f"the session did not start: {e}") from None
-            self._sessions[host] = sess
-        return sess
+        with self._sessions_lock:
+            sess = self._sessions.get(host)
+            if sess is None or not sess.alive():
+                plat = self.platform(host)
+                cmd = plat.session_cmd()
+                assert cmd is not None
+                chan = self._conns[host].open_channel("open status session")
+                timeout = self.cluster.ipc(host).ssh.connect_timeout
+                try:
+                    sess = _Session(host, chan, cmd, timeout)
+                    ready = plat.session_ready_request()
+                    if ready is not None:
+                        sess.ask(ready, plat.session_answer_done, timeout)
+                except (paramiko.SSHException, OSError, EOFError, ExecError) as e:
+                    with contextlib.suppress(Exception):
+                        chan.close()
+                    if not isinstance(e, ExecError):
+                        self._conns[host].close()
+                    raise Unreachable(host, "open status session", f"the session did not start: {e}") from None
+                self._sessions[host] = sess
+            return sess
 
     def _close_session(self, host: str) -> None:
-        sess = self._sessions.pop(host, None)
+        with self._sessions_lock:
+            sess = self._sessions.pop(host, None)
         if sess is not None:
             sess.close()
 
@@ -529,6 +550,36 @@ class Executor:
         except (CommandTimedOut, OutcomeUnknown):
             return False
 
+    def run_short(
+        self, host: str, command: str, timeout: float, action: str, session_wait: float | None = None
+    ) -> Result:
+        """A short service-control command (sc.exe start/stop/queryex) through
+        the host's long-lived session where the platform runs them there
+        (Windows: no new Win32-OpenSSH session and cmd.exe per command), else
+        an exec channel. No answer in time is OutcomeUnknown, as on a channel:
+        the command may still run on the host; the session is replaced."""
+        plat = self.platform(host)
+        request = plat.session_command_request(command)
+        if request is None:
+            return self.run(host, command, timeout, action)
+        try:
+            sess = self._session(host)
+        except ExecError as e:
+            log.info("%s: no status session (%s); %s through an exec channel", host, e, action)
+            return self.run(host, command, timeout, action)
+        t0 = time.monotonic()
+        try:
+            answer = sess.ask(request, plat.session_answer_done, min(timeout, session_wait or timeout))
+        except ExecError as e:
+            self._close_session(host)
+            raise OutcomeUnknown(host, action, f"no answer through the session ({e.detail})") from None
+        code, out = platforms.session_command_result(answer)
+        log.debug("%s: %s (session): exit %s in %.3f s", host, action, code, time.monotonic() - t0)
+        if code is None:
+            self._close_session(host)
+            raise OutcomeUnknown(host, action, f"unreadable session answer: {_short(out)}")
+        return Result(host, command, code, out, "", time.monotonic() - t0)
+
     def service_state(self, host: str, service: str) -> State:
         """One service's state: a single short command where the platform has
         one (sc.exe queryex), else the batched status (the session on Linux)."""
@@ -536,7 +587,11 @@ class Executor:
         cmd = plat.single_status_cmd(ref)
         if cmd is None:
             return self.status_fast(host).states[service]
-        res = self.run(host, cmd, 10, f"status of {service}")
+        try:
+            res = self.run_short(host, cmd, 10, f"status of {service}")
+        except OutcomeUnknown as e:
+            log.info("%s; asking through an exec channel", e)
+            res = self.run(host, cmd, 10, f"status of {service}")
         return plat.parse_state(res.stdout + res.stderr, ref)
 
     # ----- service operations ---------------------------------------------------
@@ -546,6 +601,13 @@ class Executor:
         action = f"start {service}"
         deadline = time.monotonic() + svc.start_timeout
         reading = self._service_command(host, service, "start", deadline)
+        if (
+            reading.outcome is platforms.Outcome.OK
+            and svc.probe is not None
+            and self.platform(host).control_waits(self.refs[service])
+            and self.probe(host, service)
+        ):
+            return f"{service} running"  # the start job is done and the service answers its probe
         poll = _Backoff()
         while True:
             state = self._state_or_unknown(host, service)
@@ -576,6 +638,8 @@ class Executor:
         svc = self.cluster.services[service]
         deadline = time.monotonic() + svc.stop_timeout
         reading = self._service_command(host, service, "stop", deadline)
+        if reading.outcome is platforms.Outcome.OK and self.platform(host).control_waits(self.refs[service]):
+            return f"{service} stopped"  # the stop job is done: no state poll
         poll = _Backoff()
         while True:
             state = self._state_or_unknown(host, service)
@@ -612,7 +676,7 @@ class Executor:
         except platforms.UnsafeArgument as e:
             raise ConfigError(host, action, str(e)) from None
         try:
-            res = self.run(host, cmd, timeout + 5, action)
+            res = self.run_short(host, cmd, timeout + 5, action, session_wait=SESSION_CONTROL_WAIT)
         except (OutcomeUnknown, CommandTimedOut) as e:
             log.warning("%s; checking %s's state before going on", e, service)
             return platforms.Reading(platforms.Outcome.NO_RESPONSE, e.detail)
@@ -640,7 +704,7 @@ class Executor:
         pid_cmd = plat.pid_cmd(ref)
         if pid_cmd is not None:
             with contextlib.suppress(ExecError):
-                res = self.run(host, pid_cmd, 10, f"PID of {service}")
+                res = self.run_short(host, pid_cmd, 10, f"PID of {service}")
                 pid = plat.parse_pid(res.stdout)
         kill = plat.kill_cmd(ref, pid)
         if kill is None:
@@ -669,9 +733,10 @@ class Executor:
 
     # ----- plans ------------------------------------------------------------------
     def fenced(self, host: str) -> tuple[bool, str]:
-        """Verify over SSH that CTI and IVR are stopped on `host`."""
+        """Verify over SSH that CTI and IVR are stopped on `host` (the same
+        batched status, through the long-lived session where there is one)."""
         try:
-            st = self.status_all(host)
+            st = self.status_fast(host)
         except ExecError as e:
             return False, f"cannot verify: {e}"
         up = [s for s in sorted(APP_SERVICES) if st.states.get(s) is not State.STOPPED]
@@ -761,6 +826,7 @@ class Executor:
         except ExecError as e:
             r.status, r.detail = "failed", e.detail
         r.duration = time.monotonic() - t0
+        log.debug("step %s %s on %s: %s in %.3f s", r.step.op, r.step.service, r.step.host, r.status, r.duration)
         say(f"{r.step.op} {what}: {r.status} {r.duration:.1f} s" + ("" if r.status == "done" else f" ({r.detail})"))
 
     def dry_run(self, plan: Sequence[Stage]) -> list[str]:

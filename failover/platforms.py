@@ -171,6 +171,14 @@ class Platform:
     def __init__(self, line_check: LineCheck | None = None) -> None:
         self.line_check = line_check
 
+    def control_waits(self, svc: ServiceRef) -> bool:
+        """A successful start/stop command returns only once its job is done
+        (`systemctl stop`: the unit is inactive or failed; `systemctl start`:
+        it reached active), so a stop needs no state poll after it and a start
+        is proven by its probe's answer alone. sc.exe returns at once (poll);
+        explicit commands promise nothing."""
+        return False
+
     def quote(self, arg: str) -> str:
         return quote_posix(arg)
 
@@ -208,6 +216,16 @@ class Platform:
 
     def session_answer_done(self, buf: str) -> bool:
         raise NotImplementedError
+
+    def session_ready_request(self) -> str | None:
+        """Sent once when the session starts; everything up to its answer (a
+        shell's banner) is discarded. None: nothing to wait for."""
+        return None
+
+    def session_command_request(self, command: str) -> str | None:
+        """One short command (a single service's status) as a session request,
+        answered by its output and exit code (None: not through the session)."""
+        return None
 
     def single_status_cmd(self, svc: ServiceRef) -> str | None:
         """One service's state in one short command, where that is cheaper
@@ -310,6 +328,31 @@ class Windows(Platform):
         # The batch runs sc.exe once per service plus the line check: polling
         # one service while it starts or stops asks only for that one.
         return self.status_cmd(svc)
+
+    # The long-lived session: one `cmd /q` (echo off: no prompt, no echoed
+    # lines) reading command lines from stdin. Each SSH exec otherwise costs
+    # Win32-OpenSSH a new session and a cmd.exe; the status and the polls while
+    # a service starts or stops go through this one instead. Start and stop
+    # themselves keep exec channels: sc.exe waits for a hung service's answer
+    # (1053 after the SCM's timeout) and must not hold the session meanwhile.
+    def session_cmd(self) -> str | None:
+        return "cmd /q"
+
+    def session_ready_request(self) -> str | None:
+        return f"echo {SEP}ready\r\n"
+
+    def session_status_request(self, services: Sequence[ServiceRef]) -> str:
+        return f"{self.batch_status_cmd(services)}\r\necho {SEP}end\r\n"
+
+    def session_answer_done(self, buf: str) -> bool:
+        # The marker must start a line: were echo on after all, the echoed
+        # command (`C:\>echo @@failover@@end`) does not.
+        return bool(_SESSION_DONE.search(buf))
+
+    def session_command_request(self, command: str) -> str | None:
+        # Each line is parsed on its own: %errorlevel% on the second line is
+        # the first line's result (the whole Win32 code, not an exit status's 8 bits).
+        return f"({command}) 2>&1\r\necho {SEP}rc %errorlevel%\r\necho {SEP}end\r\n"
 
     def start_cmd(self, svc: ServiceRef, timeout: float) -> str:
         return svc.start if svc.name is None else f"sc.exe start {quote_cmd(svc.name)}"  # type: ignore[return-value]
@@ -424,6 +467,9 @@ def _unit_states(text: str) -> list[State]:
 class Systemd(Posix):
     kind = "systemd"
 
+    def control_waits(self, svc: ServiceRef) -> bool:
+        return svc.name is not None
+
     def status_cmd(self, svc: ServiceRef) -> str:
         if svc.name is None:
             return svc.status  # type: ignore[return-value]
@@ -533,6 +579,18 @@ class Lab(Posix):
             raw = by_name.get(s.name or s.logical, {}).get("state", "UNKNOWN")
             states[s.logical] = State(raw) if raw in State.__members__ else State.UNKNOWN
         return states, self._line_from(_split_blocks(output), str(data.get("line", "unknown")))
+
+
+_SESSION_DONE = re.compile(rf"(?:^|\n){SEP}(?:end|ready)\r?\n$")
+
+
+def session_command_result(answer: str) -> tuple[int | None, str]:
+    """(exit code, output) of a session_command_request()'s answer."""
+    text = answer.replace("\r\n", "\n")
+    m = re.search(rf"(?:^|\n){SEP}rc (-?\d+)\n", text)
+    if not m:
+        return None, text
+    return int(m.group(1)), text[: m.start()]
 
 
 def _split_blocks(output: str) -> dict[str, str]:

@@ -48,6 +48,7 @@ class AgentProc:
     def start(self) -> None:
         out = self.log.open("a")
         cmd = [FAILOVER, "agent", "-i", str(self.inventory), "--ipc", self.ipc, "--state-dir", str(self.state_dir)]
+        cmd += ["--log-level", os.environ.get("FAILOVER_TEST_AGENT_LOG_LEVEL", "WARNING")]  # DEBUG: step timings
         if self.netns:  # its IPC's namespace (cut off together with it), or its own agent host's
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         self.proc = subprocess.Popen(

@@ -154,3 +154,17 @@ def test_smoke_checks_and_commands_run_through_cmd(wlab: Lab, wc: Cluster) -> No
         res = e.run("ipc-a", "linestat.exe & call echo rc=%^errorlevel%", 10)
         assert "rc=0" in res.stdout
         assert Path(wlab.ipc("ipc-a").dir).exists()
+
+
+def test_status_session_matches_exec_and_recovers(wlab: Lab, wc: Cluster) -> None:
+    """One long-lived `cmd /q` per IPC carries the status and the polls; it
+    answers what an exec channel answers, and a broken one is replaced."""
+    with ex.Executor(wc) as e:
+        assert e.status_fast("ipc-a").states == e.status_all("ipc-a").states
+        assert e.service_state("ipc-a", "cti") is State.RUNNING
+        assert e.service_state("ipc-a", "kcxp-replica") is State.STOPPED
+        first = e._sessions["ipc-a"]
+        first.chan.close()  # the session dies under us
+        assert e.service_state("ipc-a", "cti") is State.RUNNING  # answered through an exec channel
+        assert e.status_fast("ipc-a").states["cti"] is State.RUNNING
+        assert e._sessions["ipc-a"] is not first and e._sessions["ipc-a"].alive()

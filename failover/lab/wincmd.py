@@ -15,6 +15,8 @@ cmd.exe, as the product relies on it:
   - `call CMD` expands CMD's % once more (`call echo %^errorlevel%`: the value now);
     `cmd [/v:on] /c "LINE"` runs LINE in a child cmd (/v:on: !VAR! when each
     command runs).
+  - `cmd /q` with no /c reads command lines from stdin with echo off (what the
+    product's long-lived status session runs).
   - builtins: echo (the rest of its command verbatim, the space before & included),
     echo. , rem, set, exit [/b] [N], type FILE (inside IPC_DIR), ver.
   - programs, by base name (any path, .exe optional): sc, taskkill, timeout, cmd,
@@ -1012,7 +1014,7 @@ BUILTINS = {
 
 
 def p_cmd(sh: Shell, args: list[str], rest: str, handles: Handles) -> int:
-    delayed, run = False, False
+    delayed, run, quiet = False, False, False
     text = rest.lstrip(WS)
     while text.startswith("/"):
         end = 1
@@ -1024,7 +1026,10 @@ def p_cmd(sh: Shell, args: list[str], rest: str, handles: Handles) -> int:
             break
         if switch.startswith("v:"):
             delayed = switch == "v:on"
+        if switch == "q":
+            quiet = True
     child = Shell(sh.host, sh.env.copy(), delayed)
+    child.echo_on = not quiet  # /Q: echo off (no prompts, no echoed lines)
     if not run:
         return interactive(child, handles)
     if text.startswith('"'):
