@@ -100,6 +100,17 @@ def markdown(r: dict) -> str:
                 s = sh[p][k]
                 ok = "yes" if s["p50_ms"] <= target else "NO"
                 rows.append((p, k, s["n"], *_ms(s), target, ok))
+            if "switchover_agents_only" in sh[p]:
+                rows.append(
+                    (
+                        p,
+                        "switchover, agents only (no CLI start-up)",
+                        sh[p]["switchover_agents_only"]["n"],
+                        *_ms(sh[p]["switchover_agents_only"]),
+                        "",
+                        "",
+                    )
+                )
         lines += _table(
             "## Deployment shapes (agents on hosts of their own, default HTTP settings, 3-node ZooKeeper)",
             ("profile", "measurement", "n", *MS3, "target p50 ms", "met"),

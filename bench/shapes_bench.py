@@ -34,6 +34,7 @@ def main() -> dict:
             "cti_fault_phases": {k: v for k, v in cti.items() if k != "total"},
             "switchover_to_new_primary_serving": sw["issued_to_serving"],
             "switchover_to_cli_exit": sw["issued_to_cli_exit"],
+            "switchover_agents_only": sw["agents_request_to_serving"],
         }
         for k in TARGETS_MS:
             s = res[p][k]

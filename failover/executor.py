@@ -50,6 +50,7 @@ KILL_GRACE = 5.0  # after the platform's kill, how long the service may take to 
 # outcome counts as unknown and the session is replaced: sc.exe answers at once,
 # except for a hung service (1053 only after the SCM's control timeout).
 SESSION_CONTROL_WAIT = 3.0
+SESSION_RETRY_AFTER = 30.0  # after a session failed to start, exec channels only for this long
 
 
 class _Backoff:
@@ -358,7 +359,13 @@ class Executor:
         self._conns = {i.name: Connection(i, self.retry) for i in cluster.ipcs}
         self._platforms = platforms.for_cluster(cluster)
         self._sessions: dict[str, _Session] = {}
-        self._sessions_lock = threading.Lock()  # steps poll in parallel with the monitor
+        # One lock per host around opening its session (steps poll in parallel
+        # with the monitor); never one lock for every host: opening a session to
+        # an unreachable peer must not hold up polls of our own IPC.
+        self._session_locks = {i.name: threading.Lock() for i in cluster.ipcs}
+        # A host whose session did not start is not asked to start one again
+        # for a while (each try costs up to connect_timeout): exec channels meanwhile.
+        self._no_session_until: dict[str, float] = {}
 
     def close(self) -> None:
         for h in list(self._sessions):
@@ -478,43 +485,54 @@ class Executor:
             return self.status_all(host)
         refs = list(self.refs.values())
         t0 = time.monotonic()
+        sess = None
         try:
-            out = self._session(host).ask(plat.session_status_request(refs), plat.session_answer_done, 10)
+            sess = self._session(host)
+            out = sess.ask(plat.session_status_request(refs), plat.session_answer_done, 10)
             states, line = plat.parse_batch(out, refs)
         except (ExecError, ValueError, IndexError) as e:
             log.info("%s: status session failed (%s); using an exec channel", host, e)
-            self._close_session(host)
+            if sess is not None:
+                self._close_session(host, sess)
             return self.status_all(host)
         return HostStatus(host, states, line, time.monotonic() - t0)
 
     def _session(self, host: str) -> _Session:
-        with self._sessions_lock:
+        with self._session_locks[host]:
             sess = self._sessions.get(host)
-            if sess is None or not sess.alive():
-                plat = self.platform(host)
-                cmd = plat.session_cmd()
-                assert cmd is not None
-                chan = self._conns[host].open_channel("open status session")
-                timeout = self.cluster.ipc(host).ssh.connect_timeout
-                try:
-                    sess = _Session(host, chan, cmd, timeout)
-                    ready = plat.session_ready_request()
-                    if ready is not None:
-                        sess.ask(ready, plat.session_answer_done, timeout)
-                except (paramiko.SSHException, OSError, EOFError, ExecError) as e:
-                    with contextlib.suppress(Exception):
-                        chan.close()
-                    if not isinstance(e, ExecError):
-                        self._conns[host].close()
-                    raise Unreachable(host, "open status session", f"the session did not start: {e}") from None
-                self._sessions[host] = sess
+            if sess is not None and sess.alive():
+                return sess
+            if time.monotonic() < self._no_session_until.get(host, 0.0):
+                raise Unreachable(host, "open status session", "the last one did not start; using exec channels")
+            plat = self.platform(host)
+            cmd = plat.session_cmd()
+            assert cmd is not None
+            chan = self._conns[host].open_channel("open status session")
+            timeout = self.cluster.ipc(host).ssh.connect_timeout
+            try:
+                sess = _Session(host, chan, cmd, timeout)
+                ready = plat.session_ready_request()
+                if ready is not None:
+                    sess.ask(ready, plat.session_answer_done, timeout)
+            except (paramiko.SSHException, OSError, EOFError, ExecError) as e:
+                with contextlib.suppress(Exception):
+                    chan.close()
+                self._no_session_until[host] = time.monotonic() + SESSION_RETRY_AFTER
+                if not isinstance(e, ExecError):
+                    self._conns[host].close()
+                raise Unreachable(host, "open status session", f"the session did not start: {e}") from None
+            self._sessions[host] = sess
             return sess
 
-    def _close_session(self, host: str) -> None:
-        with self._sessions_lock:
-            sess = self._sessions.pop(host, None)
-        if sess is not None:
-            sess.close()
+    def _close_session(self, host: str, sess: _Session | None = None) -> None:
+        """Close the host's session (only `sess`, when given: another thread
+        may already have replaced a broken one)."""
+        with self._session_locks[host]:
+            current = self._sessions.get(host)
+            if current is None or (sess is not None and current is not sess):
+                return
+            del self._sessions[host]
+        current.close()
 
     def observe(self, host: str) -> HostStatus:
         """Batched status (through the long-lived session when the platform has
@@ -551,32 +569,39 @@ class Executor:
             return False
 
     def run_short(
-        self, host: str, command: str, timeout: float, action: str, session_wait: float | None = None
+        self,
+        host: str,
+        command: str,
+        timeout: float,
+        action: str,
+        svc: platforms.ServiceRef | None = None,
+        session_wait: float | None = None,
     ) -> Result:
-        """A short service-control command (sc.exe start/stop/queryex) through
-        the host's long-lived session where the platform runs them there
-        (Windows: no new Win32-OpenSSH session and cmd.exe per command), else
-        an exec channel. No answer in time is OutcomeUnknown, as on a channel:
-        the command may still run on the host; the session is replaced."""
+        """A short service-control command (sc.exe start/stop/queryex of
+        `svc`) through the host's long-lived session where the platform runs
+        it there (Windows: no new Win32-OpenSSH session and cmd.exe per
+        command), else an exec channel. No answer in time is OutcomeUnknown, as
+        on a channel: the command may still run on the host; the session is
+        closed (under its own lock, so nobody reads the late answer)."""
         plat = self.platform(host)
-        request = plat.session_command_request(command)
+        request = plat.session_command_request(svc, command) if svc is not None else None
         if request is None:
             return self.run(host, command, timeout, action)
         try:
             sess = self._session(host)
         except ExecError as e:
-            log.info("%s: no status session (%s); %s through an exec channel", host, e, action)
+            log.debug("%s: no status session (%s); %s through an exec channel", host, e, action)
             return self.run(host, command, timeout, action)
         t0 = time.monotonic()
         try:
             answer = sess.ask(request, plat.session_answer_done, min(timeout, session_wait or timeout))
         except ExecError as e:
-            self._close_session(host)
+            self._close_session(host, sess)
             raise OutcomeUnknown(host, action, f"no answer through the session ({e.detail})") from None
         code, out = platforms.session_command_result(answer)
         log.debug("%s: %s (session): exit %s in %.3f s", host, action, code, time.monotonic() - t0)
         if code is None:
-            self._close_session(host)
+            self._close_session(host, sess)
             raise OutcomeUnknown(host, action, f"unreadable session answer: {_short(out)}")
         return Result(host, command, code, out, "", time.monotonic() - t0)
 
@@ -588,7 +613,7 @@ class Executor:
         if cmd is None:
             return self.status_fast(host).states[service]
         try:
-            res = self.run_short(host, cmd, 10, f"status of {service}")
+            res = self.run_short(host, cmd, 10, f"status of {service}", ref)
         except OutcomeUnknown as e:
             log.info("%s; asking through an exec channel", e)
             res = self.run(host, cmd, 10, f"status of {service}")
@@ -676,7 +701,7 @@ class Executor:
         except platforms.UnsafeArgument as e:
             raise ConfigError(host, action, str(e)) from None
         try:
-            res = self.run_short(host, cmd, timeout + 5, action, session_wait=SESSION_CONTROL_WAIT)
+            res = self.run_short(host, cmd, timeout + 5, action, ref, session_wait=SESSION_CONTROL_WAIT)
         except (OutcomeUnknown, CommandTimedOut) as e:
             log.warning("%s; checking %s's state before going on", e, service)
             return platforms.Reading(platforms.Outcome.NO_RESPONSE, e.detail)
@@ -704,7 +729,7 @@ class Executor:
         pid_cmd = plat.pid_cmd(ref)
         if pid_cmd is not None:
             with contextlib.suppress(ExecError):
-                res = self.run_short(host, pid_cmd, 10, f"PID of {service}")
+                res = self.run_short(host, pid_cmd, 10, f"PID of {service}", ref)
                 pid = plat.parse_pid(res.stdout)
         kill = plat.kill_cmd(ref, pid)
         if kill is None:
@@ -842,7 +867,9 @@ class Executor:
 
 
 class _Session:
-    """One long-lived remote command fed requests over stdin."""
+    """One long-lived remote command fed requests over stdin. Any error or
+    timeout closes it while its lock is still held: a request that was
+    waiting can never read the late answer to the one before it."""
 
     def __init__(self, host: str, chan: paramiko.Channel, command: str, timeout: float) -> None:
         self.host, self.chan = host, chan
@@ -854,24 +881,39 @@ class _Session:
         return not self.chan.closed and not self.chan.exit_status_ready() and bool(t and t.is_active())
 
     def ask(self, request: str, done: Callable[[str], bool], timeout: float) -> str:
-        with self.lock:
-            try:
-                self.chan.settimeout(timeout)  # a full window on a dead link must not block forever
-                self.chan.sendall(request.encode())
-                buf = b""
-                deadline = time.monotonic() + timeout
-                while not done(buf.decode(errors="replace")):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise CommandTimedOut(self.host, "status session", f"no answer within {timeout:g} s")
-                    self.chan.settimeout(left)
+        deadline = time.monotonic() + timeout
+        # The wait for another request counts against this one's deadline.
+        if not self.lock.acquire(timeout=max(0.0, timeout)):
+            raise CommandTimedOut(self.host, "status session", f"busy for {timeout:g} s")
+        try:
+            if self.chan.closed:
+                raise OutcomeUnknown(self.host, "status session", "the session was closed")
+            self.chan.settimeout(max(0.01, deadline - time.monotonic()))  # a full window must not block forever
+            self.chan.sendall(request.encode())
+            buf = b""
+            while not done(buf.decode(errors="replace")):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise CommandTimedOut(self.host, "status session", f"no answer within {timeout:g} s")
+                while self.chan.recv_stderr_ready():  # unread stderr would fill the window
+                    self.chan.recv_stderr(65536)
+                self.chan.settimeout(min(left, 0.5))
+                try:
                     data = self.chan.recv(65536)
-                    if not data:
-                        raise OutcomeUnknown(self.host, "status session", "the session ended")
-                    buf += data
-                return buf.decode(errors="replace")
-            except (OSError, paramiko.SSHException, EOFError) as e:
-                raise OutcomeUnknown(self.host, "status session", str(e)) from None
+                except TimeoutError:
+                    continue
+                if not data:
+                    raise OutcomeUnknown(self.host, "status session", "the session ended")
+                buf += data
+            return buf.decode(errors="replace")
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            self.close()
+            raise OutcomeUnknown(self.host, "status session", str(e)) from None
+        except ExecError:
+            self.close()
+            raise
+        finally:
+            self.lock.release()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -222,8 +222,8 @@ class Platform:
         shell's banner) is discarded. None: nothing to wait for."""
         return None
 
-    def session_command_request(self, command: str) -> str | None:
-        """One short command (a single service's status) as a session request,
+    def session_command_request(self, svc: ServiceRef, command: str) -> str | None:
+        """One short service-control command of `svc` as a session request,
         answered by its output and exit code (None: not through the session)."""
         return None
 
@@ -329,14 +329,13 @@ class Windows(Platform):
         # one service while it starts or stops asks only for that one.
         return self.status_cmd(svc)
 
-    # The long-lived session: one `cmd /q` (echo off: no prompt, no echoed
-    # lines) reading command lines from stdin. Each SSH exec otherwise costs
-    # Win32-OpenSSH a new session and a cmd.exe; the status and the polls while
-    # a service starts or stops go through this one instead. Start and stop
-    # themselves keep exec channels: sc.exe waits for a hung service's answer
-    # (1053 after the SCM's timeout) and must not hold the session meanwhile.
+    # The long-lived session: one `cmd /d /q` (no AutoRun; echo off: no prompt,
+    # no echoed lines) reading command lines from stdin. Each SSH exec otherwise
+    # costs Win32-OpenSSH a new session and a cmd.exe; the status, the polls and
+    # sc.exe start/stop/queryex of named services go through this one instead
+    # (explicit commands never: they may read stdin, block or exit).
     def session_cmd(self) -> str | None:
-        return "cmd /q"
+        return "cmd /d /q"
 
     def session_ready_request(self) -> str | None:
         return f"echo {SEP}ready\r\n"
@@ -349,7 +348,9 @@ class Windows(Platform):
         # command (`C:\>echo @@failover@@end`) does not.
         return bool(_SESSION_DONE.search(buf))
 
-    def session_command_request(self, command: str) -> str | None:
+    def session_command_request(self, svc: ServiceRef, command: str) -> str | None:
+        if svc.name is None:
+            return None
         # Each line is parsed on its own: %errorlevel% on the second line is
         # the first line's result (the whole Win32 code, not an exit status's 8 bits).
         return f"({command}) 2>&1\r\necho {SEP}rc %errorlevel%\r\necho {SEP}end\r\n"
@@ -403,6 +404,10 @@ class Windows(Platform):
     def parse_state(self, output: str, svc: ServiceRef) -> State:
         if svc.name is None:
             return _explicit_from_block(output)
+        # An answer about another service (or several) is no answer about this one.
+        names = re.findall(r"^\s*SERVICE_NAME:\s*(.*?)\s*$", output.replace("\r", ""), re.MULTILINE)
+        if names and [n.lower() for n in names] != [svc.name.lower()]:
+            return State.UNKNOWN
         return parse_sc(output).state or State.UNKNOWN
 
     def read_result(self, op: str, svc: ServiceRef, exit_code: int, output: str) -> Reading:
@@ -455,12 +460,15 @@ UNITS = "units"  # the batched status block with every named unit's `systemctl s
 
 
 def _unit_states(text: str) -> list[State]:
-    """`systemctl show -p ActiveState U1 U2 ...`: one `ActiveState=...` block
-    per unit, blank lines between them."""
+    """`systemctl show -p LoadState -p ActiveState U1 U2 ...`: one block per
+    unit, blank lines between them. A unit that is not loaded (a typo in the
+    inventory: systemd shows it `inactive`) is UNKNOWN, never STOPPED."""
     out = []
     for block in re.split(r"\n\s*\n", text.strip()):
+        load = re.search(r"^LoadState=(\S*)", block, re.MULTILINE)
         m = re.search(r"^ActiveState=(\S*)", block, re.MULTILINE)
-        out.append(SYSTEMD_STATES.get(m.group(1), State.UNKNOWN) if m else State.UNKNOWN)
+        ok = m is not None and load is not None and load.group(1) == "loaded"
+        out.append(SYSTEMD_STATES.get(m.group(1), State.UNKNOWN) if ok and m else State.UNKNOWN)
     return out if text.strip() else []
 
 
@@ -493,7 +501,7 @@ class Systemd(Posix):
         parts = []
         if named:
             units = " ".join(quote_posix(s.name) for s in named)  # type: ignore[arg-type]
-            parts += [f"echo {quote_posix(f'{SEP} {UNITS}')}", f"systemctl show -p ActiveState {units}"]
+            parts += [f"echo {quote_posix(f'{SEP} {UNITS}')}", f"systemctl show -p LoadState -p ActiveState {units}"]
         for s in services:
             if s.name is None:
                 parts.append(f"echo {quote_posix(f'{SEP} {s.logical}')}")

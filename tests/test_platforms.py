@@ -91,18 +91,40 @@ def test_systemd_batch_roundtrip() -> None:
     sd = pf.Systemd()
     refs = [pf.ServiceRef("cti", "cti.service"), pf.ServiceRef("ivr", "ivr.service")]
     cmd = sd.batch_status_cmd(refs)
-    assert cmd.count("systemctl") == 1 and "systemctl show -p ActiveState cti.service ivr.service" in cmd
-    out = f"{pf.SEP} units\nActiveState=active\n\nActiveState=deactivating\n"
+    assert cmd.count("systemctl") == 1 and "systemctl show -p LoadState -p ActiveState cti.service ivr.service" in cmd
+    out = f"{pf.SEP} units\nLoadState=loaded\nActiveState=active\n\nActiveState=deactivating\nLoadState=loaded\n"
     assert sd.parse_batch(out, refs)[0] == {"cti": State.RUNNING, "ivr": State.STOP_PENDING}
     # cut short: nothing is read into the wrong unit
-    assert sd.parse_batch(f"{pf.SEP} units\nActiveState=active\n", refs)[0] == {
+    assert sd.parse_batch(f"{pf.SEP} units\nLoadState=loaded\nActiveState=active\n", refs)[0] == {
         "cti": State.UNKNOWN,
         "ivr": State.UNKNOWN,
     }
     mixed = [pf.ServiceRef("cti", "cti.service"), pf.ServiceRef("fax", None, "a", "b", "fax-status")]
-    out = f"{pf.SEP} units\nActiveState=failed\n{pf.SEP} fax\n{pf.SEP}rc 3\n"
+    out = f"{pf.SEP} units\nLoadState=loaded\nActiveState=failed\n{pf.SEP} fax\n{pf.SEP}rc 3\n"
     assert sd.parse_batch(out, mixed)[0] == {"cti": State.STOPPED, "fax": State.STOPPED}
+    # a unit systemd does not know shows "inactive": that is no proof it is stopped
+    out = f"{pf.SEP} units\nLoadState=not-found\nActiveState=inactive\n\nLoadState=loaded\nActiveState=active\n"
+    assert sd.parse_batch(out, refs)[0] == {"cti": State.UNKNOWN, "ivr": State.RUNNING}
     assert sd.run_cmd("echo hi; sleep 1", 3) == "timeout -k 5 3 sh -c 'echo hi; sleep 1'"
+
+
+def test_windows_session_protocol() -> None:
+    w = pf.Windows()
+    named, explicit = pf.ServiceRef("cti", "CTIServer"), pf.ServiceRef("fax", None, "a", "b", "c")
+    assert w.session_command_request(explicit, "c") is None  # explicit commands never go through the session
+    req = w.session_command_request(named, 'sc.exe queryex "CTIServer"')
+    assert req is not None and req.endswith(f"echo {pf.SEP}end\r\n")
+    answer = (
+        f"\r\nSERVICE_NAME: CTIServer\r\n        STATE              : 1  STOPPED\r\n{pf.SEP}rc 0\r\n{pf.SEP}end\r\n"
+    )
+    assert w.session_answer_done(answer) and not w.session_answer_done(answer[:-2])
+    assert not w.session_answer_done(f"C:\\>echo {pf.SEP}end\r\n")  # an echoed command is not the marker
+    code, out = pf.session_command_result(answer)
+    assert code == 0 and w.parse_state(out, named) is State.STOPPED
+    # an answer about another service is no answer about this one
+    other = out.replace("CTIServer", "KCXP")
+    assert w.parse_state(other, named) is State.UNKNOWN
+    assert pf.session_command_result(f"[SC] OpenService FAILED 1060:\r\n{pf.SEP}rc 1060\r\n")[0] == 1060
 
 
 @pytest.mark.parametrize("bad", ['a"b', "a&b", "a|b", "50%", "a^b", "a<b", "a>b", "a!b", "x\ny"])

@@ -62,7 +62,13 @@ def main() -> int:
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     else:
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        # SIGTERM is blocked in every thread (the probe threads inherit the
+        # mask) and taken by the main thread with sigwait. A handler is not
+        # enough: the kernel may give the signal to a probe thread, and Python
+        # then runs the handler only when the main thread wakes from its sleep
+        # (an hour later): a stop that timed out now and then, mostly right
+        # after a SIGCONT (a paused or hung service being stopped).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
     if args.port:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -72,8 +78,11 @@ def main() -> int:
         threading.Thread(target=serve_probe, args=(sock, args.service, args.ipc), daemon=True).start()
     # Tell the service manager we are up (it waits for this line).
     print("ready", flush=True)
-    while True:
-        time.sleep(3600)
+    if args.ignore_term:
+        while True:
+            time.sleep(3600)
+    signal.sigwait({signal.SIGTERM})
+    return 0
 
 
 if __name__ == "__main__":

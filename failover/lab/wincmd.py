@@ -583,6 +583,9 @@ def request(ipc_dir: str, req: dict, timeout: float) -> object:
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
+_JSON_ESC = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def dumps(v: object) -> str:
     """JSON for the simple values a request holds."""
     if v is None or isinstance(v, bool):
@@ -590,11 +593,12 @@ def dumps(v: object) -> str:
     if isinstance(v, int | float):
         return repr(v)
     if isinstance(v, str):
-        return '"' + "".join(c if c >= " " and c not in '"\\' else f"\\u{ord(c):04x}" for c in v) + '"'
+        return '"' + "".join(_JSON_ESC.get(c) or (c if c >= " " else f"\\u{ord(c):04x}") for c in v) + '"'
+    # json.dumps's default separators: simctl prints this, and drills match on it.
     if isinstance(v, dict):
-        return "{" + ",".join(f"{dumps(str(k))}:{dumps(x)}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{dumps(str(k))}: {dumps(x)}" for k, x in v.items()) + "}"
     if isinstance(v, list | tuple):
-        return "[" + ",".join(dumps(x) for x in v) + "]"
+        return "[" + ", ".join(dumps(x) for x in v) + "]"
     raise ValueError(f"cannot encode {type(v).__name__}")
 
 
