@@ -243,6 +243,9 @@ def test_ctrl_c_aborts_and_cleans_up(h: Harness) -> None:
         ],
         stdout=subprocess.PIPE,
         text=True,
+        # As from a terminal: a test run started in the background (`make test &`)
+        # ignores SIGINT, and children inherit an ignored signal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(5)
     p.send_signal(signal.SIGINT)
