@@ -182,6 +182,18 @@ class Harness:
             what="steady state",
         )
 
+    def kill9_and_restart_agent(self, ipc: str, down: float = 1.0) -> None:
+        """kill -9 the IPC's agent, start it again `down` seconds later, and
+        wait until the new process reports in its member record."""
+        self.agents[ipc].kill9()
+        time.sleep(down)
+        self.agents[ipc].start()
+        wait_for(
+            lambda: self.member(ipc).get("agent", {}).get("pid") == self.agents[ipc].pid,
+            15,
+            what="restarted agent reporting",
+        )
+
     def zk_server_of(self, ipc: str) -> Any:
         """The lab's ZooKeeper node `ipc`'s agent holds an established client
         connection to (None if none): read from the kernel's socket table (in

@@ -72,14 +72,7 @@ def test_4_standby_kcxp_dies_standby_fenced(h: Harness) -> None:
 
 def test_5_primary_agent_killed_and_restarted_within_grace(h: Harness) -> None:
     before = {ipc: h.pids(ipc) for ipc in ("ipc-a", "ipc-b")}
-    h.agents["ipc-a"].kill9()
-    time.sleep(1.0)  # well within the 4 s session timeout
-    h.agents["ipc-a"].start()
-    wait_for(
-        lambda: h.member("ipc-a").get("agent", {}).get("pid") == h.agents["ipc-a"].pid,
-        15,
-        what="restarted agent reporting",
-    )
+    h.kill9_and_restart_agent("ipc-a", down=1.0)  # well within the 4 s session timeout
     time.sleep(3.0 + 2.0)  # past the old session's timeout: nothing may move
     assert {ipc: h.pids(ipc) for ipc in ("ipc-a", "ipc-b")} == before
     rec = h.record()

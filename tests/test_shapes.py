@@ -119,14 +119,7 @@ def test_two_concurrent_switchovers_exactly_one_proceeds(s: Harness) -> None:
 # ----- agents and ZooKeeper failing -------------------------------------------------
 def test_primary_agent_kill9_and_restart_nothing_bounced(s: Harness) -> None:
     before = all_pids(s)
-    s.agents["ipc-a"].kill9()
-    time.sleep(1.0)  # well within the 4 s session timeout
-    s.agents["ipc-a"].start()
-    wait_for(
-        lambda: s.member("ipc-a").get("agent", {}).get("pid") == s.agents["ipc-a"].pid,
-        15,
-        what="restarted agent reporting",
-    )
+    s.kill9_and_restart_agent("ipc-a", down=1.0)  # well within the 4 s session timeout
     time.sleep(5.0)  # past the old session's timeout: nothing may move
     untouched(s, before)
     rec = s.record()
