@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_STAMP := $(VENV)/.apt
 PYTEST_ARGS ?=
 
-.PHONY: install test demo lint bench soak clean
+.PHONY: install test demo lint bench soak sim clean
 SOAK_BUDGET ?= 300
 SOAK_FAULTS ?= 200
 
@@ -33,8 +33,18 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# The deterministic simulator first (seeded fault schedules against the real
+# agent code, tests/sim), then every test: pure, simulated and real-process.
+# `pytest -m "not lab"` runs the tiers that need no ZooKeeper or sshd.
+SIM_SEEDS ?= 5000
+SEEDS ?= 20000
 test: install
+	$(PY) -m tests.sim.explore --seeds $(SIM_SEEDS) --jobs 2
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# More schedules: `make sim SEEDS=N` (replay one: python -m tests.sim.explore --seed S --verbose).
+sim: install
+	$(PY) -m tests.sim.explore --seeds $(SEEDS) --jobs 2
 
 lint: install
 	$(VENV)/bin/ruff check failover tests

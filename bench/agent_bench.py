@@ -137,7 +137,6 @@ def main() -> dict:
             "monitor_interval_s": 0.5,
             "failures_before_fault": 2,
             "session_timeout_s": 4.0,
-            "fence_grace_s": 0.7,
             "zookeeper_nodes": 3,
             "trials": TRIALS,
         },

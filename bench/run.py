@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import agent_bench, executor_bench, http_bench, shapes_bench, switchover_bench, zkhang_bench
+from bench import agent_bench, executor_bench, fence_bench, http_bench, shapes_bench, switchover_bench, zkhang_bench
 from bench.common import RESULTS
 
 BENCHES = {
@@ -17,6 +17,7 @@ BENCHES = {
     "switchover": switchover_bench.main,
     "zk_hang": zkhang_bench.main,
     "shapes": shapes_bench.main,
+    "fence": fence_bench.main,
 }
 
 
@@ -115,6 +116,25 @@ def markdown(r: dict) -> str:
             "## Deployment shapes (agents on hosts of their own, default HTTP settings, 3-node ZooKeeper)",
             ("profile", "measurement", "n", *MS3, "target p50 ms", "met"),
             rows,
+        )
+    if "fence" in r:
+        f = r["fence"]
+        rows = []
+        for k, target in f["targets_p50_ms"].items():
+            if k not in f:
+                continue
+            s = f[k]["total"]
+            ok = "yes" if s["p50_ms"] <= target else "NO"
+            proofs = ", ".join(f"{kind} {n}" for kind, n in f[k].get("proofs", {}).items())
+            rows.append((k, "total", s["n"], *_ms(s), target, ok, proofs))
+            for ph, ps in f[k].items():
+                if ph not in ("total", "proofs"):
+                    rows.append((k, ph, ps["n"], *_ms(ps), "", "", ""))
+        lines += _table(
+            "## Power cut of the primary IPC (fence device; windows IPCs, agents on hosts of their own)",
+            ("scenario", "phase", "n", *MS3, "target p50 ms", "met", "proofs"),
+            rows,
+            intro=(f"settings: {f['settings']}", ""),
         )
     soak = Path(__file__).with_name("soak.json")
     if soak.exists():

@@ -13,11 +13,11 @@ Election (docs/agent.md):
   an Election holder while SUSPENDED: we never rely on that). It stops CTI/IVR
   on its IPC when it has had no contact with ZooKeeper for `self_fence_after`
   seconds (default: half the session timeout).
-- A standby takes over only once P/leader is gone *and* the old primary is
-  fenced: it handed the role over after stopping everything; or its CTI and IVR
-  are stopped (by this agent, over SSH) and verified; or, unreachable by SSH,
-  it must have stopped them itself: `fence_grace` seconds after its session
-  expired (see docs/agent.md for the timing argument).
+- A standby takes over only once P/leader is gone *and* it holds a proof that
+  the old primary's CTI and IVR are not running (failover/fencing.py): seen
+  stopped over SSH, powered off by its fence device, or confirmed powered off
+  by an operator. Time alone is never proof: without one it holds and says
+  what a person can do.
 - Reattach: the agent saves its ZooKeeper session id; restarted within the
   session timeout it resumes the same session, so P/leader never disappears
   and nothing is started or stopped.
@@ -40,11 +40,12 @@ from typing import Any, TextIO
 
 from kazoo.client import KazooState
 
-from failover import api, failsafe, monitor, zkstore
+from failover import api, failsafe, fencing, monitor, zkstore
 from failover import executor as exe
 from failover import status as status_view
 from failover.inventory import Cluster
 from failover.layouts import APP_SERVICES, LABELS, stop_order
+from failover.platforms import State
 from failover.rules import (
     Action,
     Decision,
@@ -62,6 +63,8 @@ from failover.rules import (
 
 log = logging.getLogger("failover.agent")
 WATCHDOG = 0.2  # the self-fencing watchdog's period (s)
+NO_PROOF_RETRY = 5.0  # after a takeover found no proof, try again this much later (s)
+PEER_CHECK_EVERY = 1.0  # continuous fencing: how often the primary checks the other IPC (s)
 LEASE_PATH_EVERY = 10.0  # how often a working failsafe lease path to the peer's agent is tested (s)
 
 
@@ -89,23 +92,29 @@ class Timing:
     interval: float  # monitor interval I
     session: float  # ZooKeeper session timeout S
     self_fence_after: float  # D: no ZooKeeper contact for this long -> stop CTI/IVR here
-    stop_budget: float  # B: the longest CTI + IVR stop may take
-    fence_grace: float  # G: wait after taking P/leader before promoting without SSH proof
+    stop_budget: float  # B: the longest CTI + IVR stop may take, a kill after an overrun included
+    watchdog_loop: float  # W: the watchdog's worst-case loop (its period, a failing read, a lease request)
     bootstrap_grace: float  # the non-preferred IPC waits this long before bootstrapping
     lease: float  # L: a failsafe lease granted by the standby (docs/resilience.md)
-    hold_after: float  # after a lease ends the standby still waits W + B + margin
+    hold_after: float  # after a promise ends the standby still waits W + margin
 
     @classmethod
     def of(cls, c: Cluster) -> Timing:
         s, i = c.timings.session_timeout, c.timings.monitor_interval
         d = s / 2
-        b = sum(c.services[x].stop_timeout for x in APP_SERVICES if x in c.services)
-        # The old primary's watchdog starts stopping CTI/IVR by (last contact) +
-        # D + WATCHDOG and is done by + B; its session expires no earlier than
-        # (last contact) + S, and we took P/leader after that. Waiting G more
-        # covers the difference, plus a 0.5 s margin (> one ZooKeeper round trip).
-        g = max(0.0, d + WATCHDOG + b - s) + 0.5
-        return cls(i, s, d, b, g, 2 * s, d, WATCHDOG + b + 0.5)
+        lease = d
+        # A stop that overruns its timeout is killed (taskkill /F, kill -9):
+        # allow one more stop timeout for that, per service.
+        b = sum(2 * c.services[x].stop_timeout for x in APP_SERVICES if x in c.services)
+        # One watchdog loop at its worst: the wait, a leader read that fails
+        # at its timeout, a lease request that fails at its timeout.
+        w = WATCHDOG + min(1.0, d / 4) + min(0.5, lease / 4)
+        # After a promise ends the standby waits W + 0.5 s more: the primary's
+        # lease (measured from when it sent the request) has surely ended on
+        # its own clock. No more: a takeover needs a proof anyway, and the
+        # proof (stopped over SSH, powered off, an operator's word) does not
+        # depend on the old primary having stopped CTI/IVR by itself in time.
+        return cls(i, s, d, b, w, 2 * s, lease, w + 0.5)
 
 
 @dataclass
@@ -117,16 +126,21 @@ class Memory:
     last_zk_ok: float = field(default_factory=time.monotonic)
     leader: bool = False  # confirmed owner of P/leader at the last successful read
     self_fenced: bool = False
-    takeover_started: float | None = None  # monotonic, while waiting for fence_grace
+    takeover_started: float | None = None  # monotonic: holding P/leader for a takeover not done yet
     restarts: dict[str, list[float]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     sentence: str = ""
     fence_note: str = ""  # what the watchdog did
     last_logged: tuple[str, float] = ("", 0.0)
-    peer_fenced_epoch: int | None = None  # we fenced the peer when taking this epoch
     disarmed: set[str] = field(default_factory=set)  # stopped by us (self-fencing): not faults
     takeover_wall: float | None = None  # wall time we took P/leader for a takeover
-    wake_at: float | None = None  # monotonic: wake the loop early (fence grace ends)
+    wake_at: float | None = None  # monotonic: wake the loop early (a scheduled switchover, a promise ends)
+    way_out: str = ""  # no automatic action will happen: why, and the command that gets out
+    no_proof: tuple[float, str, str] = (0.0, "", "")  # (retry after, sentence, way out) of a takeover without proof
+
+
+class DuplicateAgent(Exception):
+    """A second agent for the same IPC: it must not act."""
 
 
 class Agent:
@@ -156,13 +170,18 @@ class Agent:
         self._member_rec: dict | None = None  # our last published member record
         self._history: list[dict] = []
         self._history_count = -1
-        self.grantor = failsafe.Grantor(self.t.lease, self.t.hold_after)  # as standby
+        # As standby: its promises survive a restart of this agent.
+        self.grantor = failsafe.Grantor(
+            self.t.lease, self.t.hold_after, path=state_dir / f"{cluster.name}-{ipc}.promise"
+        )
+        self.fencer = fencing.Fencer.of(self.ex, cluster, ipc, self.topo.services, self.topo.after)
         self.lease = failsafe.Lease()  # as primary
         peer = cluster.ipc(self.peer).http
         # The peer's endpoint as the peer advertises it (never our own bind).
         self._peer_url = peer.url() if peer.enabled else None
         self._peer_token = peer.auth.secrets()[0] if peer.auth else None
         self.lease_path = LeasePath()
+        self.refused = ""  # why this agent refused to run (a duplicate)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -304,30 +323,33 @@ class Agent:
         the znode is not ours. A primary without contact for D seconds stops
         CTI and IVR on its IPC."""
         while not self.stop_event.wait(WATCHDOG):
-            store = self.store
-            if store is not None and self.session_id is not None and store.connected():
-                try:
-                    leader = store.leader(timeout=min(1.0, self.t.self_fence_after / 4))
-                    self.mem.last_zk_ok = time.monotonic()
-                    if leader is None or leader[1] != self.session_id:
-                        self.mem.leader = False
-                except zkstore.ZkUnavailable:
-                    pass
-            stale = time.monotonic() - self.mem.last_zk_ok
-            if self._believes_primary() and not self.mem.self_fenced and stale >= 2 * WATCHDOG:
-                self._renew_lease()  # failsafe: the standby confirms it cannot promote
-            if (
-                self._believes_primary()
-                and not self.mem.self_fenced
-                and stale >= self.t.self_fence_after
-                and not self.lease.valid()
-            ):
-                with self._fence_lock:
-                    if not self.mem.self_fenced:
-                        self.mem.leader = False
-                        self.mem.fence_note = self._self_fence()
-                        self.wake.set()
-                        self._publish_api()
+            self._watchdog_tick()
+
+    def _watchdog_tick(self) -> None:
+        store = self.store
+        if store is not None and self.session_id is not None and store.connected():
+            try:
+                leader = store.leader(timeout=min(1.0, self.t.self_fence_after / 4))
+                self.mem.last_zk_ok = time.monotonic()
+                if leader is None or leader[1] != self.session_id:
+                    self.mem.leader = False
+            except zkstore.ZkUnavailable:
+                pass
+        stale = time.monotonic() - self.mem.last_zk_ok
+        if self._believes_primary() and not self.mem.self_fenced and stale >= 2 * WATCHDOG:
+            self._renew_lease()  # failsafe: the standby confirms it cannot promote
+        if (
+            self._believes_primary()
+            and not self.mem.self_fenced
+            and stale >= self.t.self_fence_after
+            and not self.lease.valid()
+        ):
+            with self._fence_lock:
+                if not self.mem.self_fenced:
+                    self.mem.leader = False
+                    self.mem.fence_note = self._self_fence()
+                    self.wake.set()
+                    self._publish_api()
 
     def _lease_path_loop(self) -> None:
         """Test the lease path now and every LEASE_PATH_EVERY seconds: a broken
@@ -389,11 +411,16 @@ class Agent:
         self.start()
         threading.Thread(target=self._watchdog, name="self-fence-watchdog", daemon=True).start()
         threading.Thread(target=self._lease_path_loop, name="lease-path", daemon=True).start()
+        threading.Thread(target=self._peer_fence_loop, name="continuous-fencing", daemon=True).start()
         try:
             while not self.stop_event.is_set():
                 t0 = time.monotonic()
                 try:
                     sentence = self.cycle()
+                except DuplicateAgent as e:
+                    self.say(f"Refusing to run: {e}.")
+                    self.refused = str(e)
+                    return
                 except Exception as e:  # the loop must survive anything
                     log.exception("cycle failed")
                     sentence = f"Cycle failed ({type(e).__name__}: {e}); retrying next cycle."
@@ -437,6 +464,7 @@ class Agent:
 
     # ------------------------------------------------------------------ one cycle
     def cycle(self) -> str:
+        self.mem.way_out = ""  # set again by whichever path finds itself stuck
         own_raw = self._observe_own()
         try:
             zk = self._read_zk()
@@ -467,26 +495,28 @@ class Agent:
         self._observe_update(own_raw, my_role, crec)
         if holds and crec.get("primary") != self.me:
             # We hold P/leader but the record still names the old primary: a
-            # takeover waiting for fencing. Carry on with it.
-            handoff = crec.get("handoff") or {}
-            to_me = handoff.get("to") == self.me and handoff.get("from") == self.peer
+            # takeover not finished (no proof yet, or a restart in the middle
+            # of one: our session was resumed). Carry on with it.
+            handoff = self._handoff_to_me(crec)
             req = _active(zk.get("request"))
             manual = None
             if req is not None and req.data.get("kind") == "failover" and req.data.get("to") == self.me:
-                manual = {
-                    "kind": "manual-failover",
-                    "who": req.data.get("operator", "?"),
-                    "request": req.data.get("id"),
-                    "reason": f"manual failover by {req.data.get('operator', '?')}: "
-                    f"{req.data.get('reason') or 'no reason given'}",
-                }
-            return self._take_over(zk, crec, handoff if to_me else None, manual=manual)
+                manual = _manual_meta(req.data)
+            return self._take_over(zk, crec, handoff, manual=manual)
         if holds:
             return self._as_primary(zk, crec, roles)
+        self.mem.takeover_started = None  # whatever we were taking, we do not hold P/leader
         if leader is None:
             return self._leaderless(zk, crec, roles)
-        self.mem.takeover_started = None
         return self._as_standby(zk, crec, roles)
+
+    def _handoff_to_me(self, crec: dict) -> dict | None:
+        """The peer's hand-over to us, if it is for the current epoch: one left
+        from an earlier epoch is history, not a licence to promote."""
+        h = crec.get("handoff") or {}
+        if h.get("to") == self.me and h.get("from") == self.peer and h.get("epoch") == crec.get("epoch"):
+            return h
+        return None
 
     # ----- observation -------------------------------------------------------
     def _observe_own(self) -> monitor.Raw:
@@ -508,7 +538,8 @@ class Agent:
                 prev.role, keep, prev.reachable, prev.unreachable_count, prev.line, prev.line_failures, prev.board_down
             )
         obs = monitor.update(prev, raw, self.topo, self.me, role, board_down)
-        self.mem.disarmed = {s for s in self.mem.disarmed if not obs.services[s].ok}
+        # Disarmed until seen running again (an unreachable IPC shows nothing).
+        self.mem.disarmed = {s for s in self.mem.disarmed if s not in obs.services or not obs.services[s].ok}
         now = time.time()
         for s, v in obs.services.items():
             if v.failures == 1:
@@ -527,6 +558,7 @@ class Agent:
         self._save_session()
         if not self._watching:
             self.store.ensure_layout()
+            self._claim_member()
             self.zk.DataWatch(self.store.leader_path, self._on_leader_change)
             self.zk.DataWatch(self.store.member_path(self.peer), self._on_peer_record)
             self._watching = True
@@ -543,6 +575,25 @@ class Agent:
             self._history_count = count
         self._zk_snapshot = snap
         return snap
+
+    def _claim_member(self) -> None:
+        """One agent per IPC: our member znode is ephemeral, so another live
+        session owning it is another agent for this IPC. A predecessor that
+        crashed (its session not resumable) is waited out: its znode goes
+        when its session expires."""
+        assert self.store is not None
+        deadline = time.monotonic() + self.t.session + 2.0
+        while True:
+            got = self.store.member_owner(self.me)
+            if got is None or got[1] == self.session_id:
+                return
+            if time.monotonic() > deadline:
+                other = got[0].get("agent") or {}
+                raise DuplicateAgent(
+                    f"another agent for {self.me} is running (host {other.get('host', '?')}, pid "
+                    f"{other.get('pid', '?')}, its ZooKeeper session still alive): this one refuses to run"
+                )
+            time.sleep(0.2)
 
     def _observation(self, zk: dict, crec: dict, roles: dict[str, Role]) -> Observation:
         assert self.mem.obs is not None
@@ -592,7 +643,8 @@ class Agent:
             "obs": monitor.to_record(o),
             "sentence": sentence or self.mem.sentence,
             "decision": d.action.value,
-            "alerts": [*d.alerts, *filter(None, [self.lease_path.alert()])],
+            "alerts": list(dict.fromkeys([*d.alerts, *filter(None, [self.lease_path.alert(), self.mem.way_out])])),
+            "way_out": self.mem.way_out,
             "failsafe_path": {"ok": self.lease_path.ok, "why": self.lease_path.why},
             "faults": own_faults,
             "paused": zk.get("pause") is not None,
@@ -638,6 +690,11 @@ class Agent:
         with self._fence_lock:  # normally the watchdog has done it already
             if not self.mem.self_fenced and not self.mem.fence_note:
                 self.mem.fence_note = self._self_fence()
+            elif raw.reachable and any(
+                raw.states.get(s) not in (State.STOPPED, State.UNKNOWN, None) for s in APP_SERVICES
+            ):
+                # A start that was in flight landed after the self-fence: again.
+                self.mem.fence_note = self._self_fence() + " again (a start landed after the first self-fence)"
         return (
             f"ZooKeeper unreachable for {gone:.1f} s (limit {self.t.self_fence_after:g} s): {self.mem.fence_note}; "
             "the standby may take over once our session has expired."
@@ -741,18 +798,24 @@ class Agent:
                 return resumed + self._switch_over(zk, crec, req, obs)
             if verdict:
                 self._finish_request(req.data.get("id"), "refused", verdict)
+        if req is not None and req.data.get("kind") == "failover" and req.data.get("to") == self.peer:
+            return resumed + self._confirmed_dead(zk, crec, req)
         d = decide(obs)
         if not d.execute or d.action in (Action.NONE, Action.HOLD):
+            self.mem.way_out = _calls_down_way_out(obs, d, self.me, self.peer)
             sentence = f"{resumed}{self.me} is primary (epoch {epoch}): {d.reason}"
             self._publish(zk, crec, d, sentence)
             return sentence
         if d.action is Action.FAILOVER:
             return resumed + self._hand_over(zk, crec, d)
         mine = _own_stages(d.plan, self.me)
-        if not mine:
+        if not mine and d.action is not Action.BOARD_DOWN:
             sentence = f"{resumed}{self.me} is primary (epoch {epoch}): {d.reason}"
             self._publish(zk, crec, d, sentence)
             return sentence
+        # Rule 1 with the driver already stopped (a reboot, a crash) has nothing
+        # to run, but its layout must still be recorded, or converge never
+        # starts the rest and rule 1 repeats for ever (found by the simulator).
         rep = self.ex.execute(mine, guard=self.guard, fence_check=lambda host: self._fenced(host, epoch))
         self._after_plan(rep, crec)
         if d.action is Action.RESTART:
@@ -777,54 +840,182 @@ class Agent:
         self._publish(zk, crec, d, sentence)
         return sentence
 
-    def _hand_over(self, zk: dict, crec: dict, d: Decision) -> str:
-        """Rule 2 on the primary's side: stop everything here, then give the role
-        up with a handoff record the standby's agent acts on."""
+    def _confirmed_dead(self, zk: dict, crec: dict, req: zkstore.Versioned) -> str:
+        """`failover failover --to PEER --confirm-dead ME` while this agent
+        holds the role: a person says this IPC is powered off (its agent is
+        alive on its own host). Stop what can still be stopped, then hand over
+        on the operator's word; without it, the primary's agent is alive and a
+        switchover is the way."""
+        r = req.data
+        if r.get("confirm_dead") != self.me:
+            why = f"{self.me}'s agent is alive and holds the role: use `failover switchover`"
+            self._finish_request(r.get("id"), "refused", why)
+            return f"Manual failover to {self.peer} refused: {why}."
+        meta = _manual_meta(r)
+        self._request_progress(r.get("id"), f"{self.me}: handing the role over ({meta['reason']})", "running")
+        stops = tuple(Step(self.me, "stop", s) for s in stop_order(set(self.topo.services), self.topo.after))
+        d = Decision(Action.FAILOVER, meta["reason"], plan=(Stage(f"stop all services on {self.me}", stops),))
+        return self._hand_over(zk, crec, d, manual=meta)
+
+    def _peer_fence_loop(self) -> None:
+        """Continuous fencing in a thread of its own: an unreachable peer must
+        not slow the primary's cycle by an SSH connect timeout."""
+        while not self.stop_event.wait(PEER_CHECK_EVERY):
+            try:
+                note = self._keep_peer_fenced()
+            except Exception:  # never let this thread die
+                log.exception("continuous fencing check failed")
+                continue
+            if note:
+                self.say(note)
+
+    def _keep_peer_fenced(self) -> str:
+        """Continuous fencing: while we hold the role, CTI and IVR must not
+        run on the peer (Windows auto-start after a reboot, a start that landed
+        late). Stopped if found, only while our own leadership is fresh (a
+        stale primary must not stop a legitimately promoted one)."""
+        crec = self._zk_snapshot.get("cluster")
+        epoch = int((crec.data if crec else {}).get("epoch", 0))
+        if not self.mem.leader or not crec or crec.data.get("primary") != self.me:
+            return ""
+        try:
+            st = self.ex.status_fast(self.peer)
+        except exe.ExecError:
+            return ""  # down or cut off: nothing runs there that we could stop now
+        stray = sorted(
+            s for s in APP_SERVICES & self.topo.services if st.states.get(s) not in (State.STOPPED, State.UNKNOWN)
+        )
+        if not stray or self.guard(Step(self.me, "start", "cti")):
+            return ""
+        done = []
+        for s in stray:
+            try:
+                self.ex.stop(self.peer, s)
+                done.append(LABELS[s])
+            except exe.ExecError as e:
+                done.append(f"{LABELS[s]} FAILED ({e.detail})")
+        what = " and ".join(done)
         assert self.store is not None
-        epoch = crec["epoch"]
+        self.store.add_history(
+            {
+                "kind": "stray-stopped",
+                "from": self.peer,
+                "to": self.me,
+                "epoch": epoch,
+                "why": f"{what} found running on {self.peer} while {self.me} is primary",
+                "who": f"agent {self.me}",
+                "outcome": "failed" if "FAILED" in what else "done",
+            }
+        )
+        return f"Continuous fencing: {what} found running on {self.peer} while {self.me} is primary, stopped."
+
+    def _hand_over(self, zk: dict, crec: dict, d: Decision, manual: dict | None = None) -> str:
+        """Rule 2 on the primary's side: stop CTI and IVR here (or power this
+        IPC off through its fence device), give the role up with a hand-over
+        naming that proof, then stop the rest. `manual`: an operator's
+        `failover --confirm-dead` of this IPC."""
+        assert self.store is not None
         decided = time.time()
         seen = min(
             (self.mem.first_failure.get(f.what, decided) for f in d.faults if f.ipc == self.me),
             default=decided,
         )
-        mine = _own_stages(d.plan, self.me)
-        rep = self.ex.execute(mine, guard=self.guard)
-        if not rep.ok:
-            sentence = (
-                f"{d.reason} But stopping the services on {self.me} failed ({rep.summary()}): NOT "
-                "handing over, the standby will not start CTI/IVR; holding and alerting."
-            )
-            self._publish(zk, crec, replace_alerts(d, "stop failed on the old primary: cluster holding"), sentence)
-            return sentence
-        roles = {**crec["roles"], self.me: Role.FENCED.value, self.peer: Role.STANDBY.value}
+        app, rest = _split_app_stops(_own_stages(d.plan, self.me))
+        rep = self.ex.execute(app, guard=self.guard) if app else None
+        self._after_plan(rep, crec)
+        if rep is None or rep.ok:
+            proof = fencing.Proof("verified", self.me, f"CTI and IVR stopped on {self.me} by its agent", self.me)
+        else:
+            attempt = self.fencer.power_off(self.me) if self.fencer.has_device(self.me) else None
+            proof = attempt.proof if attempt else None
+            if proof is None and manual:
+                proof = fencing.Proof(
+                    "operator", self.me, f"{self.me} confirmed powered off by {manual['who']}", manual["who"]
+                )
+            if proof is None:
+                bad = [r for r in rep.results if r.status in ("failed", "unknown")]
+                alive = not all(r.detail.startswith("cannot connect") for r in bad)  # see fencing.answered
+                why = "; ".join(r.line() for r in bad) + (f"; {attempt.why}" if attempt else "")
+                tried = fencing.Attempt(None, why, alive=alive)
+                return self._cannot_hand_over(zk, crec, d, tried)
+            rest = ()  # powered off (or confirmed so): nothing more to stop there
         handoff = {
             "from": self.me,
             "to": self.peer,
-            "reason": d.reason,
+            "reason": (manual or {}).get("reason") or d.reason,
             "fault_seen_at": seen,
             "decided_at": decided,
             "stopped_at": time.time(),
-            "epoch": epoch,
-            "kind": "failover",
+            "epoch": crec["epoch"],
+            "kind": (manual or {}).get("kind", "failover"),
+            "proof": proof.record(),
+            **{k: v for k, v in (manual or {}).items() if k in ("who", "request")},
         }
-        if self._cas(zk, {"roles": roles, "handoff": handoff}) is None:
-            return f"{d.reason} Services stopped on {self.me}, but the cluster record changed meanwhile; retrying."
-        self.store.release_leader(self.session_id or 0)
-        self.mem.leader = False
-        self.mem.obs = IpcObs(Role.FENCED, self.mem.obs.services, board_down=False) if self.mem.obs else None
-        if self.mem.obs is not None:
-            self._refresh_obs({**crec, "roles": roles})
+        crec = self._write_handoff(zk, crec, handoff, Role.FENCED)
+        if crec is None:
+            return self._cannot_hand_over(zk, zk["cluster"].data, d, None)
+        done = self.ex.execute(rest) if rest else None  # after the hand-over: the standby is starting meanwhile
+        self._after_plan(done, crec)
+        rest_text = "" if done is None or done.ok else f" Stopping the rest FAILED ({done.summary()}): ALERT."
         sentence = (
-            f"{d.reason.rstrip('.')}. Done on {self.me}: all services stopped and the role handed "
-            f"to {self.peer} (epoch {epoch}); {self.me} is now fenced until `failover rejoin`."
+            f"{d.reason.rstrip('.')}. Done on {self.me}: {proof.detail}; the role handed to {self.peer} "
+            f"(epoch {crec['epoch']}); {self.me} is now fenced until `failover rejoin`.{rest_text}"
         )
-        self._publish(zk, {**crec, "roles": roles}, d, sentence)
+        self._publish(zk, crec, d, sentence)
+        return sentence
+
+    def _write_handoff(self, zk: dict, crec: dict, handoff: dict, my_role: Role) -> dict | None:
+        """The hand-over, with a conditional write retried on a fresh read
+        (the standby may have written its own rule-3 change meanwhile); None
+        when the standby cannot take the role any more. Then P/leader goes."""
+        assert self.store is not None and self.mem.obs is not None
+        for _ in range(5):
+            current = self.store.cluster()
+            if current is None or current.data.get("epoch") != handoff["epoch"]:
+                return None
+            if current.data.get("roles", {}).get(self.peer) != Role.STANDBY.value:
+                return None
+            roles = {**current.data["roles"], self.me: my_role.value, self.peer: Role.STANDBY.value}
+            new = {**current.data, "roles": roles, "handoff": handoff}
+            try:
+                self.store.update_cluster(current.version, new)
+            except zkstore.Conflict:
+                continue
+            zk["cluster"] = zkstore.Versioned(new, current.version + 1)
+            self.store.release_leader(self.session_id or 0)
+            self.mem.leader = False
+            self.mem.obs = IpcObs(my_role, self.mem.obs.services, board_down=False)
+            self._refresh_obs(new)
+            return new
+        return None
+
+    def _cannot_hand_over(self, zk: dict, crec: dict, d: Decision, tried: fencing.Attempt | None) -> str:
+        """Hold the role and say what a person can do."""
+        if tried is None:
+            self.mem.way_out = (
+                f"No automatic action: CTI/IVR are stopped on {self.me} but {self.peer} can no longer take the role "
+                f"(role {crec.get('roles', {}).get(self.peer)}). Repair {self.peer} and run `failover rejoin "
+                f"{self.peer}`, or start {self.me} again with `failover rejoin {self.me}`."
+            )
+            sentence = f"{d.reason} Stopped CTI/IVR on {self.me}, but {self.peer} cannot take the role: holding, ALERT."
+        else:
+            self.mem.way_out = fencing.way_out(self.me, self.peer, tried, self.fencer.has_device(self.me))
+            sentence = (
+                f"{d.reason} But CTI/IVR on {self.me} could not be stopped ({tried.why}): NOT handing over, the "
+                "standby will not start CTI/IVR; holding and alerting."
+            )
+        self._publish(zk, crec, replace_alerts(d, self.mem.way_out), sentence)
         return sentence
 
     # ----- standby / fenced -------------------------------------------------------
     def _as_standby(self, zk: dict, crec: dict, roles: dict[str, Role]) -> str:
         req = _active(zk.get("request"))
-        if req is not None and req.data.get("kind") == "failover" and req.data.get("to") == self.me:
+        if (
+            req is not None
+            and req.data.get("kind") == "failover"
+            and req.data.get("to") == self.me
+            and req.data.get("confirm_dead") != self.peer  # the holder's agent hands over on the operator's word
+        ):
             self._finish_request(
                 req.data.get("id"),
                 "refused",
@@ -901,6 +1092,8 @@ class Agent:
                 return
             if cur is None or cur.data.get("id") != req_id:
                 return
+            if cur.data.get("state") in zkstore.FINAL_STATES:
+                return  # finished (or cancelled by the operator): its outcome is not ours to rewrite
             data = dict(cur.data)
             if line:
                 data["progress"] = [*data.get("progress", []), line]
@@ -968,7 +1161,6 @@ class Agent:
             )
             self._finish_request(rid, "failed", why, primary=self.me, epoch=epoch)
             return f"Switchover to {self.peer} FAILED: {why}."
-        roles = {**crec["roles"], self.me: Role.STANDBY.value, self.peer: Role.STANDBY.value}
         handoff = {
             "from": self.me,
             "to": self.peer,
@@ -980,12 +1172,14 @@ class Agent:
             "decided_at": decided,
             "stopped_at": time.time(),
             "epoch": epoch,
+            "proof": fencing.Proof(
+                "verified", self.me, f"CTI and IVR stopped on {self.me} by its agent", self.me
+            ).record(),
         }
-        if self._cas(zk, {"roles": roles, "handoff": handoff}) is None:
-            return "Switchover: the cluster record changed meanwhile; retrying next cycle."
-        self.store.release_leader(self.session_id or 0)
-        self.mem.leader = False
-        self.mem.obs = IpcObs(Role.STANDBY, self.mem.obs.services)
+        if self._write_handoff(zk, crec, handoff, Role.STANDBY) is None:
+            why = f"{self.peer} can no longer take the role; {self.me} converges back to the primary layout"
+            self._finish_request(rid, "failed", why, primary=self.me, epoch=epoch)
+            return f"Switchover to {self.peer} FAILED: {why}."
         self._request_progress(rid, f"{self.me}: CTI and IVR stopped, role handed to {self.peer}")
         return (
             f"Switchover to {self.peer} requested by {r.get('operator', '?')}: {self.me} demoted to standby "
@@ -994,106 +1188,214 @@ class Agent:
 
     def _manual_failover(self, zk: dict, crec: dict, req: zkstore.Versioned) -> str:
         """`failover failover --to ME`: the operator takes the role here for a
-        dead primary, whatever the pause or mode; fencing is never skipped."""
+        dead primary, whatever the pause or mode; a proof is never skipped
+        (`--confirm-dead` is the operator's own)."""
         r = req.data
         rid = r.get("id")
         own = faults_of(self._observation(zk, crec, {k: Role(v) for k, v in crec.get("roles", {}).items()}), self.me)
+        why = ""
         if (own or not self.mem.obs or not self.mem.obs.reachable) and not r.get("force"):
             why = f"{self.me} is not healthy ({' and '.join(map(str, own)) or 'unreachable'}); --force to insist"
-            self._finish_request(rid, "refused", why)
-            return f"Manual failover to {self.me} refused: {why}."
-        if crec.get("roles", {}).get(self.me) == Role.FENCED.value and not r.get("force"):
+        elif crec.get("roles", {}).get(self.me) == Role.FENCED.value and not r.get("force"):
             why = f"{self.me} is fenced; rejoin it first, or --force"
+        elif r.get("confirm_dead") not in (None, self.peer):
+            why = f"--confirm-dead names {r.get('confirm_dead')}, not the old primary {self.peer}"
+        if why:
             self._finish_request(rid, "refused", why)
             return f"Manual failover to {self.me} refused: {why}."
         self._request_progress(
             rid, f"{self.me}: taking the role (manual failover by {r.get('operator', '?')})", "running"
         )
-        handoff = {
-            "kind": "manual-failover",
-            "who": r.get("operator", "?"),
-            "request": rid,
-            "reason": f"manual failover by {r.get('operator', '?')}: {r.get('reason') or 'no reason given'}",
-        }
-        return self._take_over(zk, crec, None, manual=handoff)
+        return self._take_over(zk, crec, None, manual=_manual_meta(r))
 
     # ----- no leader: take over? -----------------------------------------------------
     def _leaderless(self, zk: dict, crec: dict, roles: dict[str, Role]) -> str:
-        epoch = crec["epoch"]
-        my_role = roles.get(self.me, Role.STANDBY)
-        handoff = crec.get("handoff") or {}
-        to_me = handoff.get("to") == self.me and handoff.get("from") == self.peer
-        peer_agent = zk["peer"]
-        obs = self._observation(zk, crec, roles)
-        self._publish(zk, crec, Decision(Action.NONE, ""))
-        if my_role is not Role.STANDBY:
-            return f"No primary holds the role (epoch {epoch}); {self.me} is {my_role.value}: not taking over."
+        handoff = self._handoff_to_me(crec)
         req = _active(zk.get("request"))
-        manual_failover = req is not None and req.data.get("kind") == "failover" and req.data.get("to") == self.me
-        if manual_failover:
-            return self._manual_failover(zk, crec, req)
-        if obs.policy.paused and not to_me:
-            return f"No primary holds the role (epoch {epoch}); paused ({obs.policy.pause_reason}): not taking over."
-        if obs.policy.mode == "manual" and not to_me:
-            return f"No primary holds the role (epoch {epoch}); manual mode: not taking over (use `failover failover`)."
-        if not to_me and peer_agent is not None:
-            # Its agent lives (new session): it will take P/leader back itself.
+        if roles.get(self.me, Role.STANDBY) is Role.STANDBY:
+            if req is not None and req.data.get("kind") == "failover" and req.data.get("to") == self.me:
+                return self._manual_failover(zk, crec, req)
+            back = self._hand_back_why(zk, crec, roles, handoff)
+            if back:
+                return self._hand_back(zk, crec, handoff or {}, back)
+        held = self._why_not_take_over(zk, crec, roles, handoff)
+        if held is not None:
+            sentence, self.mem.way_out = held
+            self._publish(zk, crec, Decision(Action.HOLD, sentence), sentence)
+            return sentence
+        return self._take_over(zk, crec, handoff)
+
+    def _why_not_take_over(
+        self, zk: dict, crec: dict, roles: dict[str, Role], handoff: dict | None
+    ) -> tuple[str, str] | None:
+        """Why this standby does not take the role now (the sentence, and the
+        way out when no automatic action will come), or None: take it."""
+        epoch = crec["epoch"]
+        me, peer = self.me, self.peer
+        head = f"No primary holds the role (epoch {epoch})"
+        my_role = roles.get(me, Role.STANDBY)
+        obs = self._observation(zk, crec, roles)
+        if my_role is not Role.STANDBY:
+            stuck = roles.get(peer) is not Role.STANDBY or zk["peer"] is None
+            out = f"No automatic action: no IPC can take the primary role. Repair {me} and run `failover rejoin {me}`."
+            return f"{head}; {me} is {my_role.value}: not taking over.", out if stuck else ""
+        if handoff is not None:
+            return None
+        take = f"`failover failover --to {me} --reason '...'`"
+        if obs.policy.paused:
+            out = f"No automatic action while paused: run `failover resume`, or {take}."
+            return f"{head}; paused ({obs.policy.pause_reason}): not taking over.", out
+        if obs.policy.mode == "manual":
+            return f"{head}; manual mode: not taking over (use `failover failover`).", f"Manual mode: run {take}."
+        if zk["peer"] is not None and crec.get("primary") == peer:
+            # Its agent lives (new session): it takes P/leader back itself.
+            return f"{head}, but {peer}'s agent is alive: waiting for it to take the role back.", ""
+        if obs.policy.recent_failovers >= obs.policy.max_failovers:
+            out = f"No automatic action: flap damping holds after {obs.policy.recent_failovers} failovers. Run {take}."
             return (
-                f"No primary holds the role (epoch {epoch}), but {self.peer}'s agent is alive: waiting for it "
-                "to take the role back."
+                f"{head}, but {obs.policy.recent_failovers} automatic failovers already happened in the window: "
+                "holding, ALERT.",
+                out,
             )
-        if obs.policy.recent_failovers >= obs.policy.max_failovers and not to_me:
-            return (
-                f"No primary holds the role (epoch {epoch}), but {obs.policy.recent_failovers} automatic "
-                f"failovers already happened in the window: holding, ALERT."
-            )
-        own = faults_of(obs, self.me)
-        wait = self.grantor.holds_back()
-        if wait > 0 and not to_me:
+        own = faults_of(obs, me)
+        if own or not obs.ipcs[me].reachable:
+            what = " and ".join(map(str, own)) or "unreachable over SSH"
+            stuck = roles.get(peer) is not Role.PRIMARY
+            out = f"No automatic action: no IPC can serve calls. Repair {me} ({what}), or {peer}." if stuck else ""
+            return f"{head}, but {me} cannot serve ({what}): not taking over.", out
+        return None
+
+    def _hand_back_why(self, zk: dict, crec: dict, roles: dict[str, Role], handoff: dict | None) -> str:
+        """A switchover handed to us that we must not finish: we cannot serve,
+        or the operator cancelled it meanwhile ('' = go on)."""
+        if handoff is None or handoff.get("kind") != "switchover":
+            return ""
+        req = zk.get("request")
+        if req is not None and req.data.get("id") == handoff.get("request") and req.data.get("state") == "cancelled":
+            return f"the switchover was {(req.data.get('result') or {}).get('why') or 'cancelled'}"
+        if self.mem.obs is None or not self.mem.obs.reachable:
+            return f"{self.me} is unreachable over SSH"
+        own = faults_of(self._observation(zk, crec, roles), self.me)
+        return f"{self.me} cannot serve ({' and '.join(map(str, own))})" if own else ""
+
+    def _hand_back(self, zk: dict, crec: dict, handoff: dict, why: str) -> str:
+        """Give a switchover's role back to the old primary (its CTI/IVR were
+        stopped for the switchover; ours never started): it takes it back."""
+        assert self.store is not None
+        rid = handoff.get("request")
+        back = {
+            "from": self.me,
+            "to": self.peer,
+            "kind": "switch-back",
+            "who": f"agent {self.me}",
+            "reason": f"switchover to {self.me} not done: {why}",
+            "decided_at": time.time(),
+            "stopped_at": time.time(),
+            "epoch": crec["epoch"],
+            "proof": fencing.Proof(
+                "verified", self.me, f"{self.me} is a standby: CTI/IVR not started", self.me
+            ).record(),
+        }
+        if self._cas(zk, {"handoff": back}) is None:
+            return "Switchover: the cluster record changed meanwhile; retrying next cycle."
+        if rid:
+            self._finish_request(rid, "failed", f"{why}; the role goes back to {self.peer}", primary=self.peer)
+        return f"Switchover to {self.me} not done ({why}): the role goes back to {self.peer} (epoch {crec['epoch']})."
+
+    def _take_over(self, zk: dict, crec: dict, handoff: dict | None, manual: dict | None = None) -> str:
+        """Take the primary role: P/leader, a proof that the old primary's CTI
+        and IVR are not running, epoch + 1, promotion. `handoff`: the old
+        primary handed over (failover or switchover) in this epoch; `manual`:
+        an operator's `failover failover --to` this IPC."""
+        assert self.store is not None
+        epoch = crec["epoch"]
+        meta = handoff or manual or {}
+        rid = meta.get("request")
+        retry_at, said, way = self.mem.no_proof
+        if time.monotonic() < retry_at and not manual and not self.mem.leader:
+            # No proof a moment ago: do not hold `leader` again at once (the
+            # recorded primary's agent may come back and take it; an
+            # operator's request is tried at once).
+            self.mem.way_out = way
+            self._publish(zk, crec, Decision(Action.HOLD, said, alerts=(way,)), said)
+            return said
+        refused = self._claim_role(epoch, handoff is not None)
+        if refused:
+            return refused
+        attempt = self._prove_peer(handoff, (manual or {}).get("confirmed_by", ""))
+        if attempt.proof is None:
+            # No proof: give P/leader back (the recorded primary's agent may
+            # retake it) and say what a person can do. Nothing was started.
+            self.store.release_leader(self.session_id or 0)
+            self.mem.leader = False
+            self.mem.takeover_started = None
+            self.mem.way_out = fencing.way_out(self.peer, self.me, attempt, self.fencer.has_device(self.peer))
+            if rid:
+                self._finish_request(rid, "failed", f"no proof that {self.peer} is down: {attempt.why}")
+            sentence = f"Not taking the role from {self.peer}: {attempt.why}; {self.me} not promoted, ALERT."
+            self.mem.no_proof = (time.monotonic() + NO_PROOF_RETRY, sentence, self.mem.way_out)
+            self._publish(zk, crec, Decision(Action.HOLD, sentence, alerts=(self.mem.way_out,)), sentence)
+            return sentence
+        return self._promote(zk, crec, meta, attempt.proof)
+
+    def _claim_role(self, epoch: int, handed_over: bool) -> str:
+        """Hold P/leader before anything else ('' = held). A failsafe promise
+        to the old primary is honoured by every path, manual ones included:
+        a hand-over ends it (the primary gave the role up itself)."""
+        assert self.store is not None
+        wait = 0.0 if handed_over else self.grantor.holds_back()
+        if wait > 0:
             self.mem.wake_at = time.monotonic() + wait
             return (
                 f"No primary holds the role (epoch {epoch}), but {self.me} promised {self.grantor.promised_to} a "
                 f"failsafe lease: not taking over for {wait:.1f} s more."
             )
-        if own or not obs.ipcs[self.me].reachable:
-            what = " and ".join(map(str, own)) or "unreachable over SSH"
-            return f"No primary holds the role (epoch {epoch}), but {self.me} cannot serve ({what}): not taking over."
-        return self._take_over(zk, crec, handoff if to_me else None)
-
-    def _take_over(self, zk: dict, crec: dict, handoff: dict | None, manual: dict | None = None) -> str:
-        """Take the primary role: P/leader, fencing, epoch + 1, promotion.
-        `handoff`: the old primary handed over (failover or switchover);
-        `manual`: an operator's `failover failover --to` this IPC."""
-        assert self.store is not None
-        epoch = crec["epoch"]
-        t_start = time.time()
-        meta = handoff or manual or {}
-        rid = meta.get("request")
-        if self.mem.takeover_started is None:
-            if not self.store.take_leader(self._leader_data(epoch + 1)):
+        if self.mem.takeover_started is None or not self.mem.leader:
+            # Our own session may already own it (an agent restarted in the
+            # middle of a takeover resumes its session): that is ours.
+            if not self.store.take_leader(self._leader_data(epoch + 1), owner=self.session_id):
+                self.mem.takeover_started = None
                 return f"No primary held the role; another agent took it first (epoch {epoch})."
-            # The fence grace counts from here: the old primary's session has expired.
             self.mem.takeover_started = time.monotonic()
             self.mem.takeover_wall = time.time()
         self.mem.leader = True
-        fenced, how = self._fence_peer(handoff)
-        if not fenced:
-            if how.startswith("waiting"):
-                # Keep P/leader while waiting: nobody else may take over meanwhile.
-                return f"Taking the role from {self.peer} (epoch {epoch} -> {epoch + 1}): {how}."
-            self.store.release_leader(self.session_id or 0)
-            self.mem.leader = False
-            self.mem.takeover_started = None
-            if rid:
-                self._finish_request(rid, "failed", f"cannot fence {self.peer}: {how}; {self.me} not promoted")
-            return f"Cannot take the role from {self.peer}: {how}; not promoting {self.me}, ALERT."
+        return ""
+
+    def _prove_peer(self, handoff: dict | None, confirmed_by: str) -> fencing.Attempt:
+        """The proof that the old primary's CTI/IVR are not running. After a
+        hand-over we verify it ourselves when we can; when we cannot reach it,
+        the old primary's agent's own proof stands (it stopped them, or powered
+        its IPC off, before giving the role up in this epoch)."""
+        if handoff is None:
+            return self.fencer.prove_down(self.peer, confirmed_by)
+        seen = self.fencer.verify(self.peer)
+        if seen.proof is not None:
+            return seen
+        theirs = fencing.Proof.from_record(handoff.get("proof"))
+        if theirs is None and "proof" not in handoff:  # a hand-over written before proofs existed
+            theirs = fencing.Proof("verified", self.peer, "its agent stopped CTI and IVR, then handed over", self.peer)
+        if not seen.alive and theirs is not None:
+            return fencing.Attempt(
+                fencing.Proof(theirs.kind, self.peer, f"{theirs.detail} (its agent's proof; {seen.why})", theirs.by),
+                "",
+            )
+        # It answers and CTI/IVR run there again (a late start, an auto-start):
+        # stop them, or power it off, like any other old primary.
+        return self.fencer.prove_down(self.peer, confirmed_by)
+
+    def _promote(self, zk: dict, crec: dict, meta: dict, proof: fencing.Proof) -> str:
+        """Epoch + 1 with a conditional write, then CTI/IVR up here."""
+        assert self.store is not None and self.mem.obs is not None
+        epoch = crec["epoch"]
+        kind = meta.get("kind", "takeover")
         t_fenced = time.time()
         failovers = list(crec.get("failovers", []))
-        if meta.get("kind", "takeover") in ("failover", "takeover"):  # automatic ones count for flap damping
+        if kind in ("failover", "takeover"):  # automatic ones count for flap damping
             failovers.append(t_fenced)
-        old_role = Role.STANDBY if meta.get("kind") == "switchover" else Role.FENCED
-        if rid:
-            self._request_progress(rid, f"{self.me}: fencing {self.peer}: {how}")
+        old_role = Role.STANDBY if kind in ("switchover", "switch-back") else Role.FENCED
+        if meta.get("request"):
+            self._request_progress(meta["request"], f"{self.me}: fencing {self.peer}: {proof}")
+        counts = crec.get("counts", {})
         change = {
             "epoch": epoch + 1,
             "primary": self.me,
@@ -1101,125 +1403,89 @@ class Agent:
             "failovers": failovers[-20:],
             "roles": {**crec["roles"], self.me: Role.PRIMARY.value, self.peer: old_role.value},
             "board_down": [x for x in crec.get("board_down", []) if x != self.me],
-            # monotonic per-reason counters (for failover_failovers_total)
-            "counts": {
-                **crec.get("counts", {}),
-                meta.get("kind", "takeover"): crec.get("counts", {}).get(meta.get("kind", "takeover"), 0) + 1,
-            },
+            "counts": {**counts, kind: counts.get(kind, 0) + 1},  # monotonic, for failover_failovers_total
         }
         if self._cas(zk, change) is None:
+            # Start again from P/leader next cycle: never promote on a claim
+            # made before a record we did not see.
             self.store.release_leader(self.session_id or 0)
             self.mem.leader = False
+            self.mem.takeover_started = None
             return "Lost the race for the cluster record while taking over; retrying next cycle."
         self.mem.takeover_started = None
-        self.mem.peer_fenced_epoch = epoch + 1
-        assert self.mem.obs is not None
         self.mem.obs = IpcObs(Role.PRIMARY, self.mem.obs.services, board_down=False)
-        target = self.topo.expected(self.me, Role.PRIMARY)
-        steps = converge_steps(self.topo, self.me, self.mem.obs, target)
-        progress = self._progress_to(rid) if rid else None
+        steps = converge_steps(self.topo, self.me, self.mem.obs, self.topo.expected(self.me, Role.PRIMARY))
+        progress = self._progress_to(meta["request"]) if meta.get("request") else None
         rep = (
             self.ex.execute((Stage(f"promote {self.me}", steps),), progress=progress, guard=self.guard)
             if steps
             else None
         )
         self._after_plan(rep, {**crec, **change})
+        sentence = self._record_takeover(meta, proof, epoch, t_fenced, rep)
+        self._publish(zk, {**crec, **change}, Decision(Action.FAILOVER, sentence), sentence)
+        return sentence
+
+    def _record_takeover(
+        self, meta: dict, proof: fencing.Proof, epoch: int, t_fenced: float, rep: exe.PlanReport | None
+    ) -> str:
+        """The history entry (with its proof and timings), the operator's
+        request, and the sentence."""
+        assert self.store is not None
         t_done = time.time()
         ok = rep is None or rep.ok
-        hand = handoff or {}
-        took = self.mem.takeover_wall or t_start
-        seen = hand.get("fault_seen_at") or took
-        why = meta.get("reason") or f"{self.peer}'s agent lost its ZooKeeper session"
+        took = self.mem.takeover_wall or t_fenced
+        seen = meta.get("fault_seen_at") or took
         entry = {
             "kind": meta.get("kind", "takeover"),
             "from": self.peer,
             "to": self.me,
             "epoch": epoch + 1,
-            "why": why,
+            "why": meta.get("reason") or f"{self.peer}'s agent lost its ZooKeeper session",
             "who": meta.get("who", f"agent {self.me}"),
-            "fencing": how,
+            "fencing": str(proof),
+            "proof": proof.record(),
             "outcome": "done" if ok else "failed",
             # detection: first failed check -> decision; stop: the old primary
-            # stopping everything; fencing: from the handover (or from taking
-            # P/leader) to fenced; promotion: fenced -> CTI and IVR answering.
-            "detection_s": round(hand.get("decided_at", took) - seen, 3),
-            "stop_s": round(hand.get("stopped_at", took) - hand.get("decided_at", took), 3),
-            "fencing_s": round(t_fenced - hand.get("stopped_at", took), 3),
+            # stopping CTI/IVR; fencing: from the hand-over (or from taking
+            # P/leader) to the proof; promotion: proof -> CTI and IVR answering.
+            "detection_s": round(meta.get("decided_at", took) - seen, 3),
+            "stop_s": round(meta.get("stopped_at", took) - meta.get("decided_at", took), 3),
+            "fencing_s": round(t_fenced - meta.get("stopped_at", took), 3),
             "promotion_s": round(t_done - t_fenced, 3),
             "duration_s": round(t_done - seen, 3),
         }
         if not ok:
             entry["failed"] = rep.summary() if rep else ""
         self.store.add_history(entry)
-        if rid:
-            if ok:
-                self._finish_request(
-                    rid,
-                    "done",
-                    f"{self.me} is primary, epoch {epoch + 1}, in {t_done - seen:.1f} s",
-                    primary=self.me,
-                    epoch=epoch + 1,
-                    duration_s=round(t_done - seen, 3),
-                )
-            else:
-                self._finish_request(
-                    rid,
-                    "failed",
-                    f"{self.me} took the role (epoch {epoch + 1}) but promotion failed: {rep.summary()}",
-                    primary=self.me,
-                    epoch=epoch + 1,
-                )  # type: ignore[union-attr]
-        result = f"promoted in {t_done - t_fenced:.1f} s" if ok else f"promotion FAILED: {rep.summary()}"  # type: ignore[union-attr]
-        sentence = f"Took the primary role from {self.peer} (epoch {epoch} -> {epoch + 1}): {how}; {result}."
-        d = Decision(Action.FAILOVER, sentence)
-        self._publish(zk, {**crec, **change}, d, sentence)
-        return sentence
-
-    def _fence_peer(self, handoff: dict | None) -> tuple[bool, str]:
-        """Fencing before CTI/IVR start here (docs/agent.md)."""
-        if handoff is not None:
-            ok, why = self.ex.fenced(self.peer)
-            if ok:
-                return True, f"{self.peer} handed over after stopping its services ({why})"
-            if why.startswith("cannot verify"):
-                return True, f"{self.peer} handed over after stopping its services (its own report; {why})"
-            return False, f"{self.peer} handed over but {why}"
-        # The old primary's agent is gone: stop its services ourselves, over SSH.
-        try:
-            self.ex.connection(self.peer)
-            st = self.ex.status_all(self.peer)
-        except exe.ExecError as e:
-            return self._fence_by_time(f"{self.peer} unreachable over SSH ({e.detail})")
-        up = {s for s, v in st.states.items() if v.value != "STOPPED"}
-        steps = tuple(Step(self.peer, "stop", s) for s in stop_order(up, self.topo.after))
-        rep = self.ex.execute((Stage(f"stop all services on {self.peer}", steps),)) if steps else None
-        if rep is not None and not rep.ok:
-            return False, f"stopping services on {self.peer} failed ({rep.summary()})"
-        ok, why = self.ex.fenced(self.peer)
-        return (True, f"{self.peer} fenced: {why}") if ok else (False, why)
+        rid = meta.get("request")
+        if rid and ok:
+            self._finish_request(
+                rid,
+                "done",
+                f"{self.me} is primary, epoch {epoch + 1}, in {t_done - seen:.1f} s ({proof.kind})",
+                primary=self.me,
+                epoch=epoch + 1,
+                duration_s=round(t_done - seen, 3),
+            )
+        elif rid and rep is not None:
+            why = f"{self.me} took the role (epoch {epoch + 1}) but promotion failed: {rep.summary()}"
+            self._finish_request(rid, "failed", why, primary=self.me, epoch=epoch + 1)
+        result = f"promoted in {t_done - t_fenced:.1f} s" if ok else f"promotion FAILED: {entry.get('failed')}"
+        return f"Took the primary role from {self.peer} (epoch {epoch} -> {epoch + 1}): {proof}; {result}."
 
     def _fenced(self, host: str, epoch: int) -> tuple[bool, str]:
-        """A gated stage on the primary: the peer counts as fenced if we fenced
-        it when taking this epoch and the record still says it is fenced."""
-        if host == self.peer and self.mem.peer_fenced_epoch == epoch:
-            return True, f"{host} fenced when this agent took epoch {epoch}"
-        return self.ex.fenced(host)
-
-    def _fence_by_time(self, why: str) -> tuple[bool, str]:
-        now = time.monotonic()
-        if self.mem.takeover_started is None:
-            self.mem.takeover_started = now
-        waited = now - self.mem.takeover_started
-        if waited >= self.t.fence_grace:
-            return True, (
-                f"{why}; its agent must have stopped CTI/IVR itself: its session expired and "
-                f"{waited:.1f} s more have passed (fence grace {self.t.fence_grace:g} s)"
-            )
-        self.mem.wake_at = self.mem.takeover_started + self.t.fence_grace
-        return (
-            False,
-            f"waiting: {why}; promoting after a fence grace of {self.t.fence_grace:g} s ({waited:.1f} s so far)",
-        )
+        """A gated stage on the primary (a restart in place, a converge): the
+        peer has not been primary in this epoch (every change of primary bumps
+        it, with a proof), and continuous fencing stops a stray CTI/IVR there.
+        So an unreachable peer does not block us; one seen running CTI/IVR
+        does, until continuous fencing has stopped them."""
+        if host != self.peer:
+            return self.ex.fenced(host)
+        ok, why = self.ex.fenced(host)
+        if ok or why.startswith("cannot verify"):
+            return True, f"{host} has not been primary in epoch {epoch} ({why})"
+        return False, why
 
 
 def _active(req: zkstore.Versioned | None) -> zkstore.Versioned | None:
@@ -1235,6 +1501,45 @@ def _failed_starts(obs: IpcObs, rep: exe.PlanReport, n: int) -> IpcObs:
         if r.step.op in ("start", "restart") and r.status in ("failed", "unknown") and r.step.service in svcs:
             svcs[r.step.service] = replace(svcs[r.step.service], failures=max(n, svcs[r.step.service].failures))
     return replace(obs, services=svcs)
+
+
+def _calls_down_way_out(obs: Observation, d: Decision, me: str, peer: str) -> str:
+    """A primary whose CTI/IVR are down and that will not act by itself (rule
+    4 with restarts used up, paused, manual mode): say what a person can do."""
+    down = [f for f in faults_of(obs, me) if f.what in APP_SERVICES]
+    if not down or (d.execute and d.action is not Action.HOLD):
+        return ""
+    what = " and ".join(map(str, down))
+    if not d.execute:
+        return f"No automatic action ({d.reason}): {what} on {me}. Run `failover resume`, or act by hand."
+    return (
+        f"No automatic action: {what} on primary {me} and {peer} cannot take over. Start it on {me} by hand, "
+        f"or repair {peer} and run `failover rejoin {peer}` (then it takes over)."
+    )
+
+
+def _split_app_stops(stages: Sequence[Stage]) -> tuple[tuple[Stage, ...], tuple[Stage, ...]]:
+    """CTI and IVR stops first, the rest after: a hand-over waits only for
+    the stops that keep a second primary out."""
+    app = tuple(s for st in stages for s in st.steps if s.service in APP_SERVICES)
+    rest = tuple(s for st in stages for s in st.steps if s.service not in APP_SERVICES)
+    return (
+        (Stage("stop CTI and IVR", app),) if app else (),
+        (Stage("stop the other services", rest),) if rest else (),
+    )
+
+
+def _manual_meta(r: dict) -> dict:
+    """An operator's `failover failover` request, as hand-over metadata."""
+    who = r.get("operator", "?")
+    return {
+        "kind": "manual-failover",
+        "who": who,
+        "request": r.get("id"),
+        "reason": f"manual failover by {who}: {r.get('reason') or 'no reason given'}",
+        "confirm_dead": r.get("confirm_dead"),
+        "confirmed_by": f"{who} ({r.get('reason') or 'no reason given'})" if r.get("confirm_dead") else "",
+    }
 
 
 def _own_stages(plan: Sequence[Stage], host: str) -> tuple[Stage, ...]:
@@ -1284,10 +1589,11 @@ def main_loop(cluster: Cluster, ipc: str, state_dir: Path) -> int:
     agent.say(
         f"Agent for {ipc} (cluster {cluster.name}) starting: monitor every {agent.t.interval:g} s, "
         f"session {agent.t.session:g} s, self-fence after {agent.t.self_fence_after:g} s without "
-        f"ZooKeeper, fence grace {agent.t.fence_grace:g} s."
+        f"ZooKeeper; a takeover needs a proof that the old primary is down (fence device: "
+        f"{'yes' if agent.fencer.has_device(agent.peer) else 'none'} for {agent.peer})."
     )
     agent.run()
-    return 0
+    return 1 if agent.refused else 0
 
 
 __all__ = ["Agent", "Timing", "main_loop"]

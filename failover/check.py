@@ -3,7 +3,9 @@ the cluster view (the same one `status` and GET /cluster show).
 
 Exit 0 OK, 1 WARNING (standby ineligible, board down, paused, capacity below
 --warn), 2 CRITICAL (no primary, two primaries, the primary's CTI or IVR down,
-capacity below --crit), 3 UNKNOWN (no data). One status line with perfdata.
+an agent says no automatic action will happen (its `way_out`: what a person
+must do), capacity below --crit), 3 UNKNOWN (no data). One status line with
+perfdata.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ def verdict(v: dict, warn: int | None = None, crit: int | None = None) -> tuple[
             crits.append(f"{' and '.join(down)} down on primary {primary}")
         if p.get("board_down") or p.get("line") in ("alarm", "down"):
             warns.append(f"board down on {primary} (line {p.get('line')})")
+    # A state no automatic action will get out of: the agents say so, with the
+    # command that does (several agents may say the same thing: once, naming them).
+    stuck: dict[str, list[str]] = {}
+    for n, i in ipcs.items():
+        text = " ".join(str(i.get("way_out") or "").split()).replace("|", "/")  # '|' starts perfdata
+        if text:
+            stuck.setdefault(text, []).append(n)
+    for text, names in stuck.items():
+        crits.append(f"ACTION NEEDED (reported by {' and '.join(names)}): {text}")
     if crit is not None and ivr < crit:
         crits.append(f"capacity {ivr} IVR calls < {crit}")
     elif warn is not None and ivr < warn:

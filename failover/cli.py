@@ -15,8 +15,9 @@ import click
 
 from failover import __version__
 from failover import inventory as inv_mod
+from failover.exits import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from failover.exits import Fail as Fail  # re-exported: `from failover.cli import Fail` keeps working
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 DEFAULT_INVENTORY = "/etc/failover/inventory.yaml"
 
 
@@ -217,7 +218,9 @@ def status_cmd(inventory_path: str, cluster_name: str | None, watch: bool, as_js
 @click.option("--at", "at", default=None, help="Schedule: +10m, +30s, HH:MM or ISO 8601.")
 @click.option("--reason", default="", help="Why (recorded in the history).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--cancel", is_flag=True, help="Cancel the pending (scheduled) switchover.")
+@click.option(
+    "--cancel", is_flag=True, help="Cancel the pending, scheduled or running switchover (or manual failover)."
+)
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the result.")
 @operator_option
 def switchover_cmd(
@@ -241,10 +244,10 @@ def switchover_cmd(
         with oncall.connected(c) as s:
             if cancel:
                 try:
-                    r = ops.cancel(s, who)
+                    r = ops.cancel(s, who, reason)
                 except ops.Refused as e:
                     raise oncall.Fail(EXIT_REFUSED, f"refused: {e}") from None
-                click.echo(f"cancelled: the switchover to {r.get('to')} requested by {r.get('operator')}")
+                click.echo(oncall.cancelled_text(r, who))
                 sys.exit(EXIT_OK)
             if to is not None and to not in [i.name for i in c.ipcs]:
                 raise oncall.Fail(EXIT_USAGE, f"no IPC named {to!r} in cluster {c.name}")
@@ -279,13 +282,13 @@ def switchover_cmd(
         oncall.die(e)
 
 
-def _confirm_and_submit(s: Any, yes: bool, make: Callable[[], dict]) -> dict:
+def _confirm_and_submit(s: Any, yes: bool, make: Callable[[], dict], question: str = "Proceed?") -> dict:
     """Ask (unless --yes), then file the request the agents act on; refused if
     another is pending. The request is made only after the answer, so its
     timestamp is not the operator's reading time."""
     from failover import oncall, ops
 
-    if not yes and not click.confirm("Proceed?", default=False):
+    if not yes and not click.confirm(question, default=False):
         raise oncall.Fail(EXIT_REFUSED, "not confirmed: nothing was done")
     req = make()
     other = ops.submit(s, req)
@@ -298,8 +301,16 @@ def _confirm_and_submit(s: Any, yes: bool, make: Callable[[], dict]) -> dict:
 @inventory_option
 @cluster_option
 @click.option("--to", "to", required=True, help="The IPC to make primary.")
+@click.option(
+    "--confirm-dead",
+    "confirm_dead",
+    default=None,
+    metavar="IPC",
+    help="The other IPC, verified powered off by a person (console, PDU): your word is the proof that its "
+    "CTI/IVR are not running. Allowed while its agent still holds the role; needs --reason.",
+)
 @click.option("--force", is_flag=True, help="Even if the target reports faults (fencing is never skipped).")
-@click.option("--reason", default="", help="Why (recorded in the history).")
+@click.option("--reason", default="", help="Why (recorded in the history; required with --confirm-dead).")
 @click.option("--yes", "-y", is_flag=True)
 @click.option("--timeout", default=120.0, show_default=True)
 @operator_option
@@ -307,15 +318,17 @@ def failover_cmd(
     inventory_path: str,
     cluster_name: str | None,
     to: str,
+    confirm_dead: str | None,
     force: bool,
     reason: str,
     yes: bool,
     timeout: float,
     operator: str | None,
 ) -> None:
-    """Manual failover for a DEAD primary (its agent gone), e.g. when automation
-    is paused or manual: the target's agent fences the old primary (over SSH,
-    or by waiting until it must have stopped) and promotes."""
+    """Manual failover for a DEAD primary. Without --confirm-dead: only when its
+    agent is gone too; the target's agent fences the old primary (over SSH) and
+    promotes. With --confirm-dead OLD: OLD was verified powered off by a person;
+    its agent, if alive, hands the role over and the target promotes on that word."""
     from failover import oncall, ops
 
     c = _cluster(inventory_path, cluster_name)
@@ -323,27 +336,44 @@ def failover_cmd(
     try:
         if to not in [i.name for i in c.ipcs]:
             raise oncall.Fail(EXIT_USAGE, f"no IPC named {to!r} in cluster {c.name}")
+        old = c.peer(to).name
+        if confirm_dead is not None:
+            if confirm_dead != old:
+                raise oncall.Fail(
+                    EXIT_USAGE,
+                    f"--confirm-dead {confirm_dead!r}: it must name the other IPC of cluster {c.name}, "
+                    f"the one failing over to {to}: --confirm-dead {old}; nothing was done",
+                )
+            if not reason.strip():
+                raise oncall.Fail(
+                    EXIT_USAGE,
+                    f"--confirm-dead needs --reason: who checked that {old} is powered off, and how "
+                    "(recorded in the history); nothing was done",
+                )
         with oncall.connected(c) as s:
             v = oncall.read_view(c, s)
-            if v["leader"] is not None:
-                raise oncall.Fail(
-                    EXIT_REFUSED,
-                    f"refused: {v['leader']}'s agent is alive and holds the role; "
-                    "use `failover switchover` for a live primary",
+            oncall.preflight_failover(c, v, to, confirm_dead, force)
+            if confirm_dead:
+                click.echo(f"Manual failover of cluster {c.name}: {old} (confirmed powered off by {who}) -> {to}")
+                gate = f"only once {old} is proven stopped: verified over SSH, its fence device, or your word"
+            else:
+                click.echo(
+                    f"Manual failover of cluster {c.name}: {old} (dead) -> {to}; {to}'s agent fences {old} first."
                 )
-            t = v["ipcs"][to]
-            if t["agent"] != "alive":
-                raise oncall.Fail(EXIT_REFUSED, f"refused: {to}'s agent is {t['agent']}: nobody would carry it out")
-            if not force and (t["role"] != "standby" or t["line"] in ("alarm", "down")):
-                raise oncall.Fail(
-                    EXIT_REFUSED, f"refused: {to} is {t['role']} with line {t['line']}; --force to insist"
-                )
-            old = c.peer(to).name
-            click.echo(f"Manual failover of cluster {c.name}: {old} (dead) -> {to}; {to}'s agent fences {old} first.")
-            for line in oncall.plan_text(c, v, old, to, switchover=False):
+                gate = ""
+            for line in oncall.plan_text(c, v, old, to, switchover=False, gate=gate):
                 click.echo(line)
+            if confirm_dead:  # last, right above the question
+                for line in oncall.confirm_dead_text(v, old, to, who):
+                    click.echo(line)
+            question = (
+                f"Do you confirm that {old} is powered off, and make {to} primary?" if confirm_dead else "Proceed?"
+            )
             req = _confirm_and_submit(
-                s, yes, lambda: ops.new_request("failover", to, who, reason, force=force, frm=old)
+                s,
+                yes,
+                lambda: ops.new_request("failover", to, who, reason, force=force, frm=old, confirm_dead=confirm_dead),
+                question,
             )
             result = oncall.follow(s, req["id"], timeout)
             sys.exit(oncall.finish(c, s, result, "failover"))
@@ -456,6 +486,8 @@ def history_cmd(inventory_path: str, cluster_name: str | None, limit: int, as_js
             f"{st._when(e.get('when'))}  {e.get('kind', '?'):<20} {move:<18}{epoch:<10} "
             f"{e.get('outcome', ''):<9}{dur:>8}  by {e.get('who', '?')}: {e.get('why', '')}"
         )
+        if e.get("proof"):  # a takeover's proof that the old primary's CTI/IVR were not running
+            click.echo(f"{'':<21}proof {st.proof_text(e['proof'])}")
 
 
 @main.command("check")
@@ -715,8 +747,16 @@ def lab_group() -> None:
     help="Each IPC's agent on a host of its own (network namespace; implies --netns), "
     "with the default HTTP bind and port: the plan's deployment.",
 )
+@click.option("--no-fence", is_flag=True, help="No fence device in the inventory (default: the lab's power switch).")
 def lab_up(
-    lab_dir: str | None, zk_nodes: str, clusters: int, netns: bool, empty: bool, platform: str, agents_apart: bool
+    lab_dir: str | None,
+    zk_nodes: str,
+    clusters: int,
+    netns: bool,
+    empty: bool,
+    platform: str,
+    agents_apart: bool,
+    no_fence: bool,
 ) -> None:
     """Start the lab and write a ready inventory."""
     from failover.lab.lab import Lab, LabError
@@ -729,6 +769,7 @@ def lab_up(
             netns=netns,
             platform=platform,  # type: ignore[arg-type]  # one of click's choices
             agents_apart=agents_apart,
+            fence=not no_fence,
         )
     except LabError as e:
         click.echo(f"lab up refused: {e}", err=True)
@@ -796,7 +837,12 @@ def lab_status(lab_dir: str | None, as_json: bool) -> None:
 @click.argument("kind")
 @click.argument("service", required=False)
 @click.option("--seconds", type=float, default=5.0, show_default=True, help="For slow-start / slow-stop.")
-def lab_fault(lab_dir: str | None, ipc: str, kind: str, service: str | None, seconds: float) -> None:
+@click.option(
+    "--autostart", default=None, metavar="S1,S2", help="power-on: services started at boot besides the driver."
+)
+def lab_fault(
+    lab_dir: str | None, ipc: str, kind: str, service: str | None, seconds: float, autostart: str | None
+) -> None:
     """Inject a fault into a simulated IPC.
 
     \b
@@ -806,11 +852,13 @@ def lab_fault(lab_dir: str | None, ipc: str, kind: str, service: str | None, sec
     Host faults: sshd-down, sshd-up, unreachable, reachable, zk-cut, zk-heal,
       isolate-site, heal-site (--netns labs), agent-isolate, agent-heal
       (--agents-apart labs), restore
+    Power (the fence device's switch): power-off, power-on [--autostart cti,ivr],
+      fence-broken, fence-fixed
     """
     from failover.lab.lab import Lab, LabError
 
     try:
-        click.echo(Lab.load(_lab_root(lab_dir)).fault(ipc, kind, service, seconds))
+        click.echo(Lab.load(_lab_root(lab_dir)).fault(ipc, kind, autostart or service, seconds))
     except LabError as e:
         click.echo(str(e), err=True)
         sys.exit(EXIT_USAGE)

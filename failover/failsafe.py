@@ -11,14 +11,15 @@ phones down. The failsafe keeps them up when that is provably safe:
   holding the role in ZooKeeper), or it is connected and still sees the
   primary's `leader` znode alive (its session has not expired) — and it is not
   taking the role itself. Granting is a promise: it will not take the role
-  before `promised_until + W + B + margin`, even if ZooKeeper comes back or the
-  primary's session expires meanwhile.
+  before `promised_until + W + margin`, even if ZooKeeper comes back or the
+  primary's session expires meanwhile (and then only with a proof that the
+  primary's CTI/IVR are not running: docs/agent.md).
 - The primary keeps CTI/IVR running while it holds a valid lease, measured on
   its own clock from the moment it *sent* the request (so its lease always ends
   before the standby's promise does). A lease that cannot be renewed (standby
   unreachable, or connected to ZooKeeper and so able to take over) runs out,
-  and the primary stops CTI/IVR itself: done by lease end + W + B, before the
-  standby may promote.
+  and the primary stops CTI/IVR itself (done by lease end + W + B); a standby
+  that takes over meanwhile has a proof they are stopped (it stopped them).
 
 A standby connected to ZooKeeper that sees the primary's session gone never
 grants: the primary is cut off, so its lease runs out, it stops CTI/IVR, and
@@ -33,6 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -40,10 +42,39 @@ class Grantor:
     """The standby's side: its promises."""
 
     lease: float  # L, seconds
-    hold_after: float  # W + B + margin: how long after a promise ends it still holds back
+    hold_after: float  # W + margin: how long after a promise ends it still holds back
     promised_until: float = 0.0  # monotonic
     promised_to: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Where the promise is kept across an agent restart: a restarted agent
+    # must not forget it and take the role early (manual paths included).
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        if self.path is None:
+            return
+        try:
+            rec = json.loads(self.path.read_text())
+            left = float(rec["until_wall"]) - time.time()
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if left + self.hold_after > 0:
+            self.promised_until = time.monotonic() + left
+            self.promised_to = str(rec.get("to", "?"))
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        until_wall = time.time() + (self.promised_until - time.monotonic())
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps({"until_wall": until_wall, "to": self.promised_to}))
+            tmp.replace(self.path)
+        except OSError:
+            pass  # the in-memory promise still holds for this process
 
     def ask(
         self,
@@ -65,6 +96,7 @@ class Grantor:
         with self.lock:
             self.promised_until = max(self.promised_until, now + self.lease)
             self.promised_to = requester
+            self._save()
         why = (
             "the standby has no ZooKeeper either"
             if not zk_connected

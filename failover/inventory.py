@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
+import shlex
 import types
 import typing
 from collections.abc import Iterable
@@ -142,6 +144,49 @@ class HttpApi(_Model):
         return f"http://[{host.strip('[]')}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
 
+class Fence(_Model):
+    """A fence device for one IPC (a BMC, a switched PDU): commands run on the
+    agent's own host, never through a shell, with the fence-agents exit-code
+    contract, so Debian's fence_ipmilan, fence_apc_snmp, fence_ilo ... work as
+    they are. `status`: 0 powered on, 2 powered off, anything else an error;
+    `off`/`on`: 0 done. Its password only by reference: the fence-agents'
+    `--password-script`, or `secret_env`/`secret_file`, handed to the commands
+    as the environment variable FAILOVER_FENCE_SECRET."""
+
+    off: Annotated[str, Field(min_length=1)]
+    status: Annotated[str, Field(min_length=1)]
+    on: str | None = None
+    timeout: Seconds = 20.0  # each command, and the wait for "powered off" after `off`
+    secret_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")] | None = None
+    secret_file: str | None = None
+
+    @model_validator(mode="after")
+    def _no_inline_secret(self) -> Fence:
+        for cmd in filter(None, (self.off, self.status, self.on)):
+            try:
+                shlex.split(cmd)
+            except ValueError as e:
+                raise ValueError(f"cannot split this command into arguments ({e}): it is run without a shell") from None
+            if INLINE_SECRET.search(cmd):
+                raise ValueError(
+                    "a password inline in a fence command would show in logs and `ps`: use "
+                    "--password-script, secret_env or secret_file"
+                )
+        return self
+
+    def secret(self) -> str | None:
+        """Read now, handed to the commands' environment only; never logged."""
+        if self.secret_env:
+            return os.environ.get(self.secret_env) or None
+        if self.secret_file:
+            return Path(self.secret_file).read_text().strip() or None
+        return None
+
+
+# fence-agents' inline password forms: -p X, --password X / --password=X, passwd=X
+INLINE_SECRET = re.compile(r"(?:^|\s)(?:-p\s|--password(?:\s|=)|passwd=)")
+
+
 class Ipc(_Model):
     name: Name
     address: Annotated[str, Field(pattern=r"^[A-Za-z0-9.:\-]{1,253}$")]
@@ -154,6 +199,7 @@ class Ipc(_Model):
     lab: LabHost | None = None
     faults: dict[str, str] = {}  # fault name -> command, for drills on real hosts
     http: HttpApi = HttpApi()  # the agent's health endpoint
+    fence: Fence | None = None  # a fence device: proof that this IPC is off (docs/agent.md)
 
 
 class ZkAuth(_Model):

@@ -17,15 +17,9 @@ import click
 from failover import explain as ex
 from failover import status as st
 from failover import zkstore
-from failover.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
+from failover.exits import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, Fail
 from failover.inventory import Cluster
 from failover.rules import Action, Decision, Observation, Policy, Role, Topology, failover_plan
-
-
-class Fail(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @contextlib.contextmanager
@@ -122,10 +116,84 @@ def preflight_switchover(c: Cluster, v: dict, to: str | None, explicit: bool) ->
     return primary, cand
 
 
-def plan_text(c: Cluster, v: dict, frm: str, to: str, switchover: bool = True) -> list[str]:
+def preflight_failover(c: Cluster, v: dict, to: str, confirm_dead: str | None, force: bool) -> None:
+    """Fail(3) with why, unless a manual failover to `to` can be carried out:
+    nobody holds the role, or (with `confirm_dead`) the old primary's agent
+    does and will hand it over. The target's agent must be alive: it promotes."""
+    old = c.peer(to).name
+    leader = v["leader"]
+    if leader == to and v["primary"] == to:
+        raise Fail(EXIT_REFUSED, f"refused: {to} already holds the primary role (epoch {v['epoch']}); nothing to do")
+    if leader == to:
+        # Its agent holds `leader` while it tries to take the role from the
+        # recorded primary (no proof yet): the request is that proof's way in.
+        leader = None
+    if leader is not None and not confirm_dead:
+        o = v["ipcs"].get(leader) or {}
+        seen = {
+            False: f"its agent reports {leader} UNREACHABLE",
+            True: f"its agent reports {leader} reachable",
+        }.get(o.get("reachable"), f"its agent does not say whether {leader} is reachable")
+        raise Fail(
+            EXIT_REFUSED,
+            f"refused: {leader}'s agent is alive and holds the role; use `failover switchover` for a live "
+            f"primary. If {leader} itself is dead ({seen}; see `failover status --json`, "
+            f"ipcs.{leader}.reachable, or its member record's obs): check that {leader} is powered off "
+            f"(console, PDU), then run `failover failover --to {to} --confirm-dead {leader} --reason '...'`",
+        )
+    t = v["ipcs"][to]
+    if t["agent"] != "alive":
+        raise Fail(EXIT_REFUSED, f"refused: {to}'s agent is {t['agent']}: nobody would promote {to}")
+    if not force and (t["role"] != "standby" or t["line"] in ("alarm", "down")):
+        raise Fail(EXIT_REFUSED, f"refused: {to} is {t['role']} with line {t['line']}; --force to insist")
+    if confirm_dead and leader is not None and leader != old:
+        raise Fail(EXIT_REFUSED, f"refused: the role is held by {leader}, not {old}")
+
+
+def confirm_dead_text(v: dict, old: str, to: str, operator: str) -> list[str]:
+    """What the operator asserts with --confirm-dead, said plainly, and who
+    will carry the request out."""
+    o = v["ipcs"].get(old) or {}
+    lines = [
+        click.style(
+            f"You assert that {old} is POWERED OFF, checked by a person (at its console, or its outlet "
+            f"switched off at the PDU).",
+            fg="yellow",
+            bold=True,
+        ),
+        click.style(
+            f"The agents still try to stop and verify {old} over SSH (or power it off with its fence device); "
+            f"where they cannot, your word ({operator}'s) is the proof and {to} starts CTI and IVR on it: "
+            f"if {old} is in fact running, TWO IPCs MAY ANSWER CALLS.",
+            fg="yellow",
+            bold=True,
+        ),
+    ]
+    if v["leader"] == old:
+        lines.append(f"{old}'s agent holds the role: it hands the role to {to}; {to}'s agent then promotes.")
+        if o.get("agent") != "alive":
+            lines.append(f"  ({old}'s agent record is {o.get('agent')}: the hand-over waits for that agent)")
+    else:
+        lines.append(f"No agent holds the role: {to}'s agent takes it and promotes.")
+    if o.get("reachable") is True:
+        running = [s.upper() for s in ("cti", "ivr") if (o.get("services") or {}).get(s, {}).get("state") == "RUNNING"]
+        lines.append(
+            click.style(
+                f"WARNING: {old}'s agent last reported {old} reachable"
+                + (f", {' and '.join(running)} running" if running else "")
+                + f" ({o.get('agent_age_s')} s ago): check again that it is powered off.",
+                fg="red",
+                bold=True,
+            )
+        )
+    return lines
+
+
+def plan_text(c: Cluster, v: dict, frm: str, to: str, switchover: bool = True, gate: str = "") -> list[str]:
     """The plan the agents will run, with the exact commands. A switchover
     demotes the old primary to the standby layout (it stays eligible); a manual
-    failover stops everything on it (rule 2)."""
+    failover stops everything on it (rule 2). `gate`: what must hold before
+    the promotion [default: the old primary verified fenced]."""
     from failover.rules import IpcObs, ServiceObs, Stage, State, converge_steps
 
     topo = Topology.from_cluster(c)
@@ -146,8 +214,8 @@ def plan_text(c: Cluster, v: dict, frm: str, to: str, switchover: bool = True) -
     d = Decision(Action.FAILOVER, "", plan=stages)
     lines = []
     for stg in ex.commands(c, d):
-        gate = f"  [only once {stg['requires_fenced']} is verified fenced]" if stg["requires_fenced"] else ""
-        lines.append(f"  {stg['stage']}. {stg['title']}{gate}")
+        cond = gate or f"only once {stg['requires_fenced']} is verified fenced"
+        lines.append(f"  {stg['stage']}. {stg['title']}" + (f"  [{cond}]" if stg["requires_fenced"] else ""))
         for st_ in stg["steps"]:
             lines.append(f"     {st_['host']:<10} {st_['op']:<7} {st_['service']:<13} {st_['commands'][0]}")
     return lines
@@ -193,6 +261,17 @@ def finish(c: Cluster, s: zkstore.Store, result: dict, what: str) -> int:
         click.echo(click.style(f"{what} done: {result.get('why')}", fg="green", bold=True))
         click.echo(stands)
         return EXIT_OK
+    if state == "cancelled":
+        click.echo(
+            click.style(
+                f"{what} CANCELLED: {result.get('why')}; the agents keep the role where it is now or hand it back",
+                fg="yellow",
+                bold=True,
+            ),
+            err=True,
+        )
+        click.echo(stands, err=True)
+        return EXIT_FAILED
     if state == "refused":
         click.echo(click.style(f"{what} refused: {result.get('why')}", fg="yellow", bold=True), err=True)
         click.echo(stands, err=True)
@@ -208,6 +287,17 @@ def scheduled_text(r: dict) -> str:
         f"{r.get('operator')} is switching over to {r.get('to')}{at} since {st._when(r.get('requested_at'))} "
         f"({r.get('reason') or 'no reason given'}), state {r.get('state')}"
     )
+
+
+def cancelled_text(r: dict, operator: str) -> str:
+    """What `switchover --cancel` did, and what happens next."""
+    what = f"the {r.get('kind') or 'switchover'} to {r.get('to')} requested by {r.get('operator')}"
+    if r.get("state") == "running":
+        return (
+            f"cancelled by {operator}: {what}, which was running; the agents keep the role where it is now "
+            "or hand it back (see `failover status`)"
+        )
+    return f"cancelled by {operator}: {what} (it had not started: nothing changes)"
 
 
 def die(e: Fail) -> None:

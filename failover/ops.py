@@ -100,7 +100,12 @@ def new_request(
     allow_paused: bool = False,
     force: bool = False,
     frm: str | None = None,
+    confirm_dead: str | None = None,
 ) -> dict:
+    """`confirm_dead`: a manual failover's proof by an operator's word: that IPC
+    (the old primary, `frm`) was verified powered off by a person. The agent
+    holding the role hands it over; the target promotes with the proof
+    {"kind": "operator", ...} (docs/cli.md)."""
     import secrets
 
     return {
@@ -113,6 +118,7 @@ def new_request(
         "at": at,
         "allow_paused": allow_paused,
         "force": force,
+        "confirm_dead": confirm_dead,
         "requested_at": time.time(),
         "state": "pending",
         "progress": [],
@@ -126,22 +132,47 @@ def submit(store: zkstore.Store, req: dict) -> dict | None:
     return None if other is None else other.data
 
 
-def cancel(store: zkstore.Store, operator: str) -> dict:
-    cur = store.request()
-    if cur is None or cur.data.get("state") not in ("pending",):
-        raise Refused(
-            "no pending switchover to cancel"
-            if cur is None or cur.data.get("state") in zkstore.FINAL_STATES
-            else "the switchover is already running; it cannot be cancelled"
-        )
-    store.delete_request(cur.version)
-    store.add_history(
-        {
-            "kind": "switchover-cancelled",
-            "to": cur.data.get("to"),
-            "who": operator,
-            "why": f"cancelled the switchover requested by {cur.data.get('operator')}",
-            "outcome": "cancelled",
+def cancel(store: zkstore.Store, operator: str, reason: str = "") -> dict:
+    """Cancel the request that is not finished yet: pending, scheduled or
+    running. A conditional write marks it cancelled (state "cancelled", result
+    {"state": "cancelled", "why": "cancelled by OPERATOR"}): an agent that
+    wrote it meanwhile makes us read it again, and one that finished it first
+    wins. The agents keep the role where it is then, or hand it back. Returns
+    the request as it was when cancelled."""
+    for _ in range(20):
+        cur = store.request()
+        if cur is None or cur.data.get("state") in zkstore.FINAL_STATES:
+            last = "" if cur is None else f" (the last one, {_req_text(cur.data)}, is {cur.data.get('state')})"
+            raise Refused(f"no pending, scheduled or running switchover or failover to cancel{last}")
+        why = f"cancelled by {operator}" + (f": {reason}" if reason else "")
+        data = {
+            **cur.data,
+            "state": "cancelled",
+            "result": {"state": "cancelled", "why": why},
+            "progress": [*cur.data.get("progress", []), why],
+            "cancelled": {"by": operator, "at": time.time(), "reason": reason, "was": cur.data.get("state")},
         }
-    )
-    return cur.data
+        try:
+            store.update_request(cur.version, data)
+        except zkstore.Conflict:  # an agent wrote a progress line meanwhile: read it again
+            time.sleep(0.05)
+            continue
+        kind = cur.data.get("kind") or "switchover"
+        what = f"cancelled the {cur.data.get('state')} {_req_text(cur.data)}"
+        store.add_history(
+            {
+                "kind": f"{kind}-cancelled",
+                "from": cur.data.get("from"),
+                "to": cur.data.get("to"),
+                "request": cur.data.get("id"),
+                "who": operator,
+                "why": what + (f": {reason}" if reason else ""),
+                "outcome": "cancelled",
+            }
+        )
+        return cur.data
+    raise Refused("the request kept changing while cancelling it; try again")
+
+
+def _req_text(r: dict) -> str:
+    return f"{r.get('kind') or 'switchover'} to {r.get('to')} requested by {r.get('operator')}"

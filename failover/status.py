@@ -70,6 +70,9 @@ def view(
                 if s in c.services
             },
             "sentence": (m or {}).get("sentence", ""),
+            # "" while automatic action is still possible; else what is stuck and
+            # the exact command that gets out (published by the IPC's agent)
+            "way_out": str((m or {}).get("way_out") or ""),
             "alerts": (m or {}).get("alerts", []),
             "self_fenced": bool((m or {}).get("self_fenced")),
             "failsafe_path": (m or {}).get("failsafe_path"),
@@ -102,6 +105,15 @@ def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(ts)))
 
 
+def proof_text(proof: Any) -> str:
+    """A takeover's proof that the old primary's CTI/IVR were not running:
+    {"kind": "verified"|"fence-device"|"operator"|"handoff", "detail": ...}."""
+    if not isinstance(proof, dict):
+        return str(proof)
+    kind, detail = proof.get("kind") or "?", proof.get("detail") or ""
+    return f"{kind}: {detail}" if detail else str(kind)
+
+
 def render(v: dict, now: float | None = None) -> str:
     now = now or time.time()
     out: list[str] = []
@@ -120,6 +132,9 @@ def render(v: dict, now: float | None = None) -> str:
         f"fax {c['fax']}"
     )
     out.append(head)
+    for name, i in v["ipcs"].items():
+        if i.get("way_out"):
+            out.append(click.style(f"{name}: ACTION NEEDED: {i['way_out']}", fg="red", bold=True))
     if v["paused"]:
         p = v["paused"]
         out.append(
@@ -133,10 +148,11 @@ def render(v: dict, now: float | None = None) -> str:
     if v["switchover"]:
         r = v["switchover"]
         at = f" at {_when(r.get('at'))}" if r.get("at") else ""
+        dead = f" ({r['confirm_dead']} confirmed powered off)" if r.get("confirm_dead") else ""
         out.append(
             click.style(
-                f"switchover to {r.get('to')}{at} requested by {r.get('operator')} "
-                f"({r.get('reason') or 'no reason'}): {r.get('state')}",
+                f"{r.get('kind') or 'switchover'} to {r.get('to')}{at}{dead} requested by {r.get('operator')} "
+                f"({r.get('reason') or 'no reason'}): {r.get('state')} (cancel: `failover switchover --cancel`)",
                 fg="cyan",
             )
         )
@@ -146,6 +162,7 @@ def render(v: dict, now: float | None = None) -> str:
         out.append(
             f"last change: {_when(lc.get('when'))} {lc.get('kind')} {lc.get('from') or '-'} -> {lc.get('to')} "
             f"(epoch {lc.get('epoch')}, by {lc.get('who')}){dur}: {lc.get('why')}"
+            + (f" [proof: {proof_text(lc['proof'])}]" if lc.get("proof") else "")
         )
     services = [s for s in SERVICES if any(s in i["services"] for i in v["ipcs"].values())]
     cols = ["IPC", "ROLE", "ELIGIBLE", "LINE", *services, "AGENT"]

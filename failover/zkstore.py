@@ -277,12 +277,17 @@ class Store:
         data, stat = got
         return data or {}, stat.ephemeralOwner
 
-    def take_leader(self, data: dict) -> bool:
+    def take_leader(self, data: dict, owner: int | None = None) -> bool:
+        """Create the ephemeral leader znode. True also when it exists and is
+        owned by session `owner` (ours, resumed after an agent restart)."""
         try:
             self.call(self.zk.create_async, self.leader_path, dumps(data), acl=self.acl, ephemeral=True)
             return True
         except NodeExistsError:
-            return False
+            if owner is None:
+                return False
+            got = self.get(self.leader_path)
+            return got is not None and got[1].ephemeralOwner == owner
 
     def release_leader(self, session_id: int) -> None:
         got = self.get(self.leader_path)
@@ -328,6 +333,11 @@ class Store:
                 self.call(self.zk.create_async, path, dumps(record), acl=self.acl, ephemeral=True)
             except NodeExistsError:
                 self.call(self.zk.set_async, path, dumps(record))
+
+    def member_owner(self, ipc: str) -> tuple[dict, int] | None:
+        """(record, ephemeralOwner session id) of an IPC's member znode."""
+        got = self.get(self.member_path(ipc))
+        return None if got is None else (got[0] or {}, got[1].ephemeralOwner)
 
     def member(self, ipc: str) -> dict | None:
         got = self.get(self.member_path(ipc))

@@ -103,10 +103,14 @@ class Harness:
         edit: Callable[[dict], None] | None = None,
         platform: PlatformName = "lab",
         apart: bool = False,
+        fence: bool = True,
     ) -> None:
         """platform: the IPCs' profile (lab, systemd, windows); apart: each agent
-        on a host (network namespace) of its own, as in production."""
-        self.lab = Lab(root=root / "lab", zk_count=zk_nodes, netns=netns, platform=platform, agents_apart=apart)
+        on a host (network namespace) of its own, as in production; fence: each
+        IPC with the lab's fence device in the inventory (False: no fence key)."""
+        self.lab = Lab(
+            root=root / "lab", zk_count=zk_nodes, netns=netns, platform=platform, agents_apart=apart, fence=fence
+        )
         self.root = root
         self.edit = edit
         self.agents: dict[str, AgentProc] = {}
@@ -193,6 +197,14 @@ class Harness:
             15,
             what="restarted agent reporting",
         )
+
+    def power_off(self, ipc: str) -> str:
+        """Cut the IPC's power (every process of it SIGKILLed), as its fence device would."""
+        return self.lab.power_off(ipc)
+
+    def power_on(self, ipc: str, autostart: tuple[str, ...] = ()) -> str:
+        """Power the IPC back on; at boot the driver and `autostart` (e.g. ("cti", "ivr")) start."""
+        return self.lab.power_on(ipc, autostart)
 
     def zk_server_of(self, ipc: str) -> Any:
         """The lab's ZooKeeper node `ipc`'s agent holds an established client

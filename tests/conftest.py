@@ -65,3 +65,20 @@ def h(tmp_path: Path):  # type: ignore[no-untyped-def]
         harness.steady()
         yield harness
         harness.assert_never_both()
+
+
+_LAB_MODULES = ("failover.lab", "tests.cluster", "tests.labssh", "tests.soak")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tiers: a test that starts real processes (ZooKeeper, sshd, agents) is
+    marked `lab`, so `pytest -m "not lab"` runs the pure and simulated tiers
+    alone. A module is real-process if it uses the lab fixtures or imports
+    anything from the lab or the harness."""
+    for item in items:
+        names = vars(item.module).values() if getattr(item, "module", None) else ()
+        real = {"lab", "fresh_lab"} & set(getattr(item, "fixturenames", ())) or any(
+            (getattr(v, "__module__", None) or getattr(v, "__name__", "")).startswith(_LAB_MODULES) for v in names
+        )
+        if real:
+            item.add_marker(pytest.mark.lab)

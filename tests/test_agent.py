@@ -86,7 +86,8 @@ def test_6_primary_agent_killed_not_restarted_takeover_after_fencing(h: Harness)
     wait_for(lambda: set(h.running("ipc-b")) == PROMOTED, 10, what="ipc-b serving")
     assert h.running("ipc-a") == {}  # fenced over SSH by ipc-b's agent before promotion
     hist = wait_for(lambda: [e for e in h.store.history() if e["to"] == "ipc-b"], 5, what="history")
-    assert "ipc-a fenced: CTI and IVR verified stopped" in hist[-1]["fencing"]
+    assert hist[-1]["proof"]["kind"] == "verified", hist[-1]
+    assert "CTI and IVR verified stopped on ipc-a" in hist[-1]["fencing"]
     assert h.record()["epoch"] == 2
 
 

@@ -1,5 +1,6 @@
 """Fencing when the old primary cannot be reached: its agent (co-located, in
-the IPC's network namespace) self-fences before the standby may promote."""
+the IPC's network namespace) self-fences, and the standby promotes only with a
+proof: the old IPC powered off by its fence device, or an operator's word."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from failover.lab import netns
 from tests.cluster import Harness, wait_for
+from tests.test_cli import cli
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -33,7 +35,8 @@ def test_isolated_primary_self_fences_before_standby_promotes(tmp_path: Path) ->
         assert t_fenced < t_serving
         assert any("self-fencing" in s for s in h.agents["ipc-a"].sentences())
         hist = wait_for(lambda: [e for e in h.store.history() if e.get("to") == "ipc-b"], 5, what="history")
-        assert "must have stopped CTI/IVR itself" in hist[-1]["fencing"]
+        assert hist[-1]["proof"]["kind"] == "fence-device", hist[-1]
+        assert not h.lab.powered("ipc-a")
         rec = h.record()
         assert rec["primary"] == "ipc-b" and rec["epoch"] == 2
         # Heal: exactly one primary; ipc-a stays out (fenced) until rejoin.
@@ -43,6 +46,41 @@ def test_isolated_primary_self_fences_before_standby_promotes(tmp_path: Path) ->
         assert h.record()["primary"] == "ipc-b" and not ({"cti", "ivr"} & set(h.running("ipc-a")))
         h.assert_never_both()
         print(f"self-fenced after {t_fenced:.1f} s, standby serving after {t_serving:.1f} s")
+
+
+def test_isolated_primary_without_fence_device_waits_for_the_operator(tmp_path: Path) -> None:
+    """No fence device: time is no proof, so the standby does not promote;
+    its agent names the way out, and an operator's `--confirm-dead` (through
+    the real CLI) is the proof it then promotes on."""
+    with Harness(tmp_path, netns=True, fence=False) as h:
+        h.steady()
+        h.lab.fault("ipc-a", "unreachable")
+        way = wait_for(lambda: h.member("ipc-b").get("way_out"), 30, what="ipc-b names the way out")
+        assert "failover failover --to ipc-b --confirm-dead ipc-a" in way, way
+        time.sleep(3)  # well past the old fence grace: still nobody promoted
+        assert h.record()["primary"] == "ipc-a" and not h.serving("ipc-b")
+        st = cli(h, "status")
+        assert "ACTION NEEDED" in st.stdout, st.stdout + st.stderr
+        r = cli(
+            h,
+            "failover",
+            "--to",
+            "ipc-b",
+            "--confirm-dead",
+            "ipc-a",
+            "--reason",
+            "PSU dead, checked at rack",
+            "--operator",
+            "li",
+            "--yes",
+            "--timeout",
+            "60",
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert h.serving("ipc-b") and h.record()["primary"] == "ipc-b"
+        took = [e for e in h.store.history() if e.get("to") == "ipc-b" and e.get("proof")][-1]
+        assert took["proof"]["kind"] == "operator" and "li" in took["proof"]["by"], took
+        h.assert_never_both()
 
 
 def test_1_primary_cut_from_zookeeper_only(tmp_path: Path) -> None:
@@ -56,7 +94,7 @@ def test_1_primary_cut_from_zookeeper_only(tmp_path: Path) -> None:
         h.assert_never_both()
         assert not ({"cti", "ivr"} & set(h.running("ipc-a")))
         hist = wait_for(lambda: [e for e in h.store.history() if e.get("to") == "ipc-b"], 5, what="history")
-        assert "ipc-a fenced" in hist[-1]["fencing"] or "must have stopped" in hist[-1]["fencing"]
+        assert hist[-1]["proof"]["kind"] == "verified", hist[-1]  # reachable over SSH: stopped and seen stopped
         h.lab.fault("ipc-a", "zk-heal")
         wait_for(lambda: h.member("ipc-a").get("role") == "fenced", 30, what="ipc-a back, fenced")
         time.sleep(2)

@@ -109,15 +109,38 @@ def test_7_primary_agent_paused_past_session_timeout(h: Harness) -> None:
     exactly_one_primary(h, "ipc-b")
 
 
-def test_9_stop_fails_on_old_primary_new_primary_waits(h: Harness) -> None:
+def test_9_stop_fails_on_old_primary_new_primary_waits(tmp_path: Path) -> None:
+    """No fence device: CTI cannot be stopped on the old primary, so nothing
+    proves it down and the standby does not start CTI/IVR (the way out it
+    publishes meanwhile is tested in test_proofs_sim.py)."""
+    with Harness(tmp_path, fence=False) as h:
+        h.steady()
+        h.lab.fault("ipc-a", "stop-fail", "cti")
+        h.lab.fault("ipc-a", "hang", "ivr")  # rule 2 fires; stopping CTI then fails
+        wait_for(lambda: any("NOT handing over" in s for s in h.agents["ipc-a"].sentences()), 30, what="the hold")
+        time.sleep(3)
+        assert "cti" not in h.running("ipc-b") and "ivr" not in h.running("ipc-b")
+        rec = h.record()
+        assert rec["primary"] == "ipc-a" and rec["epoch"] == 1
+        # IVR, stopped by the attempt, is this agent's own doing: converge
+        # starts it again, so calls come back on ipc-a (the hang is gone).
+        wait_for(lambda: h.serving("ipc-a"), 20, what="ipc-a serving again")
+        h.assert_never_both()
+
+
+def test_9b_stop_fails_on_old_primary_fence_device_powers_it_off(h: Harness) -> None:
+    """With a fence device (the lab's default): the old primary's agent powers
+    its own IPC off, then hands over naming that proof."""
     h.lab.fault("ipc-a", "stop-fail", "cti")
-    h.lab.fault("ipc-a", "hang", "ivr")  # rule 2 fires; stopping CTI then fails
-    wait_for(lambda: any("NOT handing over" in s for s in h.agents["ipc-a"].sentences()), 30, what="the hold")
-    time.sleep(3)
-    assert "cti" not in h.running("ipc-b") and "ivr" not in h.running("ipc-b")
-    rec = h.record()
-    assert rec["primary"] == "ipc-a" and rec["epoch"] == 1
-    assert any("stop failed on the old primary" in a for a in h.member("ipc-a").get("alerts", []))
+    h.lab.fault("ipc-a", "hang", "ivr")
+    wait_for(lambda: h.record().get("primary") == "ipc-b" and h.serving("ipc-b"), 30, what="takeover")
+    assert not h.lab.powered("ipc-a")
+    took = wait_for(
+        lambda: ([e for e in h.store.history() if e.get("to") == "ipc-b" and e.get("proof")] or [None])[-1],
+        10,
+        what="the takeover's history entry",
+    )
+    assert took["proof"]["kind"] == "fence-device" and took["proof"]["host"] == "ipc-a", took
 
 
 def test_pause_survives_agent_restart_and_zookeeper_leader_failover(h: Harness) -> None:

@@ -20,15 +20,17 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import yaml
 
+from failover.lab import fence as fence_mod
 from failover.lab import netns as netns_mod
 from failover.lab import observer, simctl
-from failover.lab.procs import alive, ancestors, free_ports, kill_and_wait, pids_where, spawn
+from failover.lab.procs import alive, ancestors, free_ports, kill_and_wait, pids_where
 from failover.lab.sshd import SshdHost, keygen, known_hosts_line
 from failover.lab.zk import ZkNode, ZkStartError, wait_serving
 from failover.layouts import SERVICES, Layout, running_set, start_order
@@ -91,6 +93,10 @@ HOST_FAULTS = (
     "heal-site",
     "agent-isolate",
     "agent-heal",
+    "power-off",
+    "power-on",
+    "fence-broken",
+    "fence-fixed",
     "restore",
 )
 AGENT_NS_INDEX = 20  # namespace index (and address .30+) of the first agent host with agents_apart
@@ -123,6 +129,11 @@ class LabIpc:
     # agents_apart: the namespace ("agent host") and address of this IPC's agent
     agent_netns: str | None = None
     agent_address: str | None = None
+    # The lab's fence device (failover/lab/fence.py): power "on" / "off", and
+    # whether the device answers. Changed by other processes (the device's
+    # command): re-read from lab.json before use (Lab._refresh).
+    power: str = "on"
+    fence_broken: bool = False
 
     def sshd(
         self, client_pubkey: Path, setenv: dict[str, str] | None = None, force_command: str | None = None
@@ -155,6 +166,7 @@ class Lab:
     netns: bool = False
     platform: PlatformName = "lab"
     agents_apart: bool = False
+    fence: bool = True  # the inventory gives every IPC the lab's fence device
     labid: str = field(default_factory=lambda: secrets.token_hex(3))
     zk: list[ZkNode] = field(default_factory=list)
     ipcs: list[LabIpc] = field(default_factory=list)
@@ -384,22 +396,13 @@ class Lab:
     def _start_sim(self, ipc: LabIpc) -> None:
         if ipc.sim_pid and alive(ipc.sim_pid, ipc.dir):
             return
-        ipc.sim_pid = spawn(
-            [sys.executable, "-m", "failover.lab.sim", ipc.dir],
-            Path(ipc.dir) / "sim.log",
-            ipc.netns,
-            cwd=str(Path(__file__).resolve().parents[2]),
-        )
+        ipc.sim_pid = fence_mod.start_sim(ipc.dir, ipc.netns)
 
     def _wait_sim(self, ipc: LabIpc, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while not (Path(ipc.dir) / "sim.ready").exists():
-            if not alive(ipc.sim_pid or 0):
-                log = (Path(ipc.dir) / "sim.log").read_text(errors="replace")[-800:]
-                raise LabError(f"the service simulator of {ipc.name} exited:\n{log}")
-            if time.monotonic() > deadline:
-                raise LabError(f"the service simulator of {ipc.name} is not ready")
-            time.sleep(0.02)
+        try:
+            fence_mod.wait_sim(ipc.dir, ipc.sim_pid, timeout)
+        except fence_mod.FenceError as e:
+            raise LabError(str(e)) from None
 
     # ----- inventory -----------------------------------------------------------
     def write_inventory(self) -> None:
@@ -485,6 +488,16 @@ class Lab:
             # a port of its own.
             out["http"] = {"bind": i.address, "port": i.http_port}
         out.update(channels=i.channels, fax_channels=i.fax_channels, preferred_role=i.preferred_role)
+        if self.fence:
+            out["fence"] = self.fence_commands(i.name)
+        return out
+
+    def fence_commands(self, ipc_name: str) -> dict:
+        """The inventory's `fence` key for a lab IPC: the lab's fence device
+        (failover/lab/fence.py), run by the agent on its own host, no shell."""
+        base = [sys.executable, "-m", "failover.lab.fence", "--root", str(self.root.resolve()), "--ipc", ipc_name]
+        out: dict = {a: shlex.join([*base, a]) for a in ("off", "status", "on")}
+        out["timeout"] = 5
         return out
 
     # ----- agents ------------------------------------------------------------
@@ -513,6 +526,7 @@ class Lab:
             "netns": self.netns,
             "platform": self.platform,
             "agents_apart": self.agents_apart,
+            "fence": self.fence,
             "subnet": self.subnet,
             "zk_host": self.zk_host,
             "started_at": self.started_at,
@@ -532,9 +546,30 @@ class Lab:
             ],
             "ipcs": [asdict(i) for i in self.ipcs],
         }
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(self.state_file)
+        with fence_mod.locked(self.root):
+            fence_mod.write_state(self.root, data)
+
+    def _refresh(self) -> None:
+        """Re-read what other processes change in lab.json (the fence device's
+        command powers IPCs off and on: new PIDs, power state)."""
+        try:
+            data = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return
+        found = {i.get("name"): i for i in data.get("ipcs", [])}
+        for ipc in self.ipcs:
+            got = found.get(ipc.name)
+            if got is not None:
+                ipc.sim_pid, ipc.sshd_pid = got.get("sim_pid"), got.get("sshd_pid")
+                ipc.power, ipc.fence_broken = got.get("power", "on"), bool(got.get("fence_broken"))
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Change this lab's state: under lab.lock, from what lab.json says now, saved after."""
+        with fence_mod.locked(self.root):
+            self._refresh()
+            yield
+            self.save()
 
     @classmethod
     def load(cls, root: Path) -> Lab:
@@ -549,6 +584,7 @@ class Lab:
             netns=data["netns"],
             platform=data.get("platform", "lab"),
             agents_apart=data.get("agents_apart", False),
+            fence=data.get("fence", True),
             labid=data["labid"],
             subnet=data["subnet"],
             zk_host=data["zk_host"],
@@ -576,13 +612,17 @@ class Lab:
         return ",".join(f"{n.host}:{n.client_port}" for n in self.zk)
 
     def status(self) -> dict:
+        self._refresh()
         seen = observer.snapshot(self.labid)
         ipcs = {}
         for i in self.ipcs:
-            try:
-                sim = simctl.request(i.dir, {"op": "status"}, timeout=2)
-            except (OSError, ValueError) as e:
-                sim = {"ok": False, "error": str(e)}
+            if i.power == "off":
+                sim = {"ok": False, "error": "powered off"}
+            else:
+                try:
+                    sim = simctl.request(i.dir, {"op": "status"}, timeout=2)
+                except (OSError, ValueError) as e:
+                    sim = {"ok": False, "error": str(e)}
             ipcs[i.name] = {
                 "cluster": i.cluster,
                 "address": i.address,
@@ -591,6 +631,8 @@ class Lab:
                 "agent_netns": self.agent_netns(i.name),
                 "agent_address": self.agent_address(i.name),
                 "agent_url": self.agent_url(i.name),
+                "power": i.power,
+                "fence": ("not answering (fence-broken)" if i.fence_broken else "ok") if self.fence else "none",
                 "sshd": "up" if i.sshd_pid and alive(i.sshd_pid) else "down",
                 "simulator": "up" if sim.get("ok") else f"down ({sim.get('error')})",
                 "line": sim.get("line", "unknown"),
@@ -604,6 +646,7 @@ class Lab:
             "up_seconds": round(self.up_seconds, 2),
             "platform": self.platform,
             "agents_apart": self.agents_apart,
+            "fence": self.fence,
             "zookeeper": [
                 {
                     "id": n.myid,
@@ -618,9 +661,16 @@ class Lab:
 
     # ----- faults -----------------------------------------------------------
     def fault(self, ipc_name: str, kind: str, service: str | None = None, seconds: float = 5.0) -> str:
+        """Inject a fault. power-on: `service` is the services to start at boot
+        besides the driver, comma-separated ("cti,ivr"); see power_on()."""
         ipc = self.ipc(ipc_name)
+        self._refresh()
+        if kind in ("power-off", "power-on", "fence-broken", "fence-fixed"):
+            return self._power_fault(ipc, kind, service)
         if service:  # the platform's own name (CTIServer, cc-cti.service) works too
             service = {v: k for k, v in SERVICE_NAMES.get(self.platform, {}).items()}.get(service, service)
+        if ipc.power == "off" and kind in (*SERVICE_FAULTS, *IPC_FAULTS, "sshd-up"):
+            raise LabError(f"{ipc.name} is powered off (`failover lab fault {ipc.name} power-on`)")
         if kind in SERVICE_FAULTS + IPC_FAULTS:
             if kind in SERVICE_FAULTS and kind != "clear" and not service:
                 raise LabError(f"fault {kind} needs a service ({', '.join(SERVICES)})")
@@ -639,9 +689,12 @@ class Lab:
             sshd.stop()
             return f"{ipc.name}: sshd stopped"
         if kind == "sshd-up":
-            sshd.start()
-            ipc.sshd_pid = sshd.pid
-            self.save()
+            with self._changing():
+                if ipc.power == "off":
+                    raise LabError(f"{ipc.name} is powered off (`failover lab fault {ipc.name} power-on`)")
+                sshd = ipc.sshd(self.client_key.with_suffix(".pub"))
+                sshd.start()
+                ipc.sshd_pid = sshd.pid
             sshd.wait_listening()
             return f"{ipc.name}: sshd started"
         if kind in ("unreachable", "reachable"):
@@ -682,6 +735,11 @@ class Lab:
                     netns_mod.heal(ns)
                     netns_mod.uncut(ns, SITE_CUT)
                     netns_mod.uncut(ns, AGENT_CUT)
+            if ipc.fence_broken:
+                self.fault(ipc_name, "fence-fixed")
+            if ipc.power == "off":
+                self.power_on(ipc_name)
+                sshd = ipc.sshd(self.client_key.with_suffix(".pub"))
             if not sshd.running():
                 self.fault(ipc_name, "sshd-up")
             for s in SERVICES:
@@ -690,6 +748,38 @@ class Lab:
             simctl.request(ipc.dir, {"op": "fault", "kind": "clear"}, timeout=10)
             return f"{ipc.name}: faults cleared (services left as they are)"
         raise LabError(f"unknown fault {kind!r}; one of: " + ", ".join(SERVICE_FAULTS + IPC_FAULTS + HOST_FAULTS))
+
+    # ----- power (the fence device's switch, failover/lab/fence.py) ------------------
+    def power_off(self, ipc_name: str) -> str:
+        """Cut the IPC's power: its simulator, every service process and its
+        sshd (with its sessions) killed by SIGKILL. Idempotent."""
+        return self._power_fault(self.ipc(ipc_name), "power-off")
+
+    def power_on(self, ipc_name: str, autostart: Iterable[str] = ()) -> str:
+        """Power the IPC back on: the simulator and sshd start; at boot the
+        board driver, sim.json's AUTO_START services and `autostart` (logical
+        or platform names, e.g. ("cti", "ivr")): Windows services whose start
+        type is Automatic. Returns once it is up. Idempotent."""
+        return self._power_fault(self.ipc(ipc_name), "power-on", ",".join(autostart))
+
+    def powered(self, ipc_name: str) -> bool:
+        """Whether the IPC is powered on (lab.json, whoever changed it)."""
+        self._refresh()
+        return self.ipc(ipc_name).power != "off"
+
+    def _power_fault(self, ipc: LabIpc, kind: str, service: str | None = None) -> str:
+        try:
+            if kind == "power-off":
+                out = fence_mod.power_off(self.root, ipc.name)
+            elif kind == "power-on":
+                out = fence_mod.power_on(self.root, ipc.name, [service or ""])
+            else:
+                out = fence_mod.set_broken(self.root, ipc.name, kind == "fence-broken")
+        except fence_mod.FenceError as e:
+            raise LabError(str(e)) from None
+        finally:
+            self._refresh()
+        return out
 
     def _site(self, ipc: LabIpc) -> list[tuple[str, list[str]]]:
         """The namespaces of one site (the IPC and its agent host), each with
@@ -712,7 +802,20 @@ class Lab:
     def down(self, remove: bool = True) -> list[int]:
         """Stop everything this lab started, by PID; remove its namespaces.
         Returns PIDs that could not be stopped (should be empty)."""
+        with contextlib.ExitStack() as held:
+            with contextlib.suppress(fence_mod.FenceError):  # no lab directory (any more): no lock
+                held.enter_context(fence_mod.locked(self.root))  # a power-on meanwhile waits, then finds no lab
+            # The PIDs this object knows (a failed `up` may not have saved them
+            # yet) and those of lab.json (a power-on by another process).
+            known = [(pid, m) for i in self.ipcs for pid, m in ((i.sshd_pid, "sshd_config"), (i.sim_pid, i.dir))]
+            self._refresh()
+            return self._down(remove, known)
+
+    def _down(self, remove: bool, known: list[tuple[int | None, str]]) -> list[int]:
         stuck: list[int] = []
+        for pid, marker in known:  # gone already unless this object knew better than lab.json
+            if pid and not kill_and_wait(pid, marker):
+                stuck.append(pid)
         for ipc in self.ipcs:
             if ipc.sshd_pid and not kill_and_wait(ipc.sshd_pid, "sshd_config"):
                 stuck.append(ipc.sshd_pid)
@@ -746,6 +849,7 @@ class Lab:
 
     def live_pids(self) -> list[int]:
         """Every process of this lab still alive (not zombie)."""
+        self._refresh()
         out = [n.pid for n in self.zk if n.pid and alive(n.pid, n.marker)]
         for i in self.ipcs:
             out += [p for p in (i.sim_pid, i.sshd_pid) if p and alive(p)]

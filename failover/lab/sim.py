@@ -639,9 +639,16 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
 
-def main(ipc_dir: str) -> int:
+def main(ipc_dir: str, boot: list[str] | None = None) -> int:
+    """boot: a power-on (the lab's fence device): only these services start,
+    marked AUTO_START (sc qc shows it); None: `lab up`'s initial layout
+    (sim.json's "autostart")."""
     cfg = json.loads(Path(ipc_dir, "sim.json").read_text())
     mgr = Manager(cfg)
+    if boot is not None:
+        for name in boot:
+            if name in mgr.services:
+                mgr.start_types[name] = mgr.services[name].start_type = AUTO_START
     sock_path = Path(ipc_dir, "sim.sock")
     with contextlib.suppress(FileNotFoundError):
         sock_path.unlink()
@@ -662,8 +669,10 @@ def main(ipc_dir: str) -> int:
     threading.Thread(target=monitor, daemon=True).start()
     # Initial layout: the lab asks for services to be started via simctl; the
     # manager itself starts nothing (like a machine after boot with manual services).
-    for name in cfg.get("autostart", []):
-        mgr.start(name, 10)
+    # After a power-on: the boot services, in the order given.
+    for name in cfg.get("autostart", []) if boot is None else boot:
+        if name in mgr.services:
+            mgr.start(name, 10)
     Path(ipc_dir, "sim.ready").write_text(str(os.getpid()))
     try:
         server.serve_forever(poll_interval=0.1)
@@ -675,4 +684,7 @@ def main(ipc_dir: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    # sim.py IPC_DIR [--boot S1,S2]
+    args = sys.argv[1:]
+    boot = [s for s in args[2].split(",") if s] if len(args) >= 3 and args[1] == "--boot" else None
+    sys.exit(main(args[0], boot))
