@@ -25,6 +25,7 @@ from typing import Any
 from failover import agent as agent_mod
 from failover import executor as exe
 from failover import failsafe, fencing, zkstore
+from failover.agent import core, leadership, observing, primary, publishing, standby, switchover, takeover
 from failover.inventory import Cluster
 from failover.inventory import load as load_inventory
 from failover.layouts import APP_SERVICES
@@ -42,6 +43,8 @@ def _cluster(inventory: Path) -> Cluster:
     return load_inventory(inventory).clusters[0]  # frozen: shared by every world
 
 
+# Every module of the agent that reads the clock runs on the virtual one.
+AGENT_MODULES = (core, leadership, observing, primary, publishing, standby, switchover, takeover)
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "example-windows.yaml"
 RUNNING, STOPPED = State.RUNNING, State.STOPPED
 BOOT_GRACE = 2.5  # s: continuous fencing's period (1 s) plus a cycle, for a service a reboot started
@@ -560,8 +563,9 @@ class World:
     @contextmanager
     def patched(self, monkeypatch: Any) -> Iterator[World]:
         """Virtual time for the agent's modules, the lease through objects."""
-        for mod in (agent_mod, failsafe, fencing):
-            monkeypatch.setattr(mod, "time", self.clock, raising=True)
+        for mod in (*AGENT_MODULES, failsafe, fencing):
+            if hasattr(mod, "time"):
+                monkeypatch.setattr(mod, "time", self.clock)
         monkeypatch.setattr(failsafe, "ask", self._ask, raising=True)
         yield self
 
