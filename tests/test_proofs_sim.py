@@ -354,3 +354,54 @@ def test_a_start_is_refused_the_moment_leadership_is_gone(world: World) -> None:
     w.cycle(w.a)  # A demotes itself and hands over
     w.cycle(w.b)  # B takes the role; its CTI start comes after it lost contact
     assert not ({"cti", "ivr"} & w.hosts.hosts[w.b].running()), b.mem.sentence
+
+
+def test_stray_cti_on_a_peer_without_ssh_is_seen_by_its_probes_and_powered_off(world: World) -> None:
+    """Found by the explorer: the old primary reboots with CTI/IVR set to
+    Automatic and its SSH does not answer. Continuous fencing sees them by
+    their probes, cannot stop them over SSH, and powers the IPC off."""
+    w = world
+    w.hosts.hosts[w.a].power_off()
+    w.run(8.0)
+    assert w.record()["primary"] == w.b
+    del w.agents[w.a]
+    host = w.hosts.hosts[w.a]
+    host.autostart = {"driver", "cti", "ivr"}
+    host.power_on(w.clock.now)
+    host.ssh = "hung"  # sshd wedged (or the management NIC down) after the reboot
+    note = w.agents[w.b]._keep_peer_fenced()
+    assert not host.powered and "powered off by its fence device" in note, note
+
+
+def test_stray_cti_that_nothing_can_stop_is_an_alert_naming_it(bare: World) -> None:
+    w = bare
+    w.hosts.hosts[w.a].power_off()
+    w.request({"kind": "failover", "to": w.b, "from": w.a, "confirm_dead": w.a, "operator": "li", "reason": "PSU"})
+    w.run(8.0)
+    assert w.record()["primary"] == w.b
+    del w.agents[w.a]
+    host = w.hosts.hosts[w.a]
+    host.autostart = {"driver", "cti", "ivr"}
+    host.power_on(w.clock.now)
+    host.ssh = "hung"
+    w.agents[w.b]._keep_peer_fenced()
+    w.cycle(w.b)
+    way = w.member(w.b)["way_out"]
+    assert f"run on {w.a}" in way and "by hand" in way, way
+
+
+def test_a_non_primary_agent_cut_from_zookeeper_stops_strays_on_its_own_ipc(world: World) -> None:
+    """Found by the explorer: the new primary's agent is down, the old one's
+    agent has no ZooKeeper, and its IPC reboots with CTI/IVR set to Automatic:
+    only that agent can act, and it was not the primary when it last knew."""
+    w = world
+    w.hosts.hosts[w.a].power_off()
+    w.run(8.0)
+    assert w.record()["primary"] == w.b
+    del w.agents[w.b]  # the new primary's agent crashed
+    w.store(w.a).up = False
+    host = w.hosts.hosts[w.a]
+    host.autostart = {"driver", "cti", "ivr"}
+    host.power_on(w.clock.now)
+    w.cycle(w.a)
+    assert not ({"cti", "ivr"} & host.running()), w.agents[w.a].mem.sentence

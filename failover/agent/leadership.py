@@ -185,6 +185,12 @@ class Leadership:
         self.mem.leader = False
         gone = time.monotonic() - self.mem.last_zk_ok
         if not was_primary:
+            stray = [s for s in sorted(APP_SERVICES) if raw.states.get(s) not in (State.STOPPED, State.UNKNOWN, None)]
+            if raw.reachable and stray:
+                # Not the primary when we last knew, and only this agent ever
+                # starts CTI/IVR here: these are strays (a reboot's auto-start).
+                done = self._stop_strays(stray)
+                return f"ZooKeeper unreachable for {gone:.1f} s ({why}): {self.me} is not the primary: {done}."
             return f"ZooKeeper unreachable for {gone:.1f} s ({why}): {self.me} holds as it is, no action."
         if gone < self.t.self_fence_after:
             return (
@@ -209,6 +215,21 @@ class Leadership:
             f"ZooKeeper unreachable for {gone:.1f} s (limit {self.t.self_fence_after:g} s): {self.mem.fence_note}; "
             "the standby may take over once our session has expired."
         )
+
+    def _stop_strays(self, stray: list[str]) -> str:
+        """CTI/IVR found running on a non-primary IPC: stopped (not a self-fence:
+        this agent may well promote later)."""
+        stopped, failed = [], []
+        for s in stop_order(set(stray), self.topo.after):
+            try:
+                self.ex.stop(self.me, s)
+                stopped.append(LABELS[s])
+            except exe.ExecError as e:
+                failed.append(f"{LABELS[s]} ({e.detail})")
+        self.mem.disarmed |= set(stray)
+        if failed:
+            return f"FAILED to stop stray {', '.join(failed)} (ALERT)"
+        return f"stopped stray {' and '.join(stopped)}"
 
     def _self_fence(self) -> str:
         stopped, failed = [], []

@@ -171,29 +171,57 @@ class PrimaryActs:
     def _keep_peer_fenced(self) -> str:
         """Continuous fencing: while we hold the role, CTI and IVR must not
         run on the peer (Windows auto-start after a reboot, a start that landed
-        late). Stopped if found, only while our own leadership is fresh (a
-        stale primary must not stop a legitimately promoted one)."""
+        late). Seen over SSH, or, when SSH does not work, by their probes
+        answering; stopped over SSH, else powered off through the peer's fence
+        device, else an alert naming what a person must do. Only while our
+        own leadership is fresh (a stale primary must not stop a legitimately
+        promoted one)."""
         crec = self._zk_snapshot.get("cluster")
-        epoch = int((crec.data if crec else {}).get("epoch", 0))
         if not self.mem.leader or not crec or crec.data.get("primary") != self.me:
+            self.mem.stray = ""
             return ""
         try:
             st = self.ex.status_fast(self.peer)
+            stray = sorted(
+                s for s in APP_SERVICES & self.topo.services if st.states.get(s) not in (State.STOPPED, State.UNKNOWN)
+            )
         except exe.ExecError:
-            return ""  # down or cut off: nothing runs there that we could stop now
-        stray = sorted(
-            s for s in APP_SERVICES & self.topo.services if st.states.get(s) not in (State.STOPPED, State.UNKNOWN)
-        )
-        if not stray or self.guard(Step(self.me, "start", "cti")):
+            stray = sorted(s for s in APP_SERVICES & self.topo.services if self._answers(self.peer, s))
+        if not stray:
+            self.mem.stray = ""
             return ""
-        done = []
+        if self.guard(Step(self.me, "start", "cti")):
+            return ""
+        return self._stop_stray(stray, int(crec.data.get("epoch", 0)))
+
+    def _answers(self, host: str, service: str) -> bool:
+        """The service's probe, without SSH (a TCP probe from this host)."""
+        try:
+            return self.ex.probe(host, service)
+        except exe.ExecError:
+            return False  # a command probe needs SSH: unknown, not "answering"
+
+    def _stop_stray(self, stray: list[str], epoch: int) -> str:
+        failed = []
         for s in stray:
             try:
                 self.ex.stop(self.peer, s)
-                done.append(LABELS[s])
             except exe.ExecError as e:
-                done.append(f"{LABELS[s]} FAILED ({e.detail})")
-        what = " and ".join(done)
+                failed.append(f"{LABELS[s]} ({e.detail})")
+        what = " and ".join(LABELS[s] for s in stray)
+        how = "stopped"
+        if failed and self.fencer.has_device(self.peer):
+            dev = self.fencer.power_off(self.peer)
+            how = f"could not be stopped ({'; '.join(failed)}): {dev.proof.detail if dev.proof else dev.why}"
+            failed = [] if dev.proof else failed
+        elif failed:
+            how = f"could NOT be stopped ({'; '.join(failed)})"
+        self.mem.stray = (
+            f"No automatic action: {what} run on {self.peer} while {self.me} is primary and cannot be stopped "
+            f"({'; '.join(failed)}). Stop them on {self.peer} by hand now (or power it off)."
+            if failed
+            else ""
+        )
         assert self.store is not None
         self.store.add_history(
             {
@@ -201,12 +229,12 @@ class PrimaryActs:
                 "from": self.peer,
                 "to": self.me,
                 "epoch": epoch,
-                "why": f"{what} found running on {self.peer} while {self.me} is primary",
+                "why": f"{what} found running on {self.peer} while {self.me} is primary: {how}",
                 "who": f"agent {self.me}",
-                "outcome": "failed" if "FAILED" in what else "done",
+                "outcome": "failed" if failed else "done",
             }
         )
-        return f"Continuous fencing: {what} found running on {self.peer} while {self.me} is primary, stopped."
+        return f"Continuous fencing: {what} found running on {self.peer} while {self.me} is primary, {how}."
 
     def _hand_over(self, zk: dict, crec: dict, d: Decision, manual: dict | None = None) -> str:
         """Rule 2 on the primary's side: stop CTI and IVR here (or power this

@@ -100,8 +100,10 @@ class Publishing:
             "obs": monitor.to_record(o),
             "sentence": sentence or self.mem.sentence,
             "decision": d.action.value,
-            "alerts": list(dict.fromkeys([*d.alerts, *filter(None, [self.lease_path.alert(), self.mem.way_out])])),
-            "way_out": self.mem.way_out,
+            "alerts": list(
+                dict.fromkeys([*d.alerts, *filter(None, [self.lease_path.alert(), self.mem.way_out, self.mem.stray])])
+            ),
+            "way_out": self.mem.stray or self.mem.way_out,
             "failsafe_path": {"ok": self.lease_path.ok, "why": self.lease_path.why},
             "faults": own_faults,
             "paused": zk.get("pause") is not None,

@@ -96,6 +96,7 @@ class Memory:
     takeover_wall: float | None = None  # wall time we took P/leader for a takeover
     wake_at: float | None = None  # monotonic: wake the loop early (a scheduled switchover, a promise ends)
     way_out: str = ""  # no automatic action will happen: why, and the command that gets out
+    stray: str = ""  # continuous fencing found CTI/IVR on the peer it cannot stop (its own thread sets it)
     no_proof: tuple[float, str, str] = (0.0, "", "")  # (retry after, sentence, way out) of a takeover without proof
 
 

@@ -270,6 +270,7 @@ class Host:
 
     def power_on(self, now: float | None = None) -> None:
         self.powered = True
+        self.ssh = "up"  # a reboot starts sshd afresh
         self.booted_at, self.booted = now, set(self.autostart)
         self.services = {s: (RUNNING if s in self.autostart else STOPPED) for s in self.services}
 
@@ -333,6 +334,11 @@ class FakeExecutor:
         h.services[service] = STOPPED if op == "stop" else RUNNING
         self.world.log.append(f"{host} {op} {service}")
         return f"{service} {'stopped' if op == 'stop' else 'running'}"
+
+    def probe(self, host: str, service: str) -> bool:
+        """An application probe, from the agent's host: no SSH needed."""
+        h = self.world.hosts[host]
+        return h.powered and h.services.get(service) is RUNNING
 
     def fenced(self, host: str) -> tuple[bool, str]:
         try:
@@ -525,13 +531,17 @@ class World:
         """Invariants at every step: never CTI/IVR on two IPCs; a promotion
         (a new epoch) only by the holder of `leader`, with a proof."""
         # What a reboot started (Windows services set to Automatic) is nobody's
-        # decision: continuous fencing must stop it within BOOT_GRACE.
+        # decision: continuous fencing must stop it within BOOT_GRACE, or (no
+        # fence device, and neither SSH nor a stop works there) the primary's
+        # agent must say so: nothing else can stop it.
         both = [
             s
             for s in ("cti", "ivr")
             if all(s in h.running() for h in self.hosts.hosts.values())
             and not any(
-                h.booted_at is not None and self.clock.now - h.booted_at <= BOOT_GRACE and s in h.booted
+                h.booted_at is not None
+                and s in h.booted
+                and (self.clock.now - h.booted_at <= BOOT_GRACE or self._alerted_stray(h.name))
                 for h in self.hosts.hosts.values()
             )
         ]
@@ -549,6 +559,9 @@ class World:
             took = [e for e in self.zk.history if e.get("epoch") == epoch and e.get("to") == primary]
             if epoch > 1 and took and not took[-1].get("proof"):
                 self.violations.append(f"t={self.clock.now:.1f}: epoch {epoch} promoted without a proof")
+
+    def _alerted_stray(self, host: str) -> bool:
+        return any(f"run on {host}" in ag.mem.stray for ag in self.agents.values())
 
     def assert_safe(self) -> None:
         assert not self.violations, self.violations
