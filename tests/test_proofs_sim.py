@@ -405,3 +405,18 @@ def test_a_non_primary_agent_cut_from_zookeeper_stops_strays_on_its_own_ipc(worl
     host.power_on(w.clock.now)
     w.cycle(w.a)
     assert not ({"cti", "ivr"} & host.running()), w.agents[w.a].mem.sentence
+
+
+def test_the_old_primary_does_not_take_back_a_switchover_it_just_handed_over(world: World) -> None:
+    """Found by the real-process suite (test_cli): right after handing the
+    role over, the old primary's next cycle came before the target's and took
+    the role back (it was still the recorded primary): the switchover failed."""
+    w = world
+    w.request({"kind": "switchover", "to": w.b, "operator": "li", "reason": "drill"})
+    w.cycle(w.a)  # hands over
+    w.cycle(w.a)  # its next cycle comes first
+    assert w.leader_owner() is None and w.record()["primary"] == w.a
+    assert "waiting for its agent to take it" in w.agents[w.a].mem.sentence
+    w.cycle(w.b)
+    assert w.record()["primary"] == w.b and w.serving(w.b)
+    assert w.request_state()["state"] == "done"

@@ -15,6 +15,7 @@ from failover.agent.state import (
     _standby_text,
 )
 from failover.layouts import stop_order
+from failover.moves import LeaderlessView, leaderless_move
 from failover.rules import (
     Action,
     Decision,
@@ -145,38 +146,34 @@ class StandbyActs:
         self, zk: dict, crec: dict, roles: dict[str, Role], handoff: dict | None
     ) -> tuple[str, str] | None:
         """Why this standby does not take the role now (the sentence, and the
-        way out when no automatic action will come), or None: take it."""
-        epoch = crec["epoch"]
-        me, peer = self.me, self.peer
-        head = f"No primary holds the role (epoch {epoch})"
-        my_role = roles.get(me, Role.STANDBY)
+        way out when no automatic action will come), or None: take it. The
+        decision is moves.leaderless_move's, over a typed snapshot."""
         obs = self._observation(zk, crec, roles)
-        if my_role is not Role.STANDBY:
-            stuck = roles.get(peer) is not Role.STANDBY or zk["peer"] is None
-            out = f"No automatic action: no IPC can take the primary role. Repair {me} and run `failover rejoin {me}`."
-            return f"{head}; {me} is {my_role.value}: not taking over.", out if stuck else ""
-        if handoff is not None:
-            return None
-        take = f"`failover failover --to {me} --reason '...'`"
-        if obs.policy.paused:
-            out = f"No automatic action while paused: run `failover resume`, or {take}."
-            return f"{head}; paused ({obs.policy.pause_reason}): not taking over.", out
-        if obs.policy.mode == "manual":
-            return f"{head}; manual mode: not taking over (use `failover failover`).", f"Manual mode: run {take}."
-        if zk["peer"] is not None and crec.get("primary") == peer:
-            # Its agent lives (new session): it takes P/leader back itself.
-            return f"{head}, but {peer}'s agent is alive: waiting for it to take the role back.", ""
-        if obs.policy.recent_failovers >= obs.policy.max_failovers:
-            out = f"No automatic action: flap damping holds after {obs.policy.recent_failovers} failovers. Run {take}."
-            return (
-                f"{head}, but {obs.policy.recent_failovers} automatic failovers already happened in the window: "
-                "holding, ALERT.",
-                out,
+        p = obs.policy
+        move = leaderless_move(
+            LeaderlessView(
+                me=self.me,
+                peer=self.peer,
+                epoch=crec["epoch"],
+                my_role=roles.get(self.me, Role.STANDBY),
+                peer_role=roles.get(self.peer),
+                peer_agent_alive=zk["peer"] is not None,
+                recorded_primary=crec.get("primary"),
+                handed_over=handoff is not None,
+                handed_away=_handed_away(crec, self.me, self.peer),
+                paused=p.paused,
+                pause_reason=p.pause_reason,
+                mode=p.mode,
+                recent_failovers=p.recent_failovers,
+                max_failovers=p.max_failovers,
+                own_faults=tuple(map(str, faults_of(obs, self.me))),
+                reachable=obs.ipcs[self.me].reachable,
             )
-        own = faults_of(obs, me)
-        if own or not obs.ipcs[me].reachable:
-            what = " and ".join(map(str, own)) or "unreachable over SSH"
-            stuck = roles.get(peer) is not Role.PRIMARY
-            out = f"No automatic action: no IPC can serve calls. Repair {me} ({what}), or {peer}." if stuck else ""
-            return f"{head}, but {me} cannot serve ({what}): not taking over.", out
-        return None
+        )
+        return None if move.take else (move.sentence, move.way_out)
+
+
+def _handed_away(crec: dict, me: str, peer: str) -> bool:
+    """Our own hand-over to the peer, for this epoch, still in the record."""
+    h = crec.get("handoff") or {}
+    return h.get("from") == me and h.get("to") == peer and h.get("epoch") == crec.get("epoch")
