@@ -9,8 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from failover.lab.lab import Lab
+
+# Property tests check logic, not speed (speed is measured in benchmarks):
+# hypothesis's default 200 ms deadline per example is a timed assert that a
+# loaded 2-core CI machine can fail now and then.
+settings.register_profile("failover", deadline=None)
+settings.load_profile("failover")
 
 REPO = Path(__file__).resolve().parents[1]
 
