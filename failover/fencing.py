@@ -91,7 +91,10 @@ class FenceDevice:
         command = getattr(self.conf, which)
         argv = shlex.split(command)
         env = dict(os.environ)
-        secret = self.conf.secret()
+        try:
+            secret = self.conf.secret()
+        except OSError as e:
+            return None, f"cannot read the fence device's secret_file: {e.strerror or e}"
         if secret is not None:
             env["FAILOVER_FENCE_SECRET"] = secret  # the child's environment only; never logged
         try:

@@ -420,3 +420,26 @@ def test_the_old_primary_does_not_take_back_a_switchover_it_just_handed_over(wor
     w.cycle(w.b)
     assert w.record()["primary"] == w.b and w.serving(w.b)
     assert w.request_state()["state"] == "done"
+
+
+# ----- found by the adversarial review ---------------------------------------------
+def test_a_primary_agent_restarted_during_a_zookeeper_outage_leaves_calls_alone(world: World) -> None:
+    """A freshly started agent has not read the record: it must not take the
+    serving primary's CTI/IVR for strays."""
+    w = world
+    old_sid = w.agents[w.a].session_id
+    w.start_agent(w.a)  # restarted, could not resume (a new session)
+    w.store(w.a).up = False  # and ZooKeeper is out of reach
+    w.zk.expire(old_sid or 0)
+    w.cut_agents.add(w.a)
+    w.cycle(w.a)
+    assert w.serving(w.a), w.agents[w.a].mem.sentence
+
+
+def test_confirm_dead_onto_a_fenced_standby_is_refused_before_stopping_anything(bare: World) -> None:
+    w = bare
+    w.zk.nodes["/failover/c/cluster"].data["roles"][w.b] = "fenced"
+    w.request({"kind": "failover", "to": w.b, "from": w.a, "confirm_dead": w.a, "operator": "li", "reason": "x"})
+    w.cycle(w.a)
+    assert w.request_state()["state"] == "refused", w.request_state()
+    assert w.serving(w.a)

@@ -186,9 +186,18 @@ class Leadership:
         gone = time.monotonic() - self.mem.last_zk_ok
         if not was_primary:
             stray = [s for s in sorted(APP_SERVICES) if raw.states.get(s) not in (State.STOPPED, State.UNKNOWN, None)]
-            if raw.reachable and stray:
-                # Not the primary when we last knew, and only this agent ever
-                # starts CTI/IVR here: these are strays (a reboot's auto-start).
+            crec = self._zk_snapshot.get("cluster")
+            known_not_primary = (
+                crec is not None
+                and crec.data.get("primary") != self.me
+                and crec.data.get("roles", {}).get(self.me) != Role.PRIMARY.value
+            )
+            if raw.reachable and stray and known_not_primary:
+                # Not the primary when this process last read the record, and
+                # only this agent ever starts CTI/IVR here: these are strays (a
+                # reboot's auto-start). A freshly started agent that has not
+                # read the record yet knows nothing: it holds (it may be the
+                # serving primary's agent, restarted during an outage).
                 done = self._stop_strays(stray)
                 return f"ZooKeeper unreachable for {gone:.1f} s ({why}): {self.me} is not the primary: {done}."
             return f"ZooKeeper unreachable for {gone:.1f} s ({why}): {self.me} holds as it is, no action."

@@ -51,7 +51,7 @@ class PrimaryActs:
         obs = self._observe_update(raw, Role.PRIMARY, {})
         if not obs.reachable:
             return f"No cluster record yet, and {self.me} is unreachable over SSH: not bootstrapping."
-        if not self.store.take_leader(self._leader_data(1)):
+        if not self.store.take_leader(self._leader_data(1), owner=self.session_id):
             return "No cluster record yet; another agent is bootstrapping."
         self.mem.leader = True
         roles = {self.me: Role.PRIMARY.value, self.peer: Role.STANDBY.value}
@@ -150,6 +150,11 @@ class PrimaryActs:
             why = f"{self.me}'s agent is alive and holds the role: use `failover switchover`"
             self._finish_request(r.get("id"), "refused", why)
             return f"Manual failover to {self.peer} refused: {why}."
+        peer_role = crec.get("roles", {}).get(self.peer)
+        if peer_role != Role.STANDBY.value:
+            why = f"{self.peer} is {peer_role}: it cannot take the role (rejoin it first); nothing was stopped"
+            self._finish_request(r.get("id"), "refused", why)
+            return f"Manual failover to {self.peer} refused: {why}."
         meta = _manual_meta(r)
         self._request_progress(r.get("id"), f"{self.me}: handing the role over ({meta['reason']})", "running")
         stops = tuple(Step(self.me, "stop", s) for s in stop_order(set(self.topo.services), self.topo.after))
@@ -201,16 +206,26 @@ class PrimaryActs:
         except exe.ExecError:
             return False  # a command probe needs SSH: unknown, not "answering"
 
+    def _still_primary(self, epoch: int) -> bool:
+        """Leadership fresh and the epoch unchanged: re-checked before every
+        action on the peer (a stop may take its whole timeout, and the peer
+        may be promoted legitimately meanwhile)."""
+        crec = self._zk_snapshot.get("cluster")
+        now_epoch = int((crec.data if crec else {}).get("epoch", -1))
+        return self.mem.leader and now_epoch == epoch and not self.guard(Step(self.me, "start", "cti"))
+
     def _stop_stray(self, stray: list[str], epoch: int) -> str:
         failed = []
-        for s in stray:
+        for s in stop_order(set(stray), self.topo.after):
+            if not self._still_primary(epoch):
+                return ""
             try:
                 self.ex.stop(self.peer, s)
             except exe.ExecError as e:
                 failed.append(f"{LABELS[s]} ({e.detail})")
         what = " and ".join(LABELS[s] for s in stray)
         how = "stopped"
-        if failed and self.fencer.has_device(self.peer):
+        if failed and self.fencer.has_device(self.peer) and self._still_primary(epoch):
             dev = self.fencer.power_off(self.peer)
             how = f"could not be stopped ({'; '.join(failed)}): {dev.proof.detail if dev.proof else dev.why}"
             failed = [] if dev.proof else failed
@@ -283,6 +298,8 @@ class PrimaryActs:
         }
         crec = self._write_handoff(zk, crec, handoff, Role.FENCED)
         if crec is None:
+            if manual and manual.get("request"):
+                self._finish_request(manual["request"], "failed", f"{self.peer} can no longer take the role")
             return self._cannot_hand_over(zk, zk["cluster"].data, d, None)
         done = self.ex.execute(rest) if rest else None  # after the hand-over: the standby is starting meanwhile
         self._after_plan(done, crec)

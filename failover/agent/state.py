@@ -122,10 +122,15 @@ def _failed_starts(obs: IpcObs, rep: exe.PlanReport, n: int) -> IpcObs:
 def _calls_down_way_out(obs: Observation, d: Decision, me: str, peer: str) -> str:
     """A primary whose CTI/IVR are down and that will not act by itself (rule
     4 with restarts used up, paused, manual mode): say what a person can do."""
-    down = [f for f in faults_of(obs, me) if f.what in APP_SERVICES]
+    down = [f for f in faults_of(obs, me) if f.what in APP_SERVICES or f.what == "host"]
     if not down or (d.execute and d.action is not Action.HOLD):
         return ""
     what = " and ".join(map(str, down))
+    if any(f.what == "host" for f in down):
+        return (
+            f"No automatic action: primary {me} is {what} and {peer} cannot take over. Repair or power-cycle "
+            f"{me}, or repair {peer} and run `failover rejoin {peer}` (then it takes over)."
+        )
     if not d.execute:
         return f"No automatic action ({d.reason}): {what} on {me}. Run `failover resume`, or act by hand."
     return (
