@@ -36,6 +36,7 @@ from typing import Any, TextIO
 
 from failover import api, failsafe, fencing, zkstore
 from failover import executor as exe
+from failover.agent.continuous import ContinuousFencing
 from failover.agent.leadership import Leadership
 from failover.agent.observing import Observing
 from failover.agent.primary import PrimaryActs
@@ -62,7 +63,9 @@ from failover.rules import (
 log = logging.getLogger("failover.agent")
 
 
-class Agent(Leadership, Publishing, Observing, PrimaryActs, StandbyActs, SwitchoverActs, TakeOverActs):
+class Agent(
+    Leadership, Publishing, Observing, PrimaryActs, StandbyActs, SwitchoverActs, TakeOverActs, ContinuousFencing
+):
     def __init__(self, cluster: Cluster, ipc: str, state_dir: Path, out: TextIO | None = None) -> None:
         self.c = cluster
         self.me = ipc
