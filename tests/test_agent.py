@@ -32,8 +32,20 @@ def assert_failed_over(h: Harness) -> None:
 def test_1_cti_killed_on_primary_fails_over(h: Harness) -> None:
     h.lab.fault("ipc-a", "kill", "cti")
     assert_failed_over(h)
-    assert any("Took the primary role from ipc-a (epoch 1 -> 2)" in s for s in h.agents["ipc-b"].sentences())
-    assert any("CTI stopped on primary ipc-a" in s and "handed to ipc-b" in s for s in h.agents["ipc-a"].sentences())
+    # Each agent logs its sentence when its cycle ends, which may be after the
+    # other IPC already serves: wait for the line rather than read it once.
+    wait_for(
+        lambda: any("Took the primary role from ipc-a (epoch 1 -> 2)" in s for s in h.agents["ipc-b"].sentences()),
+        10,
+        what="ipc-b's sentence",
+    )
+    wait_for(
+        lambda: any(
+            "CTI stopped on primary ipc-a" in s and "handed to ipc-b" in s for s in h.agents["ipc-a"].sentences()
+        ),
+        10,
+        what="ipc-a's sentence",
+    )
 
 
 def test_2_ivr_hung_on_primary_fails_over(h: Harness) -> None:
