@@ -152,7 +152,7 @@ def agent_cmd(inventory_path: str, ipc: str, state_dir: str, log_level: str) -> 
     except inv_mod.InventoryError as e:
         click.echo(str(e), err=True)
         sys.exit(EXIT_USAGE)
-    sys.exit(agent_mod.main_loop(cluster, ipc, Path(state_dir)))
+    sys.exit(agent_mod.main_loop(cluster, ipc, Path(state_dir), inv.clusters))
 
 
 # ----- on-call commands ------------------------------------------------------------

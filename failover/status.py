@@ -38,7 +38,8 @@ def view(
     rec = rec or {}
     roles = rec.get("roles", {})
     ipcs: dict[str, Any] = {}
-    boards, serving = [], False
+    boards: list[str] = []
+    answering: list[str] = []
     for i in c.ipcs:
         m = members.get(i.name)
         obs = (m or {}).get("obs") or {}
@@ -54,7 +55,7 @@ def view(
             # Calls are answered wherever CTI and IVR run and answer, whatever
             # the record says at this instant (it changes before the promotion
             # ends): capacity must never read 0 while an IPC serves.
-            serving = True
+            answering.append(i.name)
         ipcs[i.name] = {
             "role": roles.get(i.name, "unknown"),
             "leader": bool(leader and leader[0].get("ipc") == i.name),
@@ -79,7 +80,9 @@ def view(
             "channels": i.channels,
             "fax_channels": i.fax_channels,
         }
-    capa = cap.compute({i.name: i.channels for i in c.ipcs}, {i.name: i.fax_channels for i in c.ipcs}, boards, serving)
+    capa = cap.compute(
+        {i.name: i.channels for i in c.ipcs}, {i.name: i.fax_channels for i in c.ipcs}, boards, bool(answering)
+    )
     changes = [
         h for h in history if h.get("kind") in ("failover", "takeover", "switchover", "manual-failover", "bootstrap")
     ]
@@ -88,6 +91,8 @@ def view(
         "primary": rec.get("primary"),
         "epoch": rec.get("epoch"),
         "leader": None if leader is None else leader[0].get("ipc"),
+        # where CTI and IVR run and answer their probes: who answers calls now
+        "answering": answering,
         "paused": pause,
         "switchover": request
         if request and request.get("state") not in ("done", "failed", "refused", "cancelled")

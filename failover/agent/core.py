@@ -31,10 +31,11 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from failover import api, failsafe, fencing, zkstore
+from failover import api, desk_page, failsafe, fencing, zkstore
 from failover import executor as exe
 from failover.agent.continuous import ContinuousFencing
 from failover.agent.leadership import Leadership
@@ -66,8 +67,18 @@ log = logging.getLogger("failover.agent")
 class Agent(
     Leadership, Publishing, Observing, PrimaryActs, StandbyActs, SwitchoverActs, TakeOverActs, ContinuousFencing
 ):
-    def __init__(self, cluster: Cluster, ipc: str, state_dir: Path, out: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        ipc: str,
+        state_dir: Path,
+        out: TextIO | None = None,
+        clusters: Sequence[Cluster] = (),
+    ) -> None:
+        """clusters: every cluster of the inventory, for the status page's
+        index (/desks); an agent knows only its own cluster's state."""
         self.c = cluster
+        self.desks = desk_page.links(clusters or (cluster,), cluster.name)
         self.me = ipc
         self.peer = cluster.peer(ipc).name
         self.topo = Topology.from_cluster(cluster)
@@ -231,10 +242,10 @@ class Agent(
         return None
 
 
-def main_loop(cluster: Cluster, ipc: str, state_dir: Path) -> int:
+def main_loop(cluster: Cluster, ipc: str, state_dir: Path, clusters: Sequence[Cluster] = ()) -> int:
     import signal
 
-    agent = Agent(cluster, ipc, state_dir)
+    agent = Agent(cluster, ipc, state_dir, clusters=clusters)
 
     def stop(*_: object) -> None:
         agent.stop_event.set()

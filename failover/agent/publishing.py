@@ -80,10 +80,26 @@ class Publishing:
             "alerts": (self._member_rec or {}).get("alerts", []),
             "self_fenced": self.mem.self_fenced,
             "failsafe_path": {"ok": self.lease_path.ok, "why": self.lease_path.why},
+            "failsafe": self._failsafe_state(connected),
+            "desks": self.desks,
             "view": view,
             "history": self._history,
             "failovers_total": (crec or {}).get("counts", {}),
             "last_failover": changes[-1] if changes else None,
+        }
+
+    def _failsafe_state(self, connected: bool) -> dict:
+        """For the status page's banner: serving on the standby's lease (as a
+        primary without ZooKeeper), or holding a promise not to take the role
+        (as the standby that granted one)."""
+        fresh = connected and time.monotonic() - self.mem.last_zk_ok < self.t.self_fence_after / 2
+        on_lease = not fresh and not self.mem.self_fenced and self._believes_primary() and self.lease.valid()
+        left = self.grantor.holds_back()
+        return {
+            "serving_on_lease": on_lease,
+            "why": self.lease.last_answer if on_lease else "",
+            "promised_to": self.grantor.promised_to if left > 0 else "",
+            "promise_left_s": round(left, 1),
         }
 
     def _publish(self, zk: dict, crec: dict, d: Decision, sentence: str = "") -> None:
