@@ -69,8 +69,24 @@ def markdown(r: dict) -> str:
         lines += _table(
             "## Health endpoint (wrk, 64 connections, 10 s)",
             ("endpoint", "req/s", "p50 ms", "p99 ms"),
-            [(p, h[p]["requests_per_s"], h[p]["p50_ms"], h[p]["p99_ms"]) for p in ("/health", "/cluster")],
+            [(p, h[p]["requests_per_s"], h[p]["p50_ms"], h[p]["p99_ms"]) for p in http_bench.PATHS if p in h],
         )
+        if http_bench.BESIDE in h:
+            b = h[http_bench.BESIDE]
+            ok = "yes" if b["p99_ms"] <= b["limit_p99_ms"] else "NO"
+            lines += [
+                f"Status page: `/health` beside {b['streams']['count']} page update streams (/desk.json every "
+                f"{b['streams']['period_s']:g} s each): {b['requests_per_s']} req/s, p50 {b['p50_ms']} ms, "
+                f"p99 {b['p99_ms']} ms (limit {b['limit_p99_ms']:g} ms: met {ok}); the streams' p99 "
+                f"{b['streams']['p99_ms']} ms, {b['streams']['errors']} errors.",
+                "",
+            ]
+        if "desk_page_lag" in h:
+            lines += _table(
+                "### Status page in a browser after a failover (kill -9 of CTI; headless Chromium)",
+                ("measurement", "n", *MS3),
+                [(k, s["n"], *_ms(s)) for k, s in h["desk_page_lag"].items()],
+            )
     if "switchover" in r:
         s = r["switchover"]
         lines += _table(
