@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hmac
 import json
 import threading
@@ -227,7 +228,8 @@ class HttpServer:
 
     def stop(self) -> None:
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._shutdown)
+            with contextlib.suppress(RuntimeError):  # stopped already: its loop is closed
+                self._loop.call_soon_threadsafe(self._shutdown)
 
     def _shutdown(self) -> None:
         # Close the listening socket too: a stopped server refuses connections
@@ -250,6 +252,14 @@ class HttpServer:
             return
         self._ready.set()
         loop.run_forever()
+        # Stopped: end the kept-alive connections too (their clients see them
+        # closed, not hanging), then the loop.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()
 
     def lookup(self, method: str, path: str, authorization: str | None) -> Response:
         path = path.split("?", 1)[0]
