@@ -43,8 +43,16 @@ def headline(v: dict) -> dict[str, Any]:
     change = v.get("last_change") or {}
     if len(answering) == 1:
         who = answering[0]
-        why = _change_text(change) if change.get("to") == who else _sentence(v, who)
-        return {"level": "ok", "text": f"Calls answered by {who}", "why": why, "since": change.get("when")}
+        if change.get("to") == who:
+            return {
+                "level": "ok",
+                "text": f"Calls answered by {who}",
+                "why": _change_text(change),
+                "since": change.get("when"),
+            }
+        # The change is not in the history yet (it is written once the
+        # promotion is done): the serving IPC's agent says where it stands.
+        return {"level": "ok", "text": f"Calls answered by {who}", "why": _sentence(v, who), "since": None}
     if answering:
         return {
             "level": "crit",

@@ -78,6 +78,17 @@ def test_headline_names_the_ipc_answering_calls_and_why() -> None:
     assert p["cluster"] == json.loads(api.render(state())["/cluster"][1])  # the very /cluster body
 
 
+def test_change_not_yet_in_history_the_agent_says_why() -> None:
+    s = state()
+    s["view"]["last_change"] = {"kind": "bootstrap", "to": "ipc-old", "when": 1.0}  # not the serving IPC
+    assert desk.headline(s["view"]) == {
+        "level": "ok",
+        "text": "Calls answered by ipc-new",
+        "why": "ipc-new serves.",
+        "since": None,
+    }
+
+
 def test_nobody_answering_says_the_way_out() -> None:
     way = "No automatic action: ipc-old cannot be reached; `failover failover --to ipc-old --confirm-dead ipc-new`"
     s = state(serving=False, members={"ipc-old": member("ipc-old", STANDBY_SET, "holding", way_out=way)})

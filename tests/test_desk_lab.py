@@ -48,7 +48,8 @@ def test_desk_through_a_failover_and_a_pause(h: Harness, tmp_path: Path) -> None
         print(f"page after the record: {lag}")
         assert lag["record_to_page_role_s"] <= PAGE_DEADLINE_S, lag
         assert lag["serving_to_page_headline_s"] <= PAGE_DEADLINE_S, lag
-        assert "failover ipc-a -> ipc-b (epoch 2)" in text(b, "why")
+        # the change's history entry is written once the promotion is done: soon after
+        wait_until(lambda: "failover ipc-a -> ipc-b (epoch 2)" in text(b, "why"), 10, "the failover as the why")
         screenshot(b, "3-phone-after-failover")
 
         pause = [FAILOVER, "pause", "--reason", "desk test", "-i", str(h.lab.inventory_path), "--operator", "ana"]
