@@ -21,6 +21,7 @@ CSS = """
 body{margin:0;font:16px/1.35 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f4f5f7;color:#111}
 header{padding:.6rem 1rem;background:#222;color:#eee;font-size:.9rem}
 header b{color:#fff}
+header a{color:#9cf}
 main{padding:.6rem;max-width:1100px;margin:auto}
 #link{font-size:.85rem;margin:.2rem 0 .6rem}
 #link.down{color:#fff;background:#b00020;padding:.5rem;font-size:1.1rem;font-weight:700}
@@ -58,7 +59,7 @@ dt{color:#555}dd{margin:0}
 """
 
 BODY = """
-<header><b id="cluster">cluster</b> <span id="meta"></span></header>
+<header><b id="cluster">cluster</b> <span id="meta"></span> <a href="desks">all clusters</a></header>
 <main>
 <div id="link">connecting to the agent…</div>
 <div id="headline" class="crit">waiting for the first answer…</div>
