@@ -266,5 +266,5 @@ def index(desks: list[dict[str, Any]]) -> bytes:
         '<link rel="icon" href="data:,">'
         "<title>failover desks</title><style>body{font:18px system-ui,sans-serif;margin:1rem}li{margin:.5rem 0}"
         "</style></head><body><h1>Clusters</h1><p>Each cluster's page is served by both of its agents: "
-        f"open either.</p><ul>{''.join(rows)}</ul></body></html>\n"
+        f'open either.</p><ul id="clusters">{"".join(rows)}</ul></body></html>\n'
     ).encode()

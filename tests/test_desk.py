@@ -2,7 +2,7 @@
 agent's real HTTP server serves it (auth, index), and the page itself in a
 real headless Chromium fed by a real HttpServer with states built by
 status.view: the headline, every banner case, escaping of ZooKeeper strings,
-the stale-agent warning, no console errors. The lab test is test_desk_lab.py."""
+the hung- and dead-agent warnings, no console errors. The lab test is test_desk_lab.py."""
 
 from __future__ import annotations
 
@@ -183,6 +183,10 @@ def test_page_in_chromium_banners_escaping_stale(server: api.HttpServer, tmp_pat
         assert f"paused by {HOSTILE}" in text(b, "attention")
         assert b.execute_script("return window.pwned === undefined && !document.querySelector('#tiles img')")
         screenshot(b, "banners")
+        assert server._loop is not None  # the agent hangs (as SIGSTOPped): its connections stay open, silent
+        server._loop.call_soon_threadsafe(time.sleep, 3)
+        wait_until(lambda: "NO ANSWER from this agent" in text(b, "link"), 2.9, "the hung agent noticed")
+        wait_until(lambda: text(b, "link").startswith("live"), 10, "live again")
         server.stop()  # the agent dies: the page must say its data is old
         wait_until(lambda: "NO ANSWER from this agent" in text(b, "link"), 5, "the stale warning")
         assert "open ipc-old's agent" in text(b, "link")
