@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -184,8 +185,12 @@ def test_page_in_chromium_banners_escaping_stale(server: api.HttpServer, tmp_pat
         assert b.execute_script("return window.pwned === undefined && !document.querySelector('#tiles img')")
         screenshot(b, "banners")
         assert server._loop is not None  # the agent hangs (as SIGSTOPped): its connections stay open, silent
-        server._loop.call_soon_threadsafe(time.sleep, 3)
-        wait_until(lambda: "NO ANSWER from this agent" in text(b, "link"), 2.9, "the hung agent noticed")
+        release = threading.Event()
+        server._loop.call_soon_threadsafe(release.wait, 30)  # blocked until the page has noticed
+        try:
+            wait_until(lambda: "NO ANSWER from this agent" in text(b, "link"), 20, "the hung agent noticed")
+        finally:
+            release.set()
         wait_until(lambda: text(b, "link").startswith("live"), 10, "live again")
         server.stop()  # the agent dies: the page must say its data is old
         wait_until(lambda: "NO ANSWER from this agent" in text(b, "link"), 5, "the stale warning")
