@@ -12,7 +12,6 @@ import time
 
 from failover import fencing, monitor, zkstore
 from failover.agent.state import (
-    _active,
     _calls_down_way_out,
     _manual_meta,
     _own_stages,
@@ -20,6 +19,7 @@ from failover.agent.state import (
     replace_alerts,
 )
 from failover.layouts import stop_order
+from failover.moves import Next
 from failover.rules import (
     Action,
     Decision,
@@ -77,7 +77,9 @@ class PrimaryActs:
         return f"Bootstrapped the cluster: {self.me} is primary, epoch 1."
 
     # ----- primary ------------------------------------------------------------------
-    def _as_primary(self, zk: dict, crec: dict, roles: dict[str, Role]) -> str:
+    def _as_primary(
+        self, zk: dict, crec: dict, roles: dict[str, Role], move: Next, req: zkstore.Versioned | None
+    ) -> str:
         epoch = crec["epoch"]
         resumed = ""
         if self.mem.self_fenced or self.mem.fence_note:
@@ -87,14 +89,9 @@ class PrimaryActs:
             # nobody took the role (same epoch, P/leader ours again).
             resumed = f"ZooKeeper is back and nobody took the role (epoch {epoch}): "
         obs = self._observation(zk, crec, roles)
-        req = _active(zk.get("request"))
-        if req is not None and req.data.get("kind") == "switchover":
-            verdict = self._switchover_due(req, obs)
-            if verdict == "go":
-                return resumed + self._switch_over(zk, crec, req, obs)
-            if verdict:
-                self._finish_request(req.data.get("id"), "refused", verdict)
-        if req is not None and req.data.get("kind") == "failover" and req.data.get("to") == self.peer:
+        if move is Next.SWITCH_OVER and req is not None:
+            return resumed + self._switch_over(zk, crec, req, obs)
+        if move is Next.CONFIRMED_DEAD and req is not None:
             return resumed + self._confirmed_dead(zk, crec, req)
         d = decide(obs)
         if not d.execute or d.action in (Action.NONE, Action.HOLD):

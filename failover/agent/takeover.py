@@ -9,6 +9,7 @@ import time
 
 from failover import executor as exe
 from failover import fencing
+from failover import switchover as plan
 from failover.agent.state import (
     NO_PROOF_RETRY,
 )
@@ -17,8 +18,6 @@ from failover.rules import (
     Decision,
     IpcObs,
     Role,
-    Stage,
-    converge_steps,
 )
 
 log = logging.getLogger("failover.agent")
@@ -137,13 +136,9 @@ class TakeOverActs:
             return "Lost the race for the cluster record while taking over; retrying next cycle."
         self.mem.takeover_started = None
         self.mem.obs = IpcObs(Role.PRIMARY, self.mem.obs.services, board_down=False)
-        steps = converge_steps(self.topo, self.me, self.mem.obs, self.topo.expected(self.me, Role.PRIMARY))
+        promote = plan.promote_stage(self.topo, self.me, self.mem.obs)
         progress = self._progress_to(meta["request"]) if meta.get("request") else None
-        rep = (
-            self.ex.execute((Stage(f"promote {self.me}", steps),), progress=progress, guard=self.guard)
-            if steps
-            else None
-        )
+        rep = self.ex.execute((promote,), progress=progress, guard=self.guard) if promote.steps else None
         self._after_plan(rep, {**crec, **change})
         sentence = self._record_takeover(meta, proof, epoch, t_fenced, rep)
         self._publish(zk, {**crec, **change}, Decision(Action.FAILOVER, sentence), sentence)
