@@ -53,6 +53,7 @@ from failover.agent.state import (
 )
 from failover.agent.switchover import SwitchoverActs
 from failover.agent.takeover import TakeOverActs
+from failover.agent.tenure import Tenure
 from failover.inventory import Cluster
 from failover.moves import ClusterView, CycleMove, Next, RequestView, leader_move, next_move
 from failover.rules import (
@@ -87,7 +88,7 @@ class Agent(
         self.store: zkstore.Store | None = None
         self.session_id: int | None = None
         self._watching = False
-        self._fence_lock = threading.Lock()
+        self.tenure = Tenure()  # our hold on the role: one lock, four threads
         self.host = socket.gethostname()
         self.http: api.HttpServer | None = None
         self._zk_snapshot: dict = {}  # the last successful ZooKeeper read
@@ -185,7 +186,7 @@ class Agent(
             zk = self._read_zk()
         except zkstore.ZkUnavailable as e:
             return self._without_zk(own_raw, str(e))
-        self.mem.last_zk_ok = time.monotonic()
+        self.tenure.contact()
         view = self._records_view(zk)
         first = leader_move(view)
         if first is Next.BOOTSTRAP:
@@ -198,13 +199,13 @@ class Agent(
                 return sentence
             view = replace(view, reclaim_failed=True, leader="none")
         holds = view.leader == "mine"
-        self.mem.leader = holds
+        self.tenure.confirm(holds)
         my_role = Role.PRIMARY if holds else roles.get(self.me, Role.STANDBY)
         if my_role is Role.PRIMARY and not holds:
             my_role = Role.STANDBY  # the record lags: act as standby until it says otherwise
         self._observe_update(own_raw, my_role, crec)
         if not holds:
-            self.mem.takeover_started = None  # whatever we were taking, we do not hold P/leader
+            self.tenure.stop_taking()  # whatever we were taking, we do not hold P/leader
         move = next_move(self._full_view(view, zk, crec, roles))
         return self._act(move, zk, crec, roles)
 

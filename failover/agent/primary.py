@@ -50,7 +50,7 @@ class PrimaryActs:
             return f"No cluster record yet, and {self.me} is unreachable over SSH: not bootstrapping."
         if not self.store.take_leader(self._leader_data(1), owner=self.session_id):
             return "No cluster record yet; another agent is bootstrapping."
-        self.mem.leader = True
+        self.tenure.confirm(True)
         roles = {self.me: Role.PRIMARY.value, self.peer: Role.STANDBY.value}
         if not self.store.create_cluster(
             {
@@ -82,9 +82,7 @@ class PrimaryActs:
     ) -> str:
         epoch = crec["epoch"]
         resumed = ""
-        if self.mem.self_fenced or self.mem.fence_note:
-            self.mem.self_fenced = False
-            self.mem.fence_note = ""
+        if self.tenure.resumed():
             # Our session may have expired meanwhile: what matters is that
             # nobody took the role (same epoch, P/leader ours again).
             resumed = f"ZooKeeper is back and nobody took the role (epoch {epoch}): "
@@ -234,7 +232,7 @@ class PrimaryActs:
                 continue
             zk["cluster"] = zkstore.Versioned(new, current.version + 1)
             self.store.release_leader(self.session_id or 0)
-            self.mem.leader = False
+            self.tenure.revoke()
             self.mem.obs = IpcObs(my_role, self.mem.obs.services, board_down=False)
             self._refresh_obs(new)
             return new
