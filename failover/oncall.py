@@ -231,7 +231,7 @@ def plan_text(c: Cluster, v: dict, frm: str, to: str, switchover: bool = True, g
     failover/switchover.py). A switchover demotes the old primary to the
     standby layout (it stays eligible); a manual failover stops everything on
     it (rule 2). `gate`: what must hold before the promotion [default: the old
-    primary verified fenced]."""
+    primary fenced, its CTI and IVR verified stopped]."""
     topo = Topology.from_cluster(c)
     down = frozenset(v.get("board_down") or [])  # rule 1's layout holds until a rejoin
     stages = sw.plan(topo, frm, to, down) if switchover else failover_plan(_as_recorded(topo, frm, to, down), frm, to)
