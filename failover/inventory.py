@@ -290,6 +290,9 @@ class Notify(_Model):
 
     webhooks: Annotated[list[Webhook], Field(min_length=1)]
     poll_interval: Annotated[float, Field(ge=0.1, le=60)] = 1.0  # how often the sender looks for new events
+    # A condition (hold, fault, alert) is notified once it has lasted this long
+    # (a broken failsafe path: at least 30 s, three of its tests).
+    settle: Annotated[float, Field(ge=0, le=600)] = 5.0
 
 
 class Cluster(_Model):

@@ -77,11 +77,26 @@ def test_failsafe_path_faults_and_alerts() -> None:
         },
         "ipc-b": STEADY["ipc-b"],
     }
-    events, seen = compute(Seen(), snap(members=broken), 1)
-    assert sorted(e.type for e in events) == ["alert", "failsafe-path", "fault"]
-    # why the path fails may change while it stays broken: not a new event
+    events, seen = compute(Seen(), snap(members=broken, now=200.0), 1)
+    assert sorted(e.type for e in events) == ["alert", "fault"]
+    assert compute(seen, snap(members=broken, now=229.0), 2) == ([], seen)  # one test of the path failed
+    # why the path fails may change while it stays broken: the same condition
     broken["ipc-a"] = {**broken["ipc-a"], "failsafe_path": {"ok": False, "why": "connection refused"}}
-    assert compute(seen, snap(members=broken), 2)[0] == []
+    events, seen = compute(seen, snap(members=broken, now=230.0), 3)
+    [path] = events
+    assert path.type == "failsafe-path" and "connection refused" in path.summary and path.id.endswith("/3")
+    assert seen.active["failsafe-path/ipc-a"]["since"] == 200.0
+
+
+def test_a_condition_gone_before_it_settled_is_never_notified() -> None:
+    held = {**STEADY, "ipc-a": {"way_out": "No automatic action: x", "alerts": [], "faults": []}}
+    events, seen = compute(Seen(), snap(members=held, now=10.0), 1, settle=5.0)
+    assert events == [] and len(seen.pending) == 1
+    events, seen = compute(seen, snap(members=STEADY, now=12.0), 2, settle=5.0)
+    assert events == [] and seen == Seen()
+    _, seen = compute(seen, snap(members=held, now=20.0), 3, settle=5.0)
+    [hold] = compute(seen, snap(members=held, now=25.0), 4, settle=5.0)[0]
+    assert hold.type == "hold" and hold.id.endswith("/4")
 
 
 def test_an_agent_gone_clears_nothing() -> None:

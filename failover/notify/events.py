@@ -62,11 +62,13 @@ class Event:
 
 @dataclass(frozen=True)
 class Seen:
-    """The shared cursor: the last history entry notified, and the conditions
-    that are raised (key -> {id, type, ipc, text, since})."""
+    """The shared cursor: the last history entry notified, the conditions
+    that are raised (key -> {id, type, ipc, text, since}), and those seen but
+    not yet lasting long enough to be raised."""
 
     history: str = ""
     active: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pending: dict[str, float] = field(default_factory=dict)  # seen, not yet settled: key -> first seen
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,12 @@ class Snapshot:
     now: float
 
 
-def compute(seen: Seen, snap: Snapshot, version: int) -> tuple[list[Event], Seen]:
+def compute(seen: Seen, snap: Snapshot, version: int, settle: float = 0.0) -> tuple[list[Event], Seen]:
     """The events since `seen`, and the cursor after them. `version` is the
-    cursor znode's version the caller read (part of the new conditions' ids)."""
+    cursor znode's version the caller read (part of the new conditions' ids).
+    A condition is raised once it has lasted `settle` seconds (at least its
+    type's SETTLE_FLOOR): one that comes and goes within a cycle or two (an
+    agent starting before its peer) is not worth waking anyone for."""
     events: list[Event] = []
     last = seen.history
     for entry in sorted(snap.history, key=lambda e: str(e.get("id", ""))):
@@ -87,21 +92,47 @@ def compute(seen: Seen, snap: Snapshot, version: int) -> tuple[list[Event], Seen
         if hid and hid > seen.history:
             events += history_events(snap.cluster, entry)
             last = max(last, hid)
-    now_active = dict(seen.active)
+    active, pending = dict(seen.active), dict(seen.pending)
     for ipc, rec in sorted(snap.members.items()):
-        if rec is None:
-            continue  # its agent is down: its conditions are unknown, not cleared
-        current = conditions(ipc, rec)
-        for key, old in sorted(seen.active.items()):
-            if old["ipc"] == ipc and key not in current:
-                events.append(_recovery(snap, old))
-                del now_active[key]
-        for key, (kind, text) in sorted(current.items()):
-            if key not in seen.active:
-                raised = {"id": f"{snap.cluster}/{key}/{version}", "type": kind, "ipc": ipc, "text": text}
-                now_active[key] = {**raised, "since": snap.now}
-                events.append(_raised(snap, raised))
-    return events, Seen(last, now_active)
+        if rec is not None:  # a gone agent's conditions are unknown, not cleared
+            events += _conditions_changed(snap, ipc, conditions(ipc, rec), active, pending, version, settle)
+    return events, Seen(last, active, pending)
+
+
+# The failsafe path is re-tested every 10 s: one failed test (the peer's agent
+# not started yet) is not news; three in a row are.
+SETTLE_FLOOR = {"failsafe-path": 30.0}
+
+
+def _conditions_changed(
+    snap: Snapshot,
+    ipc: str,
+    current: dict[str, tuple[str, str]],
+    active: dict[str, dict[str, Any]],
+    pending: dict[str, float],
+    version: int,
+    settle: float,
+) -> list[Event]:
+    """Recoveries and raises of one agent's conditions; updates `active` and
+    `pending` (key -> first seen) in place."""
+    events = []
+    for key, old in sorted(active.items()):
+        if old["ipc"] == ipc and key not in current:
+            events.append(_recovery(snap, old))
+            del active[key]
+    for key in [k for k in pending if k.split("/")[1] == ipc and k not in current]:
+        del pending[key]  # gone before it settled: never notified
+    for key, (kind, text) in sorted(current.items()):
+        if key in active:
+            continue
+        first = pending.setdefault(key, snap.now)
+        if snap.now - first < max(settle, SETTLE_FLOOR.get(kind, 0.0)):
+            continue
+        del pending[key]
+        raised = {"id": f"{snap.cluster}/{key}/{version}", "type": kind, "ipc": ipc, "text": text}
+        active[key] = {**raised, "since": first}
+        events.append(_raised(snap, raised))
+    return events
 
 
 def history_events(cluster: str, e: dict[str, Any]) -> list[Event]:

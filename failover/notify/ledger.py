@@ -3,6 +3,7 @@ with conditional (versioned) writes, so two agents never both claim an event.
 
   {"history": "h-0000000012",            the last history entry claimed
    "active": {key: {id, type, ipc, text, since}},   raised conditions
+   "pending": {key: first seen},          conditions not lasting long enough yet
    "outbox": [{"event": {...}, "owner": {ipc, host, pid}, "claimed": ts}]}
 
 An event is written to the outbox *before* it is sent (the claim) and removed
@@ -30,9 +31,6 @@ class Ledger:
     outbox: list[dict[str, Any]]
     version: int
 
-    def record(self) -> dict[str, Any]:
-        return {"history": self.seen.history, "active": self.seen.active, "outbox": self.outbox}
-
 
 def path_of(store: zkstore.Store) -> str:
     return f"{store.path}/notified"
@@ -44,12 +42,13 @@ def read(store: zkstore.Store) -> Ledger | None:
         return None
     data, stat = got
     data = data or {}
-    return Ledger(Seen(data.get("history", ""), data.get("active") or {}), data.get("outbox") or [], stat.version)
+    seen = Seen(data.get("history", ""), data.get("active") or {}, data.get("pending") or {})
+    return Ledger(seen, data.get("outbox") or [], stat.version)
 
 
 def create(store: zkstore.Store, seen: Seen) -> bool:
     """The first cursor. False: another agent created it first."""
-    rec = {"history": seen.history, "active": seen.active, "outbox": []}
+    rec = {"history": seen.history, "active": seen.active, "pending": seen.pending, "outbox": []}
     try:
         store.call(store.zk.create_async, path_of(store), zkstore.dumps(rec), acl=store.acl)
         return True
@@ -59,7 +58,7 @@ def create(store: zkstore.Store, seen: Seen) -> bool:
 
 def write(store: zkstore.Store, old: Ledger, seen: Seen, outbox: list[dict[str, Any]]) -> bool:
     """Conditional write over `old`; False when another agent wrote first."""
-    rec = {"history": seen.history, "active": seen.active, "outbox": outbox}
+    rec = {"history": seen.history, "active": seen.active, "pending": seen.pending, "outbox": outbox}
     try:
         store.call(store.zk.set_async, path_of(store), zkstore.dumps(rec), version=old.version)
         return True

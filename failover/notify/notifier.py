@@ -37,6 +37,7 @@ class Notifier:
         assert cluster.notify is not None
         self.c, self.me, self.store, self.stop = cluster, ipc, store, stop
         self.interval = cluster.notify.poll_interval
+        self.settle = cluster.notify.settle
         self.owner = {"ipc": ipc, "host": socket.gethostname(), "pid": os.getpid()}
         dead = state_dir / f"{cluster.name}-{ipc}.notify-dead-letter.jsonl"
         self.senders = [WebhookSender(h, dead, stop) for h in cluster.notify.webhooks]
@@ -82,7 +83,7 @@ class Notifier:
             {ipc: m[0] if m else None for ipc, m in members.items()},
             round(time.time(), 3),
         )
-        events, seen = compute(led.seen, snap, led.version)
+        events, seen = compute(led.seen, snap, led.version, self.settle)
         if (events or seen != led.seen) and ledger.claim(self.store, led, seen, events, self.owner):
             for e in events:
                 self.queue.put(e.payload())
