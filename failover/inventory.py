@@ -746,6 +746,8 @@ def summary(inv: Inventory, file: str) -> str:
         lines.append(f"    services (start order): {', '.join(order)}")
         if c.smoke_checks:
             lines.append(f"    smoke checks: {', '.join(c.smoke_checks)}")
+        if c.notify:
+            lines.append(f"    notifications to: {', '.join(h.name for h in c.notify.webhooks)}")
     return "\n".join(lines)
 
 

@@ -99,8 +99,7 @@ class WebhookSender:
     def _dead(self, payload: dict[str, Any], attempts: int, why: str) -> None:
         rec = {
             "at": round(time.time(), 3),
-            "receiver": self.hook.name,
-            "url": self.hook.url,  # refused at load time if it held user:password
+            "receiver": self.hook.name,  # not its URL: some receivers' URLs are secrets themselves
             "attempts": attempts,
             "error": why,
             "event": payload,
