@@ -70,18 +70,22 @@ def verdict(v: dict, warn: int | None = None, crit: int | None = None) -> tuple[
     unmonitored = sorted(n for n, i in ipcs.items() if i.get("line") == "unmonitored")
     if unmonitored:  # said, never a warning: the inventory has no line_check
         what += f" (line not monitored on {', '.join(unmonitored)})"
+    text = f"cluster {v.get('cluster')}: {what}".replace("|", "/")  # '|' starts the perfdata
+    return code, f"FAILOVER {NAMES[code]} - {text} | {_perf(v, warn, crit)}"
+
+
+def _perf(v: dict, warn: int | None, crit: int | None) -> str:
+    cap = v.get("capacity") or {}
     # --warn/--crit alert when capacity is *below* them: the guidelines' range
     # "N:" (inside N..inf is fine), not a bare N (which means "above N").
-    perf = " ".join(
+    return " ".join(
         [
             perfdata("epoch", int(v.get("epoch") or 0)),
-            perfdata("ivr_capacity", ivr, warn=_below(warn), crit=_below(crit), min_=0),
+            perfdata("ivr_capacity", int(cap.get("max_ivr") or 0), warn=_below(warn), crit=_below(crit), min_=0),
             perfdata("agent_capacity", int(cap.get("max_agent") or 0), min_=0),
             perfdata("fax_capacity", int(cap.get("fax") or 0), min_=0),
         ]
     )
-    text = f"cluster {v.get('cluster')}: {what}".replace("|", "/")  # '|' starts the perfdata
-    return code, f"FAILOVER {NAMES[code]} - {text} | {perf}"
 
 
 def _below(n: int | None) -> str:

@@ -24,6 +24,7 @@ def free_port() -> int:
 class Request:
     headers: dict[str, str]
     body: dict[str, Any]
+    at: float = field(default_factory=time.time)  # when it arrived
 
 
 @dataclass
