@@ -3,8 +3,9 @@ two agents) started once for the module: promtool on the agents' real
 /metrics, check_http and check_curl on /health, /primary and /standby with
 the command lines of docs/monitoring.md, the shared notification cursor
 against the real ZooKeeper (claimed once under a race, adopted after a
-crash), and, last, a CTI killed on the primary: exactly one role-change
-notification arrives at a real local webhook receiver."""
+crash), and, last, a CTI killed on the primary, then the new primary's agent
+killed: exactly one role-change notification for each arrives at a real
+local webhook receiver (the second sent by the standby)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from failover import zkstore
+from failover import ops, zkstore
 from failover.notify import ledger
 from failover.notify.events import Event, Seen
 from failover.notify.notifier import Notifier
@@ -162,19 +163,41 @@ def test_an_event_claimed_by_a_crashed_agent_is_sent_again_with_its_id(h: Harnes
     assert receiver.ids().count(lost.id) == 1
 
 
-# ----- last: a CTI fault, a failover, one notification ------------------------------------------
+# ----- last: a failover, then a takeover from a dead agent: one notification each ---------------
+def one_role_change(h: Harness, receiver: Receiver, kind: str) -> dict:
+    """The notification of the one `kind` history entry, once no agent can
+    send it again (the cursor past it, nothing waiting in the outbox): only
+    then is "exactly once" counted."""
+    [entry] = wait_for(lambda: [e for e in h.store.history() if e["kind"] == kind], 10, what=f"{kind} in history")
+    event_id = f"lab/{entry['id']}"
+    wait_for(lambda: event_id in receiver.ids("role-change"), 30, what=f"the {kind} notification")
+    wait_for(
+        lambda: (r := ledger.read(h.store)) and r.seen.history >= entry["id"] and not r.outbox,
+        30,
+        what="the cursor past it and the outbox empty",
+    )
+    assert receiver.ids().count(event_id) == 1
+    [req] = [r for r in receiver.accepted if r.body["id"] == event_id]
+    assert req.headers["idempotency-key"] == event_id and req.headers["authorization"] == f"Bearer {TOKEN}"
+    return req.body
+
+
 def test_cti_killed_failover_sends_exactly_one_role_change(h: Harness, receiver: Receiver) -> None:
     h.lab.fault("ipc-a", "kill", "cti")
     wait_for(lambda: h.record().get("primary") == "ipc-b" and h.serving("ipc-b"), 30, what="ipc-b serving")
-    [entry] = wait_for(lambda: [e for e in h.store.history() if e["kind"] == "failover"], 10, what="history")
-    event_id = f"lab/{entry['id']}"
-    wait_for(lambda: event_id in receiver.ids("role-change"), 30, what="the role-change notification")
-    # Settled: the cursor is past the entry and nothing is waiting to be
-    # (re)sent, so no agent can send it again; only then count.
-    settled = wait_for(lambda: (r := ledger.read(h.store)) and r.seen.history >= entry["id"] and not r.outbox, 30)
-    assert settled
-    [req] = [r for r in receiver.accepted if r.body["id"] == event_id]
-    assert receiver.ids().count(event_id) == 1 and receiver.ids("role-change") == [event_id]
-    assert req.body["detail"]["from"] == "ipc-a" and req.body["detail"]["to"] == "ipc-b"
-    assert req.body["ipc"] == "ipc-b" and "epoch 2" in req.body["summary"]
-    assert req.headers["idempotency-key"] == event_id and req.headers["authorization"] == f"Bearer {TOKEN}"
+    body = one_role_change(h, receiver, "failover")
+    assert receiver.ids("role-change") == [body["id"]]
+    assert body["detail"]["from"] == "ipc-a" and body["detail"]["to"] == "ipc-b"
+    assert body["ipc"] == "ipc-b" and "epoch 2" in body["summary"] and body["severity"] == "critical"
+
+
+def test_primary_agent_killed_the_standby_sends_the_takeover(h: Harness, receiver: Receiver) -> None:
+    """The primary's agent (the sender) dies: the standby's agent takes the
+    role and sends the notification itself, once."""
+    ops.rejoin(h.store, "ipc-a", "test", "repaired")
+    wait_for(lambda: ops.rejoined(h.store, "ipc-a"), 30, what="ipc-a back as standby")
+    h.agents["ipc-b"].kill9()
+    wait_for(lambda: h.record().get("primary") == "ipc-a" and h.serving("ipc-a"), 40, what="ipc-a took over")
+    body = one_role_change(h, receiver, "takeover")
+    assert body["detail"]["from"] == "ipc-b" and body["detail"]["to"] == "ipc-a" and body["ipc"] == "ipc-a"
+    assert len(receiver.ids("role-change")) == 2
