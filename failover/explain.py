@@ -3,7 +3,7 @@ the exact commands per host — computed, never executed, nothing contacted."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from failover import platforms
@@ -11,12 +11,14 @@ from failover.inventory import Cluster
 from failover.layouts import SERVICES
 from failover.platforms import LINE_UNMONITORED
 from failover.rules import (
+    Action,
     Decision,
     IpcObs,
     Observation,
     Policy,
     Role,
     ServiceObs,
+    Stage,
     State,
     Topology,
     decide,
@@ -187,17 +189,23 @@ def render(cluster: Cluster, d: Decision, fault_specs: Iterable[str] = ()) -> st
         )
     if not data["plan"]:
         lines.append("Plan:     nothing to run")
-    for st in data["plan"]:
-        gate = (
-            f"   [only once {st['requires_fenced']} is fenced: its CTI and IVR verified stopped]"
-            if st["requires_fenced"]
-            else ""
-        )
-        lines.append(f"  {st['stage']}. {st['title']}{gate}")
+    lines += plan_lines(cluster, d.plan)
+    return "\n".join(lines)
+
+
+def plan_lines(cluster: Cluster, stages: Sequence[Stage], gate: str = "") -> list[str]:
+    """The one renderer of a plan, for `explain` and for the CLI's preview of
+    a switchover or failover: each stage, the condition that gates it, and
+    each step with its exact commands. `gate`: what must hold before a gated
+    stage [default: the old primary fenced, CTI and IVR verified stopped]."""
+    lines = []
+    for st in commands(cluster, Decision(Action.NONE, "", plan=tuple(stages))):
+        cond = gate or f"only once {st['requires_fenced']} is fenced: its CTI and IVR verified stopped"
+        lines.append(f"  {st['stage']}. {st['title']}" + (f"   [{cond}]" if st["requires_fenced"] else ""))
         for s in st["steps"]:
             lines.append(f"     {s['host']:<10} {s['op']:<7} {s['service']:<13} {s['commands'][0]}")
             lines += [f"     {'':<10} {'':<7} {'':<13} {c}" for c in s["commands"][1:]]
-    return "\n".join(lines)
+    return lines
 
 
 def explain(cluster: Cluster, fault_specs: Iterable[str], paused: bool = False, standby_down: bool = False) -> Decision:

@@ -259,6 +259,42 @@ class SmokeCheck(_Model):
     timeout: Seconds = 30.0
 
 
+class Webhook(_Model):
+    """A receiver of the agents' notifications: a JSON POST to `url`
+    (docs/monitoring.md). Its token only by reference (`token_env` or
+    `token_file`), sent as `header` ("Authorization: Bearer <token>" by
+    default); a URL with user:password in it is refused (semantic_checks)."""
+
+    name: Name
+    url: Annotated[str, Field(min_length=8, max_length=2000)]
+    token_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")] | None = None
+    token_file: str | None = None
+    header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")] = "Authorization"
+    timeout: Annotated[float, Field(gt=0, le=60)] = 5.0  # each attempt
+    attempts: Annotated[int, Field(ge=1, le=100)] = 8  # then the dead-letter file
+    backoff: Annotated[float, Field(gt=0, le=600)] = 1.0  # first wait, doubled after each failure
+    max_backoff: Annotated[float, Field(gt=0, le=3600)] = 60.0
+
+    def token(self) -> str | None:
+        """Read at send time (a rotated token is picked up); never logged."""
+        if self.token_env:
+            return os.environ.get(self.token_env) or None
+        if self.token_file:
+            return Path(self.token_file).read_text().strip() or None
+        return None
+
+
+class Notify(_Model):
+    """Where the agents send notifications of role changes, faults, holds,
+    failed steps and a broken failsafe path (failover/notify/)."""
+
+    webhooks: Annotated[list[Webhook], Field(min_length=1)]
+    poll_interval: Annotated[float, Field(ge=0.1, le=60)] = 1.0  # how often the sender looks for new events
+    # A condition (hold, fault, alert) is notified once it has lasted this long
+    # (a broken failsafe path: at least 30 s, three of its tests).
+    settle: Annotated[float, Field(ge=0, le=600)] = 5.0
+
+
 class Cluster(_Model):
     name: Name
     drills_allowed: bool = False
@@ -270,6 +306,7 @@ class Cluster(_Model):
     smoke_checks: dict[SmokeName, SmokeCheck] = {}
     line_check: LineCheck | None = None
     layouts: dict[LayoutName, list[ServiceName]] = {}
+    notify: Notify | None = None
 
     # ---- helpers used by the rest of the package (pure) -------------------
     def ipc(self, name: str) -> Ipc:
@@ -422,6 +459,10 @@ def _resolve_paths(data: dict, base: Path) -> dict:
         auth = zk.get("auth") if isinstance(zk, dict) else None
         if isinstance(auth, dict) and "file" in auth:
             auth["file"] = fix(auth["file"])
+        notify = c.get("notify")
+        for hook in (notify.get("webhooks") if isinstance(notify, dict) else None) or []:
+            if isinstance(hook, dict) and "token_file" in hook:
+                hook["token_file"] = fix(hook["token_file"])
     return data
 
 
@@ -561,7 +602,48 @@ def semantic_checks(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
         if c.zookeeper.auth and c.zookeeper.auth.file and not Path(c.zookeeper.auth.file).is_file():
             out.append((cp + ("zookeeper", "auth", "file"), f"file not found: {c.zookeeper.auth.file}"))
         out += _layout_checks(c, cp)
+        out += _notify_checks(c, cp)
     return out
+
+
+def _notify_checks(c: Cluster, cp: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Webhook receivers: a URL that works, a token by reference only. The
+    URL itself is never echoed: it may hold the very secret being refused."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    seen: set[str] = set()
+    for k, hook in enumerate(c.notify.webhooks if c.notify else ()):
+        hp = cp + ("notify", "webhooks", k)
+        if hook.name in seen:
+            out.append((hp + ("name",), f"duplicate webhook name {hook.name!r}"))
+        seen.add(hook.name)
+        out += [(hp + ("url",), why) for why in _url_problems(hook.url)]
+        if hook.token_env and hook.token_file:
+            out.append((hp + ("token_env",), "the token comes from `token_env` or `token_file`, not both"))
+        if hook.token_file and not Path(hook.token_file).is_file():
+            out.append((hp + ("token_file",), f"file not found: {hook.token_file}"))
+        if hook.max_backoff < hook.backoff:
+            out.append(
+                (hp + ("max_backoff",), f"max_backoff ({hook.max_backoff:g}) is below backoff ({hook.backoff:g})")
+            )
+    return out
+
+
+def _url_problems(url: str) -> list[str]:
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(url)
+        u.port  # noqa: B018 -- raises ValueError on a port that is not a number
+    except ValueError:
+        return ["not a valid URL"]
+    if u.scheme not in ("http", "https") or not u.hostname:
+        return ["expected http://host[:port]/path or https://host[:port]/path"]
+    if u.username or u.password:
+        return [
+            "user:password in the URL would show in logs and `ps`: give the token by reference "
+            "(token_env or token_file)"
+        ]
+    return []
 
 
 _WILDCARDS = {"0.0.0.0", "::", "[::]", "*", ""}
@@ -664,6 +746,8 @@ def summary(inv: Inventory, file: str) -> str:
         lines.append(f"    services (start order): {', '.join(order)}")
         if c.smoke_checks:
             lines.append(f"    smoke checks: {', '.join(c.smoke_checks)}")
+        if c.notify:
+            lines.append(f"    notifications to: {', '.join(h.name for h in c.notify.webhooks)}")
     return "\n".join(lines)
 
 

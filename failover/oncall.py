@@ -16,10 +16,11 @@ import click
 
 from failover import explain as ex
 from failover import status as st
+from failover import switchover as sw
 from failover import zkstore
-from failover.exits import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, Fail
+from failover.exits import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Fail
 from failover.inventory import Cluster
-from failover.rules import Action, Decision, Observation, Policy, Role, Topology, failover_plan
+from failover.rules import IpcObs, Observation, Policy, Role, ServiceObs, State, Topology, failover_plan
 
 
 @contextlib.contextmanager
@@ -189,36 +190,63 @@ def confirm_dead_text(v: dict, old: str, to: str, operator: str) -> list[str]:
     return lines
 
 
-def plan_text(c: Cluster, v: dict, frm: str, to: str, switchover: bool = True, gate: str = "") -> list[str]:
-    """The plan the agents will run, with the exact commands. A switchover
-    demotes the old primary to the standby layout (it stays eligible); a manual
-    failover stops everything on it (rule 2). `gate`: what must hold before
-    the promotion [default: the old primary verified fenced]."""
-    from failover.rules import IpcObs, ServiceObs, Stage, State, converge_steps
+def failover_args(c: Cluster, to: str, confirm_dead: str | None, reason: str) -> str:
+    """`failover failover --to TO [--confirm-dead OLD --reason ...]`: the old
+    primary, or a usage error before anything is read or done."""
+    if to not in [i.name for i in c.ipcs]:
+        raise Fail(EXIT_USAGE, f"no IPC named {to!r} in cluster {c.name}")
+    old = c.peer(to).name
+    if confirm_dead is None:
+        return old
+    if confirm_dead != old:
+        raise Fail(
+            EXIT_USAGE,
+            f"--confirm-dead {confirm_dead!r}: it must name the other IPC of cluster {c.name}, "
+            f"the one failing over to {to}: --confirm-dead {old}; nothing was done",
+        )
+    if not reason.strip():
+        raise Fail(
+            EXIT_USAGE,
+            f"--confirm-dead needs --reason: who checked that {old} is powered off, and how "
+            "(recorded in the history); nothing was done",
+        )
+    return old
 
+
+def failover_preview(c: Cluster, v: dict, old: str, to: str, confirm_dead: str | None, who: str) -> list[str]:
+    """What `failover failover` shows before it asks: the move, the plan with
+    its gate, and (with --confirm-dead) what the operator asserts, last."""
+    if confirm_dead:
+        head = f"Manual failover of cluster {c.name}: {old} (confirmed powered off by {who}) -> {to}"
+        gate = f"only once {old} is proven stopped: verified over SSH, its fence device, or your word"
+    else:
+        head = f"Manual failover of cluster {c.name}: {old} (dead) -> {to}; {to}'s agent fences {old} first."
+        gate = ""
+    lines = [head, *plan_text(c, v, old, to, switchover=False, gate=gate)]
+    return lines + (confirm_dead_text(v, old, to, who) if confirm_dead else [])
+
+
+def plan_text(c: Cluster, v: dict, frm: str, to: str, switchover: bool = True, gate: str = "") -> list[str]:
+    """The plan the agents will run, with the exact commands (the same stages:
+    failover/switchover.py). A switchover demotes the old primary to the
+    standby layout (it stays eligible); a manual failover stops everything on
+    it (rule 2). `gate`: what must hold before the promotion [default: the old
+    primary fenced, its CTI and IVR verified stopped]."""
     topo = Topology.from_cluster(c)
-    down = set(v.get("board_down") or [])  # rule 1's layout holds until a rejoin
+    down = frozenset(v.get("board_down") or [])  # rule 1's layout holds until a rejoin
+    stages = sw.plan(topo, frm, to, down) if switchover else failover_plan(_as_recorded(topo, frm, to, down), frm, to)
+    return ex.plan_lines(c, stages, gate)
+
+
+def _as_recorded(topo: Topology, frm: str, to: str, down: frozenset[str]) -> Observation:
+    """The pair as the record says it should be: the services of each layout running."""
     ipcs = {}
     for name, role in ((frm, Role.PRIMARY), (to, Role.STANDBY)):
         run = topo.expected(name, role, name in down)
         ipcs[name] = IpcObs(
             role, {s: ServiceObs(State.RUNNING if s in run else State.STOPPED, True) for s in topo.services}
         )
-    o = Observation(topo, ipcs, frm, v.get("epoch") or 0, Policy())
-    if switchover:
-        demote = converge_steps(topo, frm, ipcs[frm], topo.expected(frm, Role.STANDBY, frm in down))
-        promote = converge_steps(topo, to, ipcs[to], topo.expected(to, Role.PRIMARY))
-        stages = (Stage(f"demote {frm} to the standby layout", demote), Stage(f"promote {to}", promote, frm))
-    else:
-        stages = failover_plan(o, frm, to)
-    d = Decision(Action.FAILOVER, "", plan=stages)
-    lines = []
-    for stg in ex.commands(c, d):
-        cond = gate or f"only once {stg['requires_fenced']} is verified fenced"
-        lines.append(f"  {stg['stage']}. {stg['title']}" + (f"  [{cond}]" if stg["requires_fenced"] else ""))
-        for st_ in stg["steps"]:
-            lines.append(f"     {st_['host']:<10} {st_['op']:<7} {st_['service']:<13} {st_['commands'][0]}")
-    return lines
+    return Observation(topo, ipcs, frm, 0, Policy())
 
 
 def follow(s: zkstore.Store, req_id: str, timeout: float, echo: Any = click.echo) -> dict:

@@ -326,12 +326,28 @@ def decide(obs: Observation) -> Decision:
         )
     d = replace(d, reason=d.reason[:1].upper() + d.reason[1:], capacity=capacity_after(obs.topology, d))
     pol = obs.policy
-    if pol.paused and d.action is not Action.NONE:
+    holds = policy_holds(pol)
+    if "paused" in holds and d.action is not Action.NONE:
         why = f" ({pol.pause_reason})" if pol.pause_reason else ""
         return replace(d, execute=False, reason=f"Paused{why}: not acting; would have done: {_lc(d.reason)}")
-    if pol.mode == "manual" and d.action not in (Action.NONE, Action.HOLD):
+    if "manual" in holds and d.action not in (Action.NONE, Action.HOLD):
         return replace(d, execute=False, reason=f"Manual mode: proposing, not executing: {_lc(d.reason)}")
     return d
+
+
+def policy_holds(pol: Policy) -> frozenset[str]:
+    """The one place where the operator's policy holds automatic moves back
+    (rules.decide on the primary, moves.leaderless_move on the standby):
+    "paused" (`failover pause`), "manual" (mode: propose, never execute),
+    "flap" (the automatic failovers in the window reached the limit)."""
+    out = set()
+    if pol.paused:
+        out.add("paused")
+    if pol.mode == "manual":
+        out.add("manual")
+    if pol.recent_failovers >= pol.max_failovers:
+        out.add("flap")
+    return frozenset(out)
 
 
 def _make_safe(obs: Observation, d: Decision) -> Decision:
@@ -459,7 +475,7 @@ def _failover(c: _Case, fenced: bool = False) -> Decision:
             else "faulted"
         )
         return _hold_or_restart(c, f"standby {s} is {why}")
-    if pol.recent_failovers >= pol.max_failovers:
+    if "flap" in policy_holds(pol):
         return replace(
             base,
             action=Action.HOLD,

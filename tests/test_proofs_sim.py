@@ -276,7 +276,7 @@ def test_a_start_landing_after_the_self_fence_is_stopped_again(world: World) -> 
     for _ in range(int(a.t.self_fence_after / 0.2) + 2):
         w.clock.advance(0.2)
         w.watchdog(w.a)
-    assert a.mem.self_fenced and not w.serving(w.a)
+    assert a.tenure.self_fenced and not w.serving(w.a)
     w.hosts.hosts[w.a].services["cti"] = RUNNING  # a start that was in flight lands now
     w.cycle(w.a)
     assert "cti" not in w.hosts.hosts[w.a].running(), a.mem.sentence

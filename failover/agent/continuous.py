@@ -41,7 +41,7 @@ class ContinuousFencing:
         own leadership is fresh (a stale primary must not stop a legitimately
         promoted one)."""
         crec = self._zk_snapshot.get("cluster")
-        if not self.mem.leader or not crec or crec.data.get("primary") != self.me:
+        if not self.tenure.confirmed or not crec or crec.data.get("primary") != self.me:
             self.mem.stray = ""
             return ""
         try:
@@ -71,7 +71,7 @@ class ContinuousFencing:
         may be promoted legitimately meanwhile)."""
         crec = self._zk_snapshot.get("cluster")
         now_epoch = int((crec.data if crec else {}).get("epoch", -1))
-        return self.mem.leader and now_epoch == epoch and not self.guard(Step(self.me, "start", "cti"))
+        return self.tenure.confirmed and now_epoch == epoch and not self.guard(Step(self.me, "start", "cti"))
 
     def _stop_stray(self, stray: list[str], epoch: int) -> str:
         failed = []

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -53,7 +54,10 @@ from failover.agent.state import (
 )
 from failover.agent.switchover import SwitchoverActs
 from failover.agent.takeover import TakeOverActs
+from failover.agent.tenure import Tenure
 from failover.inventory import Cluster
+from failover.moves import ClusterView, CycleMove, Next, RequestView, leader_move, next_move
+from failover.notify import notifier
 from failover.rules import (
     Action,
     Decision,
@@ -96,7 +100,7 @@ class Agent(
         self.store: zkstore.Store | None = None
         self.session_id: int | None = None
         self._watching = False
-        self._fence_lock = threading.Lock()
+        self.tenure = Tenure()  # our hold on the role: one lock, four threads
         self.host = socket.gethostname()
         self.http: api.HttpServer | None = None
         self._zk_snapshot: dict = {}  # the last successful ZooKeeper read
@@ -135,6 +139,7 @@ class Agent(
         threading.Thread(target=self._watchdog, name="self-fence-watchdog", daemon=True).start()
         threading.Thread(target=self._lease_path_loop, name="lease-path", daemon=True).start()
         threading.Thread(target=self._peer_fence_loop, name="continuous-fencing", daemon=True).start()
+        notifier.start(self.c, self.me, self.store, self.state_dir, self.stop_event)  # docs/monitoring.md
         try:
             while not self.stop_event.is_set():
                 t0 = time.monotonic()
@@ -187,51 +192,110 @@ class Agent(
 
     # ------------------------------------------------------------------ one cycle
     def cycle(self) -> str:
+        """Snapshot -> move (failover/moves.py) -> act -> publish."""
         self.mem.way_out = ""  # set again by whichever path finds itself stuck
         own_raw = self._observe_own()
         try:
             zk = self._read_zk()
         except zkstore.ZkUnavailable as e:
             return self._without_zk(own_raw, str(e))
-        self.mem.last_zk_ok = time.monotonic()
-        if zk["cluster"] is None:
+        self.tenure.contact()
+        view = self._records_view(zk)
+        first = leader_move(view)
+        if first is Next.BOOTSTRAP:
             return self._bootstrap(zk, own_raw)
         crec = zk["cluster"].data
         roles = {k: Role(v) for k, v in crec.get("roles", {}).items()}
-        leader = zk["leader"]
-        holds = leader is not None and leader[1] == self.session_id
-        if leader is None and crec.get("primary") == self.me and roles.get(self.me) is Role.PRIMARY:
-            # The recorded primary without P/leader (our session expired, or a
-            # restart): take it back; nothing is started or stopped for that.
-            holds = self.store.take_leader(self._leader_data(crec["epoch"]))  # type: ignore[union-attr]
-            if holds:
-                self._observe_update(own_raw, Role.PRIMARY, crec)
-                self._publish(zk, crec, Decision(Action.NONE, ""))
-                return (
-                    f"{self.me} took P/leader back as the recorded primary (epoch {crec['epoch']}); "
-                    "no service started or stopped."
-                )
-        self.mem.leader = holds
+        if first is Next.RECLAIM:
+            sentence = self._reclaim(zk, crec, own_raw)
+            if sentence:
+                return sentence
+            view = replace(view, reclaim_failed=True, leader="none")
+        holds = view.leader == "mine"
+        self.tenure.confirm(holds)
         my_role = Role.PRIMARY if holds else roles.get(self.me, Role.STANDBY)
         if my_role is Role.PRIMARY and not holds:
             my_role = Role.STANDBY  # the record lags: act as standby until it says otherwise
         self._observe_update(own_raw, my_role, crec)
-        if holds and crec.get("primary") != self.me:
-            # We hold P/leader but the record still names the old primary: a
-            # takeover not finished (no proof yet, or a restart in the middle
-            # of one: our session was resumed). Carry on with it.
-            handoff = self._handoff_to_me(crec)
-            req = _active(zk.get("request"))
-            manual = None
-            if req is not None and req.data.get("kind") == "failover" and req.data.get("to") == self.me:
-                manual = _manual_meta(req.data)
-            return self._take_over(zk, crec, handoff, manual=manual)
-        if holds:
-            return self._as_primary(zk, crec, roles)
-        self.mem.takeover_started = None  # whatever we were taking, we do not hold P/leader
-        if leader is None:
-            return self._leaderless(zk, crec, roles)
+        if not holds:
+            self.tenure.stop_taking()  # whatever we were taking, we do not hold P/leader
+        move = next_move(self._full_view(view, zk, crec, roles))
+        return self._act(move, zk, crec, roles)
+
+    def _records_view(self, zk: dict) -> ClusterView:
+        """The records part of the snapshot: who holds `leader`, the record's
+        primary and our role in it, the operator's active request."""
+        leader = zk["leader"]
+        crec = zk["cluster"].data if zk["cluster"] is not None else {}
+        req = _active(zk.get("request"))
+        return ClusterView(
+            me=self.me,
+            peer=self.peer,
+            has_record=zk["cluster"] is not None,
+            leader="none" if leader is None else "mine" if leader[1] == self.session_id else "other",
+            recorded_primary=crec.get("primary"),
+            my_role=Role(crec.get("roles", {}).get(self.me, Role.STANDBY.value)),
+            request=None
+            if req is None
+            else RequestView(
+                req.data.get("id"), req.data.get("kind", ""), req.data.get("to"), req.data.get("confirm_dead")
+            ),
+        )
+
+    def _full_view(self, view: ClusterView, zk: dict, crec: dict, roles: dict[str, Role]) -> ClusterView:
+        """The parts of the snapshot that need our observation of this cycle."""
+        req = _active(zk.get("request"))
+        if view.leader == "mine" and view.recorded_primary == self.me:
+            if req is not None and req.data.get("kind") == "switchover":
+                return replace(view, switchover_verdict=self._switchover_due(req, self._observation(zk, crec, roles)))
+            return view
+        if view.leader != "none":
+            return view
+        handoff = self._handoff_to_me(crec)
+        return replace(
+            view,
+            hand_back=self._hand_back_why(zk, crec, roles, handoff),
+            leaderless=self._leaderless_view(zk, crec, roles, handoff),
+        )
+
+    def _act(self, move: CycleMove, zk: dict, crec: dict, roles: dict[str, Role]) -> str:
+        req = _active(zk.get("request"))
+        if move.refuse and req is not None:
+            self._finish_request(req.data.get("id"), "refused", move.refuse)
+        n = move.next
+        if n is Next.FINISH_TAKEOVER:
+            manual = (
+                _manual_meta(req.data)
+                if req is not None and req.data.get("kind") == "failover" and req.data.get("to") == self.me
+                else None
+            )
+            return self._take_over(zk, crec, self._handoff_to_me(crec), manual=manual)
+        if n in (Next.SWITCH_OVER, Next.CONFIRMED_DEAD, Next.SERVE):
+            return self._as_primary(zk, crec, roles, n, req)
+        if n is Next.MANUAL_FAILOVER and req is not None:
+            return self._manual_failover(zk, crec, req)
+        if n is Next.HAND_BACK:
+            return self._hand_back(zk, crec, self._handoff_to_me(crec) or {}, move.sentence)
+        if n is Next.HOLD:
+            self.mem.way_out = move.way_out
+            self._publish(zk, crec, Decision(Action.HOLD, move.sentence), move.sentence)
+            return move.sentence
+        if n is Next.TAKE_OVER:
+            return self._take_over(zk, crec, self._handoff_to_me(crec))
         return self._as_standby(zk, crec, roles)
+
+    def _reclaim(self, zk: dict, crec: dict, own_raw: Any) -> str:
+        """The recorded primary without P/leader (our session expired, or a
+        restart): take it back; nothing is started or stopped for that. ''
+        when another session was quicker."""
+        if not self.store.take_leader(self._leader_data(crec["epoch"])):  # type: ignore[union-attr]
+            return ""
+        self._observe_update(own_raw, Role.PRIMARY, crec)
+        self._publish(zk, crec, Decision(Action.NONE, ""))
+        return (
+            f"{self.me} took P/leader back as the recorded primary (epoch {crec['epoch']}); "
+            "no service started or stopped."
+        )
 
     def _handoff_to_me(self, crec: dict) -> dict | None:
         """The peer's hand-over to us, if it is for the current epoch: one left

@@ -56,7 +56,7 @@ class Leadership:
     def _on_state(self, state: KazooState) -> None:
         # Listener callbacks must not block: note it and wake the loop.
         if state != KazooState.CONNECTED:
-            self.mem.leader = False  # stop acting as primary at once
+            self.tenure.revoke()  # stop acting as primary at once
         self.wake.set()
 
     def _on_leader_change(self, *_: Any) -> bool:
@@ -91,24 +91,23 @@ class Leadership:
         if store is not None and self.session_id is not None and store.connected():
             try:
                 leader = store.leader(timeout=min(1.0, self.t.self_fence_after / 4))
-                self.mem.last_zk_ok = time.monotonic()
+                self.tenure.contact()
                 if leader is None or leader[1] != self.session_id:
-                    self.mem.leader = False
+                    self.tenure.revoke()
             except zkstore.ZkUnavailable:
                 pass
-        stale = time.monotonic() - self.mem.last_zk_ok
-        if self._believes_primary() and not self.mem.self_fenced and stale >= 2 * WATCHDOG:
+        stale = self.tenure.contact_age()
+        if self._believes_primary() and not self.tenure.self_fenced and stale >= 2 * WATCHDOG:
             self._renew_lease()  # failsafe: the standby confirms it cannot promote
         if (
             self._believes_primary()
-            and not self.mem.self_fenced
+            and not self.tenure.self_fenced
             and stale >= self.t.self_fence_after
             and not self.lease.valid()
         ):
-            with self._fence_lock:
-                if not self.mem.self_fenced:
-                    self.mem.leader = False
-                    self.mem.fence_note = self._self_fence()
+            with self.tenure.lock:
+                if not self.tenure.self_fenced:
+                    self.tenure.self_fence(self._self_fence)
                     self.wake.set()
                     self._publish_api()
 
@@ -132,9 +131,9 @@ class Leadership:
         """POST /failsafe from the primary's agent (docs/resilience.md)."""
         if req.get("probe"):
             return {"ipc": self.me, "probe": True, "granted": False, "why": "lease path test: nothing promised"}
-        fresh = time.monotonic() - self.mem.last_zk_ok < self.t.self_fence_after / 2
+        fresh = self.tenure.contact_age() < self.t.self_fence_after / 2
         connected = bool(self.store and self.store.connected() and fresh)
-        taking = self.mem.leader or self.mem.takeover_started is not None
+        taking = self.tenure.confirmed or self.tenure.taking_since is not None
         leader = self._zk_snapshot.get("leader")
         alive = bool(leader and leader[0].get("ipc") == req.get("from"))
         answer = self.grantor.ask(str(req.get("from", "?")), connected, alive, taking)
@@ -159,11 +158,11 @@ class Leadership:
         """Refuse a CTI/IVR start unless we are a confirmed, fresh primary."""
         if step.service not in APP_SERVICES or step.op == "stop" or step.host != self.me:
             return ""
-        if not self.mem.leader:
+        if not self.tenure.confirmed:
             return "this agent is not a confirmed primary"
-        if self.mem.self_fenced:
+        if self.tenure.self_fenced:
             return "self-fenced"
-        age = time.monotonic() - self.mem.last_zk_ok
+        age = self.tenure.contact_age()
         if age >= self.t.self_fence_after / 2:
             return f"no ZooKeeper contact for {age:.1f} s"
         return ""
@@ -172,18 +171,18 @@ class Leadership:
         """Primary right now (for /primary): holds P/leader per the last read
         with recent ZooKeeper contact, connected, not self-fenced — or, during a
         ZooKeeper outage, serving under a valid failsafe lease."""
-        if self.mem.self_fenced:
+        if self.tenure.self_fenced:
             return False
-        fresh = time.monotonic() - self.mem.last_zk_ok < self.t.self_fence_after / 2
-        if self.mem.leader and fresh and self.store and self.store.connected():
+        fresh = self.tenure.contact_age() < self.t.self_fence_after / 2
+        if self.tenure.confirmed and fresh and self.store and self.store.connected():
             return True
         return self._believes_primary() and self.lease.valid()
 
     # ----- without ZooKeeper ---------------------------------------------------
     def _without_zk(self, raw: monitor.Raw, why: str) -> str:
         was_primary = self.mem.obs is not None and self.mem.obs.role is Role.PRIMARY
-        self.mem.leader = False
-        gone = time.monotonic() - self.mem.last_zk_ok
+        self.tenure.revoke()
+        gone = self.tenure.contact_age()
         if not was_primary:
             stray = [s for s in sorted(APP_SERVICES) if raw.states.get(s) not in (State.STOPPED, State.UNKNOWN, None)]
             crec = self._zk_snapshot.get("cluster")
@@ -206,22 +205,22 @@ class Leadership:
                 f"ZooKeeper unreachable for {gone:.1f} s ({why}): not acting as primary; CTI and IVR keep "
                 f"running until {self.t.self_fence_after:g} s without ZooKeeper."
             )
-        if self.lease.valid() and not self.mem.self_fenced:
+        if self.lease.valid() and not self.tenure.self_fenced:
             left = self.lease.valid_until - time.monotonic()
             return (
                 f"ZooKeeper unreachable for {gone:.1f} s ({why}): failsafe: {self.peer} confirms it cannot promote "
                 f"({self.lease.last_answer}); CTI and IVR keep running (lease {left:.1f} s more)."
             )
-        with self._fence_lock:  # normally the watchdog has done it already
-            if not self.mem.self_fenced and not self.mem.fence_note:
-                self.mem.fence_note = self._self_fence()
+        with self.tenure.lock:  # normally the watchdog has done it already
+            if not self.tenure.self_fenced and not self.tenure.fence_note:
+                self.tenure.self_fence(self._self_fence)
             elif raw.reachable and any(
                 raw.states.get(s) not in (State.STOPPED, State.UNKNOWN, None) for s in APP_SERVICES
             ):
                 # A start that was in flight landed after the self-fence: again.
-                self.mem.fence_note = self._self_fence() + " again (a start landed after the first self-fence)"
+                self.tenure.self_fence(self._self_fence_again, again=True)
         return (
-            f"ZooKeeper unreachable for {gone:.1f} s (limit {self.t.self_fence_after:g} s): {self.mem.fence_note}; "
+            f"ZooKeeper unreachable for {gone:.1f} s (limit {self.t.self_fence_after:g} s): {self.tenure.fence_note}; "
             "the standby may take over once our session has expired."
         )
 
@@ -240,7 +239,13 @@ class Leadership:
             return f"FAILED to stop stray {', '.join(failed)} (ALERT)"
         return f"stopped stray {' and '.join(stopped)}"
 
-    def _self_fence(self) -> str:
+    def _self_fence_again(self) -> tuple[str, bool]:
+        note, ok = self._self_fence()
+        return note + " again (a start landed after the first self-fence)", ok
+
+    def _self_fence(self) -> tuple[str, bool]:
+        """Stop CTI and IVR here (called under the tenure's lock): the note,
+        and whether all stopped."""
         stopped, failed = [], []
         for s in stop_order(APP_SERVICES & self.topo.services, self.topo.after):
             try:
@@ -248,11 +253,10 @@ class Leadership:
                 stopped.append(LABELS[s])
             except exe.ExecError as e:
                 failed.append(f"{LABELS[s]} ({e.detail})")
-        self.mem.self_fenced = not failed
         self.mem.disarmed |= APP_SERVICES & self.topo.services
         if failed:
-            return f"FAILED to stop {', '.join(failed)} on {self.me} (ALERT: cannot self-fence)"
-        return f"stopped {' and '.join(stopped)} on {self.me} (self-fencing)"
+            return f"FAILED to stop {', '.join(failed)} on {self.me} (ALERT: cannot self-fence)", False
+        return f"stopped {' and '.join(stopped)} on {self.me} (self-fencing)", True
 
     # ----- publishing ----------------------------------------------------------
     def _leader_data(self, epoch: int) -> dict:

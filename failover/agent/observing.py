@@ -109,7 +109,7 @@ class Observing:
     def _observation(self, zk: dict, crec: dict, roles: dict[str, Role]) -> Observation:
         assert self.mem.obs is not None
         peer_role = roles.get(self.peer, Role.STANDBY)
-        if crec.get("primary") == self.peer and peer_role is Role.PRIMARY and not self.mem.leader:
+        if crec.get("primary") == self.peer and peer_role is Role.PRIMARY and not self.tenure.confirmed:
             peer_role = Role.PRIMARY
         peer = monitor.from_record((zk["peer"] or {}).get("obs"), self.topo, peer_role)
         pause = zk["pause"]

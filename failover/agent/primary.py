@@ -12,7 +12,6 @@ import time
 
 from failover import fencing, monitor, zkstore
 from failover.agent.state import (
-    _active,
     _calls_down_way_out,
     _manual_meta,
     _own_stages,
@@ -20,6 +19,7 @@ from failover.agent.state import (
     replace_alerts,
 )
 from failover.layouts import stop_order
+from failover.moves import Next
 from failover.rules import (
     Action,
     Decision,
@@ -50,7 +50,7 @@ class PrimaryActs:
             return f"No cluster record yet, and {self.me} is unreachable over SSH: not bootstrapping."
         if not self.store.take_leader(self._leader_data(1), owner=self.session_id):
             return "No cluster record yet; another agent is bootstrapping."
-        self.mem.leader = True
+        self.tenure.confirm(True)
         roles = {self.me: Role.PRIMARY.value, self.peer: Role.STANDBY.value}
         if not self.store.create_cluster(
             {
@@ -77,24 +77,19 @@ class PrimaryActs:
         return f"Bootstrapped the cluster: {self.me} is primary, epoch 1."
 
     # ----- primary ------------------------------------------------------------------
-    def _as_primary(self, zk: dict, crec: dict, roles: dict[str, Role]) -> str:
+    def _as_primary(
+        self, zk: dict, crec: dict, roles: dict[str, Role], move: Next, req: zkstore.Versioned | None
+    ) -> str:
         epoch = crec["epoch"]
         resumed = ""
-        if self.mem.self_fenced or self.mem.fence_note:
-            self.mem.self_fenced = False
-            self.mem.fence_note = ""
+        if self.tenure.resumed():
             # Our session may have expired meanwhile: what matters is that
             # nobody took the role (same epoch, P/leader ours again).
             resumed = f"ZooKeeper is back and nobody took the role (epoch {epoch}): "
         obs = self._observation(zk, crec, roles)
-        req = _active(zk.get("request"))
-        if req is not None and req.data.get("kind") == "switchover":
-            verdict = self._switchover_due(req, obs)
-            if verdict == "go":
-                return resumed + self._switch_over(zk, crec, req, obs)
-            if verdict:
-                self._finish_request(req.data.get("id"), "refused", verdict)
-        if req is not None and req.data.get("kind") == "failover" and req.data.get("to") == self.peer:
+        if move is Next.SWITCH_OVER and req is not None:
+            return resumed + self._switch_over(zk, crec, req, obs)
+        if move is Next.CONFIRMED_DEAD and req is not None:
             return resumed + self._confirmed_dead(zk, crec, req)
         d = decide(obs)
         if not d.execute or d.action in (Action.NONE, Action.HOLD):
@@ -237,7 +232,7 @@ class PrimaryActs:
                 continue
             zk["cluster"] = zkstore.Versioned(new, current.version + 1)
             self.store.release_leader(self.session_id or 0)
-            self.mem.leader = False
+            self.tenure.revoke()
             self.mem.obs = IpcObs(my_role, self.mem.obs.services, board_down=False)
             self._refresh_obs(new)
             return new

@@ -72,13 +72,13 @@ class Publishing:
             "role": o.role.value if o else "unknown",
             "leader": self.primary_now(),
             "epoch": (crec or {}).get("epoch"),
-            "zookeeper": {"connected": connected, "last_contact_s": round(time.monotonic() - self.mem.last_zk_ok, 2)},
+            "zookeeper": {"connected": connected, "last_contact_s": round(self.tenure.contact_age(), 2)},
             "healthy": healthy,
             "eligible": bool((self._member_rec or {}).get("eligible")),
             "paused": zk.get("pause"),
             "sentence": self.mem.sentence,
             "alerts": (self._member_rec or {}).get("alerts", []),
-            "self_fenced": self.mem.self_fenced,
+            "self_fenced": self.tenure.self_fenced,
             "failsafe_path": {"ok": self.lease_path.ok, "why": self.lease_path.why},
             "failsafe": self._failsafe_state(connected),
             "desks": self.desks,
@@ -92,8 +92,8 @@ class Publishing:
         """For the status page's banner: serving on the standby's lease (as a
         primary without ZooKeeper), or holding a promise not to take the role
         (as the standby that granted one)."""
-        fresh = connected and time.monotonic() - self.mem.last_zk_ok < self.t.self_fence_after / 2
-        on_lease = not fresh and not self.mem.self_fenced and self._believes_primary() and self.lease.valid()
+        fresh = connected and self.tenure.contact_age() < self.t.self_fence_after / 2
+        on_lease = not fresh and not self.tenure.self_fenced and self._believes_primary() and self.lease.valid()
         left = self.grantor.holds_back()
         return {
             "serving_on_lease": on_lease,
@@ -110,7 +110,7 @@ class Publishing:
             "ipc": self.me,
             "cluster": self.c.name,
             "role": o.role.value,
-            "leader": self.mem.leader,
+            "leader": self.tenure.confirmed,
             "epoch": crec.get("epoch", 0),
             "eligible": o.role is Role.STANDBY and not own_faults and o.reachable,
             "obs": monitor.to_record(o),
@@ -123,7 +123,7 @@ class Publishing:
             "failsafe_path": {"ok": self.lease_path.ok, "why": self.lease_path.why},
             "faults": own_faults,
             "paused": zk.get("pause") is not None,
-            "self_fenced": self.mem.self_fenced,
+            "self_fenced": self.tenure.self_fenced,
             "updated": time.time(),
             "agent": {"host": self.host, "pid": os.getpid()},
         }

@@ -9,13 +9,12 @@ from collections.abc import Sequence
 
 from failover import zkstore
 from failover.agent.state import (
-    _active,
     _manual_meta,
     _own_stages,
     _standby_text,
 )
 from failover.layouts import stop_order
-from failover.moves import LeaderlessView, leaderless_move
+from failover.moves import LeaderlessView
 from failover.rules import (
     Action,
     Decision,
@@ -33,18 +32,6 @@ log = logging.getLogger("failover.agent")
 class StandbyActs:
     # ----- standby / fenced -------------------------------------------------------
     def _as_standby(self, zk: dict, crec: dict, roles: dict[str, Role]) -> str:
-        req = _active(zk.get("request"))
-        if (
-            req is not None
-            and req.data.get("kind") == "failover"
-            and req.data.get("to") == self.me
-            and req.data.get("confirm_dead") != self.peer  # the holder's agent hands over on the operator's word
-        ):
-            self._finish_request(
-                req.data.get("id"),
-                "refused",
-                f"{self.peer}'s agent is alive and holds the role: use `failover switchover`",
-            )
         obs = self._observation(zk, crec, roles)
         d = decide(obs)
         epoch = crec["epoch"]
@@ -126,51 +113,28 @@ class StandbyActs:
         return self._take_over(zk, crec, None, manual=_manual_meta(r))
 
     # ----- no leader: take over? -----------------------------------------------------
-    def _leaderless(self, zk: dict, crec: dict, roles: dict[str, Role]) -> str:
-        handoff = self._handoff_to_me(crec)
-        req = _active(zk.get("request"))
-        if roles.get(self.me, Role.STANDBY) is Role.STANDBY:
-            if req is not None and req.data.get("kind") == "failover" and req.data.get("to") == self.me:
-                return self._manual_failover(zk, crec, req)
-            back = self._hand_back_why(zk, crec, roles, handoff)
-            if back:
-                return self._hand_back(zk, crec, handoff or {}, back)
-        held = self._why_not_take_over(zk, crec, roles, handoff)
-        if held is not None:
-            sentence, self.mem.way_out = held
-            self._publish(zk, crec, Decision(Action.HOLD, sentence), sentence)
-            return sentence
-        return self._take_over(zk, crec, handoff)
-
-    def _why_not_take_over(
-        self, zk: dict, crec: dict, roles: dict[str, Role], handoff: dict | None
-    ) -> tuple[str, str] | None:
-        """Why this standby does not take the role now (the sentence, and the
-        way out when no automatic action will come), or None: take it. The
-        decision is moves.leaderless_move's, over a typed snapshot."""
+    def _leaderless_view(self, zk: dict, crec: dict, roles: dict[str, Role], handoff: dict | None) -> LeaderlessView:
+        """What moves.leaderless_move decides from when nobody holds `leader`."""
         obs = self._observation(zk, crec, roles)
         p = obs.policy
-        move = leaderless_move(
-            LeaderlessView(
-                me=self.me,
-                peer=self.peer,
-                epoch=crec["epoch"],
-                my_role=roles.get(self.me, Role.STANDBY),
-                peer_role=roles.get(self.peer),
-                peer_agent_alive=zk["peer"] is not None,
-                recorded_primary=crec.get("primary"),
-                handed_over=handoff is not None,
-                handed_away=_handed_away(crec, self.me, self.peer),
-                paused=p.paused,
-                pause_reason=p.pause_reason,
-                mode=p.mode,
-                recent_failovers=p.recent_failovers,
-                max_failovers=p.max_failovers,
-                own_faults=tuple(map(str, faults_of(obs, self.me))),
-                reachable=obs.ipcs[self.me].reachable,
-            )
+        return LeaderlessView(
+            me=self.me,
+            peer=self.peer,
+            epoch=crec["epoch"],
+            my_role=roles.get(self.me, Role.STANDBY),
+            peer_role=roles.get(self.peer),
+            peer_agent_alive=zk["peer"] is not None,
+            recorded_primary=crec.get("primary"),
+            handed_over=handoff is not None,
+            handed_away=_handed_away(crec, self.me, self.peer),
+            paused=p.paused,
+            pause_reason=p.pause_reason,
+            mode=p.mode,
+            recent_failovers=p.recent_failovers,
+            max_failovers=p.max_failovers,
+            own_faults=tuple(map(str, faults_of(obs, self.me))),
+            reachable=obs.ipcs[self.me].reachable,
         )
-        return None if move.take else (move.sentence, move.way_out)
 
 
 def _handed_away(crec: dict, me: str, peer: str) -> bool:

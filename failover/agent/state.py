@@ -79,21 +79,16 @@ class Timing:
 
 @dataclass
 class Memory:
-    """What the agent remembers between cycles (all in this process)."""
+    """What the agent remembers between cycles (all in this process; its
+    hold on the role is the Tenure's, agent/tenure.py)."""
 
     obs: IpcObs | None = None
     first_failure: dict[str, float] = field(default_factory=dict)  # service -> wall time
-    last_zk_ok: float = field(default_factory=time.monotonic)
-    leader: bool = False  # confirmed owner of P/leader at the last successful read
-    self_fenced: bool = False
-    takeover_started: float | None = None  # monotonic: holding P/leader for a takeover not done yet
     restarts: dict[str, list[float]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     sentence: str = ""
-    fence_note: str = ""  # what the watchdog did
     last_logged: tuple[str, float] = ("", 0.0)
     disarmed: set[str] = field(default_factory=set)  # stopped by us (self-fencing): not faults
-    takeover_wall: float | None = None  # wall time we took P/leader for a takeover
     wake_at: float | None = None  # monotonic: wake the loop early (a scheduled switchover, a promise ends)
     way_out: str = ""  # no automatic action will happen: why, and the command that gets out
     stray: str = ""  # continuous fencing found CTI/IVR on the peer it cannot stop (its own thread sets it)

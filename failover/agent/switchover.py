@@ -1,7 +1,7 @@
-"""How a planned switchover runs, on the agents' side (the CLI's side is
-oncall.py / ops.py): the primary demotes itself to the standby layout and hands
-the role over; the target takes it (takeover.py), or hands it back when it
-cannot serve or the operator cancelled."""
+"""A planned switchover, the agents' acts (the protocol and its plan:
+failover/switchover.py): the primary demotes itself to the standby layout and
+hands the role over; the target takes it (takeover.py), or hands it back when
+it cannot serve or the operator cancelled."""
 
 from __future__ import annotations
 
@@ -9,13 +9,8 @@ import logging
 import time
 
 from failover import fencing, zkstore
-from failover.rules import (
-    Observation,
-    Role,
-    Stage,
-    converge_steps,
-    faults_of,
-)
+from failover import switchover as plan
+from failover.rules import Observation, Role, faults_of
 
 log = logging.getLogger("failover.agent")
 
@@ -23,22 +18,10 @@ log = logging.getLogger("failover.agent")
 class SwitchoverActs:
     def _switchover_due(self, req: zkstore.Versioned, obs: Observation) -> str:
         """'go', '' (not yet: scheduled), or why the request is refused now."""
-        r = req.data
-        if r.get("to") != self.peer:
-            return f"{r.get('to')} is not the standby of primary {self.me}"
-        if r.get("at") and time.time() < float(r["at"]):
-            self.mem.wake_at = time.monotonic() + max(0.0, float(r["at"]) - time.time())
-            return ""
-        if obs.policy.paused and not r.get("allow_paused"):
-            return f"paused ({obs.policy.pause_reason}); give --to to switch over while paused"
-        peer = obs.ipcs[self.peer]
-        if peer.role is not Role.STANDBY or faults_of(obs, self.peer) or not peer.reachable:
-            return f"{self.peer} cannot take the role now (role {peer.role.value}, " + (
-                "unreachable)"
-                if not peer.reachable
-                else f"faults: {', '.join(map(str, faults_of(obs, self.peer))) or 'none'})"
-            )
-        return "go"
+        verdict = plan.due(req.data, obs, self.me, self.peer, time.time())
+        if verdict == "":  # wake when it is due, not a whole interval later
+            self.mem.wake_at = time.monotonic() + max(0.0, float(req.data["at"]) - time.time())
+        return verdict
 
     def _switch_over(self, zk: dict, crec: dict, req: zkstore.Versioned, obs: Observation) -> str:
         """A planned switchover, on the primary's side: converge this IPC to the
@@ -50,11 +33,8 @@ class SwitchoverActs:
         epoch = crec["epoch"]
         decided = time.time()
         self._request_progress(rid, f"{self.me}: switchover to {self.peer} started (epoch {epoch})", "running")
-        # Rule 1's layout still holds here until a rejoin: a board that was down
-        # stays stopped (starting it now would only be undone by converge).
-        target = self.topo.expected(self.me, Role.STANDBY, self.me in crec.get("board_down", []))
-        steps = converge_steps(self.topo, self.me, self.mem.obs, target)
-        rep = self.ex.execute((Stage(f"demote {self.me}", steps),), progress=self._progress_to(rid)) if steps else None
+        demote = plan.demote_stage(self.topo, self.me, self.mem.obs, self.me in crec.get("board_down", []))
+        rep = self.ex.execute((demote,), progress=self._progress_to(rid)) if demote.steps else None
         self._after_plan(rep, crec)
         if rep is not None and not rep.ok:
             why = (
@@ -93,12 +73,12 @@ class SwitchoverActs:
         if handoff is None or handoff.get("kind") != "switchover":
             return ""
         req = zk.get("request")
+        cancelled = ""
         if req is not None and req.data.get("id") == handoff.get("request") and req.data.get("state") == "cancelled":
-            return f"the switchover was {(req.data.get('result') or {}).get('why') or 'cancelled'}"
-        if self.mem.obs is None or not self.mem.obs.reachable:
-            return f"{self.me} is unreachable over SSH"
-        own = faults_of(self._observation(zk, crec, roles), self.me)
-        return f"{self.me} cannot serve ({' and '.join(map(str, own))})" if own else ""
+            cancelled = (req.data.get("result") or {}).get("why") or "cancelled"
+        reachable = self.mem.obs is not None and self.mem.obs.reachable
+        own = faults_of(self._observation(zk, crec, roles), self.me) if reachable and not cancelled else ()
+        return plan.hand_back_why(cancelled, reachable, tuple(map(str, own)), self.me)
 
     def _hand_back(self, zk: dict, crec: dict, handoff: dict, why: str) -> str:
         """Give a switchover's role back to the old primary (its CTI/IVR were

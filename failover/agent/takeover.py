@@ -9,6 +9,7 @@ import time
 
 from failover import executor as exe
 from failover import fencing
+from failover import switchover as plan
 from failover.agent.state import (
     NO_PROOF_RETRY,
 )
@@ -17,8 +18,6 @@ from failover.rules import (
     Decision,
     IpcObs,
     Role,
-    Stage,
-    converge_steps,
 )
 
 log = logging.getLogger("failover.agent")
@@ -35,7 +34,7 @@ class TakeOverActs:
         meta = handoff or manual or {}
         rid = meta.get("request")
         retry_at, said, way = self.mem.no_proof
-        if time.monotonic() < retry_at and not manual and not self.mem.leader:
+        if time.monotonic() < retry_at and not manual and not self.tenure.confirmed:
             # No proof a moment ago: do not hold `leader` again at once (the
             # recorded primary's agent may come back and take it; an
             # operator's request is tried at once).
@@ -50,8 +49,8 @@ class TakeOverActs:
             # No proof: give P/leader back (the recorded primary's agent may
             # retake it) and say what a person can do. Nothing was started.
             self.store.release_leader(self.session_id or 0)
-            self.mem.leader = False
-            self.mem.takeover_started = None
+            self.tenure.revoke()
+            self.tenure.stop_taking()
             self.mem.way_out = fencing.way_out(self.peer, self.me, attempt, self.fencer.has_device(self.peer))
             if rid:
                 self._finish_request(rid, "failed", f"no proof that {self.peer} is down: {attempt.why}")
@@ -73,15 +72,14 @@ class TakeOverActs:
                 f"No primary holds the role (epoch {epoch}), but {self.me} promised {self.grantor.promised_to} a "
                 f"failsafe lease: not taking over for {wait:.1f} s more."
             )
-        if self.mem.takeover_started is None or not self.mem.leader:
+        if self.tenure.taking_since is None or not self.tenure.confirmed:
             # Our own session may already own it (an agent restarted in the
             # middle of a takeover resumes its session): that is ours.
             if not self.store.take_leader(self._leader_data(epoch + 1), owner=self.session_id):
-                self.mem.takeover_started = None
+                self.tenure.stop_taking()
                 return f"No primary held the role; another agent took it first (epoch {epoch})."
-            self.mem.takeover_started = time.monotonic()
-            self.mem.takeover_wall = time.time()
-        self.mem.leader = True
+            self.tenure.start_taking()
+        self.tenure.confirm(True)
         return ""
 
     def _prove_peer(self, handoff: dict | None, confirmed_by: str) -> fencing.Attempt:
@@ -132,18 +130,14 @@ class TakeOverActs:
             # Start again from P/leader next cycle: never promote on a claim
             # made before a record we did not see.
             self.store.release_leader(self.session_id or 0)
-            self.mem.leader = False
-            self.mem.takeover_started = None
+            self.tenure.revoke()
+            self.tenure.stop_taking()
             return "Lost the race for the cluster record while taking over; retrying next cycle."
-        self.mem.takeover_started = None
+        self.tenure.stop_taking()
         self.mem.obs = IpcObs(Role.PRIMARY, self.mem.obs.services, board_down=False)
-        steps = converge_steps(self.topo, self.me, self.mem.obs, self.topo.expected(self.me, Role.PRIMARY))
+        promote = plan.promote_stage(self.topo, self.me, self.mem.obs)
         progress = self._progress_to(meta["request"]) if meta.get("request") else None
-        rep = (
-            self.ex.execute((Stage(f"promote {self.me}", steps),), progress=progress, guard=self.guard)
-            if steps
-            else None
-        )
+        rep = self.ex.execute((promote,), progress=progress, guard=self.guard) if promote.steps else None
         self._after_plan(rep, {**crec, **change})
         sentence = self._record_takeover(meta, proof, epoch, t_fenced, rep)
         self._publish(zk, {**crec, **change}, Decision(Action.FAILOVER, sentence), sentence)
@@ -157,7 +151,7 @@ class TakeOverActs:
         assert self.store is not None
         t_done = time.time()
         ok = rep is None or rep.ok
-        took = self.mem.takeover_wall or t_fenced
+        took = self.tenure.taking_wall or t_fenced
         seen = meta.get("fault_seen_at") or took
         entry = {
             "kind": meta.get("kind", "takeover"),

@@ -25,7 +25,18 @@ from typing import Any
 from failover import agent as agent_mod
 from failover import executor as exe
 from failover import failsafe, fencing, zkstore
-from failover.agent import continuous, core, leadership, observing, primary, publishing, standby, switchover, takeover
+from failover.agent import (
+    continuous,
+    core,
+    leadership,
+    observing,
+    primary,
+    publishing,
+    standby,
+    switchover,
+    takeover,
+    tenure,
+)
 from failover.inventory import Cluster
 from failover.inventory import load as load_inventory
 from failover.layouts import APP_SERVICES
@@ -44,7 +55,7 @@ def _cluster(inventory: Path) -> Cluster:
 
 
 # Every module of the agent that reads the clock runs on the virtual one.
-AGENT_MODULES = (continuous, core, leadership, observing, primary, publishing, standby, switchover, takeover)
+AGENT_MODULES = (continuous, core, leadership, observing, primary, publishing, standby, switchover, takeover, tenure)
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "example-windows.yaml"
 RUNNING, STOPPED = State.RUNNING, State.STOPPED
 BOOT_GRACE = 2.5  # s: continuous fencing's period (1 s) plus a cycle, for a service a reboot started
@@ -451,7 +462,7 @@ class World:
         ag.grantor = failsafe.Grantor(ag.t.lease, ag.t.hold_after, path=ag.grantor.path)
         ag._peer_url = f"sim://{ag.peer}"  # the failsafe lease goes to the peer agent's object
         ag.mem.started = self.clock.monotonic()
-        ag.mem.last_zk_ok = self.clock.monotonic()
+        ag.tenure.contact()
         self.agents[ipc] = ag
         return ag
 
