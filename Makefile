@@ -15,10 +15,11 @@ install: $(APT_STAMP) $(STAMP)
 
 # System packages: Debian's ZooKeeper (jars only; never `zookeeperd`, which
 # auto-starts a server on 2181), OpenSSH server (the lab runs its own sshd
-# processes), iproute2/iptables (network-namespace partitions).
+# processes), iproute2/iptables (network-namespace partitions), chromium +
+# chromium-driver (the drill report is rendered in a real headless browser).
 $(APT_STAMP):
 	@missing=""; \
-	for p in zookeeper openssh-server iproute2 iptables default-jre-headless; do \
+	for p in zookeeper openssh-server iproute2 iptables default-jre-headless chromium chromium-driver; do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \

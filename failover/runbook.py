@@ -179,7 +179,40 @@ class Step(_M):
         return next(a for a in ACTIONS if getattr(self, a) is not None)
 
     def title(self, n: int) -> str:
-        return self.name or f"step {n}: {self.action}"
+        """The step's name, or one said from what it does (never "step 9: check")."""
+        return self.name or self.summary()
+
+    def summary(self) -> str:
+        # IPC references are shown as written (home-primary, ...): the runbook's words
+        said = {
+            "inject": lambda i: f"inject {i.fault}{' ' + i.service if i.service else ''} on {i.ipc}",
+            "restore": lambda r: f"clear injected faults on {r.ipc}",
+            "expect": lambda e: "expect " + ", ".join(_conditions(e)),
+            "check": lambda c: f"basic call tests ({', '.join(c)})",
+            "switchover": lambda s: f"switchover to {s.to or 'standby'}",
+            "failover": lambda f: f"failover to {f.to}",
+            "rejoin": lambda r: f"rejoin {r.ipc}",
+            "pause": lambda _: "pause automatic actions",
+            "resume": lambda _: "resume automatic actions",
+            "confirm": lambda c: f"confirm: {c.prompt}",
+            "wait": lambda w: f"wait {w:g} s",
+            "run": lambda r: f"run on {r.ipc}: {r.command}",
+        }
+        text = said[self.action](getattr(self, self.action))
+        return text if len(text) <= 70 else text[:69] + "…"
+
+
+def _conditions(e: Expect) -> list[str]:
+    out = [f"primary {e.primary}"] if e.primary else []
+    if e.service is not None:
+        out.append(f"{e.service.name} {e.service.state} on {e.service.on}")
+    if e.board_down:
+        out.append(f"{e.board_down}'s board down")
+    if e.capacity_at_least is not None:
+        out.append(f"capacity >= {e.capacity_at_least}")
+    flags = ("standby_ineligible", "standby_eligible", "epoch_increased")
+    out += [f.replace("_", " ") for f in flags if getattr(e, f)]
+    return out
 
 
 class Window(_M):
