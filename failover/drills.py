@@ -17,11 +17,13 @@ from typing import Any
 
 from failover import drill_report, oncall, ops, zkstore
 from failover import executor as exe
+from failover.drill_hostops import HostOps
 from failover.drill_report import StepResult
 from failover.drill_timeline import Timeline
 from failover.drill_window import Window as DrillWindow
 from failover.inventory import Cluster
 from failover.layouts import APP_SERVICES, SERVICES
+from failover.platforms import UnsafeArgument
 from failover.rules import Role, State, Topology
 from failover.runbook import Runbook, Step
 
@@ -63,6 +65,7 @@ class Drill:
         self.ex: exe.Executor | None = None
         self.store: zkstore.Store | None = None
         self.t0 = 0.0
+        self.hostops = HostOps(cluster, time.time())
         self.start_epoch = 0
 
     # ----- helpers ------------------------------------------------------------
@@ -167,6 +170,7 @@ class Drill:
     # ----- run -------------------------------------------------------------------
     def run(self) -> dict:
         self.t0 = time.time()
+        self.hostops = HostOps(self.c, self.t0)
         ctx = oncall.connected(self.c) if not self.dry_run else None
         if ctx is not None:
             self.store = ctx.__enter__()
@@ -254,7 +258,15 @@ class Drill:
                     continue
                 r.detail = self.do(st) or "ok"
                 r.status = "ok"
-            except (exe.ExecError, zkstore.ZkUnavailable, oncall.Fail, ops.Refused, DrillRefused, AssertionError) as e:
+            except (
+                exe.ExecError,
+                zkstore.ZkUnavailable,
+                oncall.Fail,
+                ops.Refused,
+                DrillRefused,
+                AssertionError,
+                UnsafeArgument,
+            ) as e:
                 r.status, r.detail = "failed", str(e)
             r.duration = time.time() - r.started
             if not self.dry_run:
@@ -289,6 +301,11 @@ class Drill:
             return [f"failover rejoin {self.resolve(st.rejoin.ipc)}"]
         if st.restore is not None:
             return [f"restore faults on {st.restore.ipc}"]
+        if st.config is not None:
+            ipc = self.resolve(st.config.ipc)
+            return [f"{ipc}: {cmd}" for cmd in self.hostops.config_commands(ipc, st.config)]
+        if st.service is not None:
+            return self.hostops.service_commands(self.resolve(st.service.ipc), st.service)
         return []
 
     def _fault_command(self, ipc: str, fault: str, service: str | None, seconds: float) -> str:
@@ -356,6 +373,10 @@ class Drill:
         if st.wait is not None:
             time.sleep(st.wait)
             return f"waited {st.wait:g} s"
+        if st.config is not None:
+            return self.hostops.config(self.ex, self.resolve(st.config.ipc), st.config)
+        if st.service is not None:
+            return self.hostops.service(self.ex, self.resolve(st.service.ipc), st.service)
         if st.run is not None:
             ipc = self.resolve(st.run.ipc)
             res = self.ex.run_shell(ipc, st.run.command, st.run.timeout, "run", check=True)
