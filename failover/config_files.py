@@ -55,10 +55,7 @@ def set_cmd(platform: str, path: str, key: str, value: str) -> str:
         # findstr /v prints every other line; it exits 1 when that is none,
         # hence `&` (not `&&`) before the echo. `type` first: a missing file
         # must fail the step, not become a one-line file.
-        return (
-            f'type {p} >nul && (findstr /v /b /l /c:"{key} =" {p} & echo {line})>{new}'
-            f" && move /y {new} {p}"
-        )
+        return f'type {p} >nul && (findstr /v /b /l /c:"{key} =" {p} & echo {line})>{new} && move /y {new} {p}'
     p, new = quote_posix(path), quote_posix(path + ".new")
     pattern = quote_posix("^" + key.replace(".", "[.]") + " *=")
     # grep exits 1 when it selects no line (fine), 2 on an error (fail).

@@ -15,16 +15,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from failover import drill_report, oncall, ops, zkstore
+from failover import drill_audit, drill_report, oncall, ops, zkstore
 from failover import executor as exe
 from failover.drill_hostops import HostOps
 from failover.drill_report import StepResult
 from failover.drill_timeline import Timeline
 from failover.drill_window import Window as DrillWindow
 from failover.inventory import Cluster
-from failover.layouts import APP_SERVICES, SERVICES
+from failover.layouts import SERVICES
 from failover.platforms import UnsafeArgument
-from failover.rules import Role, State, Topology
+from failover.rules import State, Topology
 from failover.runbook import Runbook, Step
 
 Echo = Callable[[str], None]
@@ -328,14 +328,7 @@ class Drill:
         if st.inject is not None:
             return self._inject(st)
         if st.restore is not None:
-            targets = [i.name for i in self.c.ipcs] if st.restore.ipc == "all" else [self.resolve(st.restore.ipc)]
-            lab = self._lab()
-            for t in targets:
-                if lab is not None:
-                    lab.fault(t, "restore")
-                elif self.c.ipc(t).faults.get("restore"):
-                    self.ex.run_shell(t, self.c.ipc(t).faults["restore"], 60, "restore", check=True)
-            return f"faults restored on {', '.join(targets)}"
+            return self._restore(st.restore.ipc)
         if st.expect is not None:
             return self._expect(st)
         if st.check is not None:
@@ -387,6 +380,17 @@ class Drill:
                 )
             return f"ran on {ipc} ({res.duration:.1f} s)"
         raise AssertionError(f"unknown action {st.action}")
+
+    def _restore(self, ref: str) -> str:
+        assert self.ex is not None
+        targets = [i.name for i in self.c.ipcs] if ref == "all" else [self.resolve(ref)]
+        lab = self._lab()
+        for t in targets:
+            if lab is not None:
+                lab.fault(t, "restore")
+            elif self.c.ipc(t).faults.get("restore"):
+                self.ex.run_shell(t, self.c.ipc(t).faults["restore"], 60, "restore", check=True)
+        return f"faults restored on {', '.join(targets)}"
 
     def _inject(self, st: Step) -> str:
         assert st.inject is not None and self.ex is not None
@@ -454,16 +458,7 @@ class Drill:
         return "as expected"
 
     def _wait(self, pred: Callable[[], bool], within: float, what: str, why: Callable[[], str] | None = None) -> None:
-        deadline = time.monotonic() + within
-        while True:
-            try:
-                if pred():
-                    return
-            except zkstore.ZkUnavailable:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} not met within {within:g} s" + (f": {why()}" if why else ""))
-            time.sleep(0.2)
+        drill_audit.wait(pred, within, what, why)
 
     def _request(self, kind: str, to: str, reason: str, **kw: Any) -> str:
         assert self.store is not None
@@ -489,70 +484,10 @@ class Drill:
             raise AssertionError("not confirmed")
         return "confirmed"
 
-    # ----- audits (Pacemaker CTS style) -------------------------------------------------
+    # ----- audits ---------------------------------------------------------------------
     def audit(self, settled: bool) -> list[dict]:
         assert self.ex is not None and self.store is not None
-        out = []
-        states: dict[str, dict[str, State]] = {}
-        for i in self.c.ipcs:
-            try:
-                states[i.name] = self.ex.status_all(i.name).states
-            except exe.ExecError as e:
-                out.append({"audit": f"status of {i.name}", "ok": not settled, "detail": str(e)})
-        app = [n for n, st in states.items() if any(st.get(s) is not State.STOPPED for s in APP_SERVICES)]
-        both = [n for n, st in states.items() if all(st.get(s) is State.RUNNING for s in APP_SERVICES)]
-        out.append(
-            {
-                "audit": "no service active on two IPCs",
-                "ok": len(both) <= 1 and len(app) <= 1,
-                "detail": f"CTI/IVR active on {', '.join(app) or 'none'}",
-            }
-        )
-        if not settled:
-            return out
-        try:
-            self._wait(lambda: self._one_primary(), 20, "one primary")
-            out.append(
-                {"audit": "exactly one primary", "ok": True, "detail": f"primary {self.record().get('primary')}"}
-            )
-        except AssertionError as e:
-            out.append({"audit": "exactly one primary", "ok": False, "detail": str(e)})
-        if self.store.pause() is not None:
-            # Maintenance mode: layouts may deviate on purpose (a service being
-            # reconfigured); the safety audits above still apply.
-            out.append(
-                {
-                    "audit": "every IPC's layout matches its role",
-                    "ok": True,
-                    "detail": "not checked while paused (maintenance)",
-                }
-            )
-            return out
-        try:
-            self._wait(lambda: not self._layout_mismatch(), 20, "layouts", self._layout_mismatch)
-            out.append({"audit": "every IPC's layout matches its role", "ok": True, "detail": "ok"})
-        except AssertionError as e:
-            out.append({"audit": "every IPC's layout matches its role", "ok": False, "detail": str(e)})
-        return out
-
-    def _one_primary(self) -> bool:
-        assert self.store is not None
-        rec = self.record()
-        leader = self.store.leader()
-        return bool(rec.get("primary") and leader and leader[0].get("ipc") == rec.get("primary"))
-
-    def _layout_mismatch(self) -> str:
-        assert self.ex is not None
-        rec = self.record()
-        bad = []
-        for i in self.c.ipcs:
-            role = Role(rec.get("roles", {}).get(i.name, "standby"))
-            want = self.topo.expected(i.name, role, i.name in rec.get("board_down", []))
-            st = self.ex.status_fast(i.name).states
-            up = {s for s, v in st.items() if v is State.RUNNING}
-            if up != set(want):
-                bad.append(f"{i.name} ({role.value}): running {sorted(up)}, expected {sorted(want)}")
-        return "; ".join(bad)
+        return drill_audit.Audits(self.c, self.topo, self.ex, self.store, self._wait).run(settled)
 
     # ----- report --------------------------------------------------------------------
     def _is_home_expect(self, n: int) -> bool:
