@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import textwrap
@@ -73,6 +74,9 @@ def test_sunday_drill_passes_with_real_timings(h: Harness) -> None:
     assert svg.count('class="marker check"') == len(checks) > 0
     who = re.findall(r'data-who="([^"]+)"', svg)
     assert who[0] == "ipc-a" and "ipc-b" in who and "two IPCs" not in who  # rule 2 moved the calls, twice
+    artifacts = REPO / "test-artifacts" / "drills"  # the real drill's report, to look at (git-ignored)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    shutil.copy(files["html"], artifacts / "sunday-drill-lab.html")
     assert "PASSED" in Path(files["md"]).read_text() and "<svg" in Path(files["html"]).read_text()
     hist = subprocess.run([FAILOVER, "history", "-i", str(h.lab.inventory_path)], capture_output=True, text=True)
     assert "drill" in hist.stdout and "runbook sunday-drill" in hist.stdout
