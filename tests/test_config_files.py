@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from failover import config_files as cf
-from failover.lab import wincmd
 from failover.platforms import UnsafeArgument
 
 CONF = "user = cc\ndatabase = shenzhen-db.cc.example:1521/CCDB\ntimeout = 30\n"
@@ -29,6 +28,9 @@ def host(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Path, Run
     conf.write_text(CONF)
     if request.param == "lab":
         return "lab", conf, lambda line: subprocess.run(["sh", "-c", line], capture_output=True).returncode
+    # The cmd.exe stand-in in-process, no simulator or sshd: this stays in the fast tier.
+    from failover.lab import wincmd
+
     (tmp_path / "sim.json").write_text(json.dumps({"ipc": "ipc-a", "codepage": 936}))
     h = wincmd.Host(str(tmp_path))
 
