@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import combinations
 from pathlib import Path
 
@@ -187,3 +189,27 @@ def test_html_report_renders_in_a_browser(tmp_path: Path, chrome: object) -> Non
     chrome.save_screenshot(str(ARTIFACTS / "drill-report.png"))  # type: ignore[attr-defined]
     severe = [e for e in chrome.get_log("browser") if e["level"] == "SEVERE"]  # type: ignore[attr-defined]
     assert not severe, severe
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "failover", "drill", "run", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_cli_dry_run_outside_the_window_exits_0_saying_when_it_opens(tmp_path: Path) -> None:
+    from tests.test_inventory import GOOD as INV
+    from tests.test_inventory import _write
+
+    inv = _write(tmp_path, INV)
+    now = datetime.now()
+    start, end = now + timedelta(hours=2), now + timedelta(hours=3)  # a window that is closed now
+    rb = tmp_path / "rb.yaml"
+    rb.write_text(
+        f'version: 1\nname: tiny\nwindow: {{start: "{start:%H:%M}", end: "{end:%H:%M}"}}\nsteps:\n  - wait: 1\n'
+    )
+    r = _cli(str(rb), "-i", str(inv), "--dry-run", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"the window opens at {start:%A %Y-%m-%d %H:%M} local time" in r.stdout
+    r = _cli(str(rb), "-i", str(inv), "--dry-run", "--window", "6-12")
+    assert r.returncode == 2 and "--window: drill window '6-12': expected HH:MM-HH:MM" in r.stderr
