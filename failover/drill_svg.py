@@ -177,7 +177,7 @@ def _calls_lane(d: TimelineData, x: Scale, top: float) -> list[str]:
     ]
     for iv in d.answering:
         x0, x1 = x(iv.start - d.t0), x(iv.end - d.t0)
-        color = WHO_COLORS.get(iv.who) or IPC_COLORS[d.ipcs.index(iv.who) % 2 if iv.who in d.ipcs else 0]
+        color = WHO_COLORS.get(iv.who) or IPC_COLORS[d.ipcs.index(iv.who) % len(IPC_COLORS)]
         out.append(
             f'<rect class="answering" data-who="{html.escape(iv.who)}" x="{x0:.1f}" y="{top}" '
             f'width="{max(0.5, x1 - x0):.1f}" height="{LANE_H}" fill="{color}"/>'
