@@ -198,9 +198,7 @@ def ds(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     with Harness(tmp_path, zk_nodes=1, platform=request.param) as h:
         h.steady()
         yield h
-        # (no assert_never_both: CTI/IVR are not touched here, the drill's own
-        # audit checks them after every step, and the observer's own sampling-gap
-        # check is about machine load, not about this runbook)
+        h.assert_never_both()
 
 
 def _confs(h: Harness) -> dict[str, Path]:
