@@ -20,7 +20,8 @@ install: $(APT_STAMP) $(STAMP)
 # `prometheus`; its server is stopped and disabled where systemd would start
 # it) and check_http / check_curl (monitoring-plugins-basic / -standard;
 # check_curl's libraries are only Recommends of the latter: named here);
-# chromium and chromium-driver (the status page's tests drive a real headless browser).
+# chromium + chromium-driver (the status page and the drill report are
+# rendered in a real headless browser).
 $(APT_STAMP): Makefile  # a package added here is installed on the next `make install`
 	@missing=""; \
 	for p in zookeeper openssh-server iproute2 iptables default-jre-headless \

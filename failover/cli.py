@@ -557,7 +557,14 @@ def drill_run(
     """Run a drill runbook against the cluster (validated completely first)."""
     from failover import drills
     from failover import runbook as rb_mod
+    from failover.drill_window import Window
 
+    if window is not None:
+        try:
+            Window.parse(window)
+        except ValueError as e:
+            click.echo(f"--window: {e}; nothing was run", err=True)
+            sys.exit(EXIT_USAGE)
     inv = load_inventory(inventory_path)
     try:
         rb0 = rb_mod.load(runbook_file)

@@ -198,6 +198,9 @@ class Ipc(_Model):
     probe_ports: dict[ServiceName, Annotated[int, Field(ge=1, le=65535)]] = {}
     lab: LabHost | None = None
     faults: dict[str, str] = {}  # fault name -> command, for drills on real hosts
+    # name -> the file's path on the IPC (e.g. datasource: 'C:\CallCenter\conf\datasource.conf'),
+    # for runbook `config` steps (back up, set a key, verify, restore)
+    config_files: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,39}$")], str] = {}
     http: HttpApi = HttpApi()  # the agent's health endpoint
     fence: Fence | None = None  # a fence device: proof that this IPC is off (docs/agent.md)
 
@@ -586,6 +589,14 @@ def semantic_checks(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
                         f"a `lab:` section is only for platform lab, not {ipc.platform}",
                     )
                 )
+            for name, path in ipc.config_files.items():
+                if not _quotable(ipc.platform, path):
+                    out.append(
+                        (
+                            ip + ("config_files", name),
+                            f"path {path!r} has characters that cannot be quoted safely for {ipc.platform}",
+                        )
+                    )
             for s in ipc.probe_ports:
                 if s not in c.services:
                     out.append((ip + ("probe_ports", s), f"probe port for undefined service {s!r}"))
@@ -644,6 +655,15 @@ def _url_problems(url: str) -> list[str]:
             "(token_env or token_file)"
         ]
     return []
+
+
+def _quotable(platform: str, path: str) -> bool:
+    quote = platforms.quote_cmd if platform == "windows" else platforms.quote_posix
+    try:
+        quote(path + ".20260101-000000.bak")  # the longest name a config step derives from it (a backup)
+    except platforms.UnsafeArgument:
+        return False
+    return bool(path)
 
 
 _WILDCARDS = {"0.0.0.0", "::", "[::]", "*", ""}
