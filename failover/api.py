@@ -48,6 +48,10 @@ REASONS = {
     400: "Bad Request",
 }
 PROTECTED = ("/cluster", "/history", "/failsafe", "/desk", "/desk.json", "/desks")
+# A browser cannot send a bearer token: say what the operator must configure.
+DESK_NEEDS_BASIC = (
+    "a browser signs in with basic auth only: give this endpoint http.auth.basic_file (docs/monitoring.md)"
+)
 ENDPOINTS = ["/health", "/primary", "/standby", "/cluster", "/history", "/metrics", "/desk", "/desk.json", "/desks"]
 
 
@@ -272,6 +276,8 @@ class HttpServer:
         if method not in ("GET", "HEAD"):
             return _json(405, {"error": f"{method} not allowed: this endpoint is read-only"})
         if path in PROTECTED and not self.auth.ok(authorization):
+            if path.startswith("/desk") and not self.auth.basic:
+                return _json(401, {"error": "authentication required", "hint": DESK_NEEDS_BASIC})
             return _json(401, {"error": "authentication required"})
         return self.responses[key]
 

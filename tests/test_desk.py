@@ -160,6 +160,18 @@ def test_served_on_the_same_auth_as_cluster(server: api.HttpServer) -> None:
     assert fetch(server, "/health")[0] == 200  # monitoring stays open
 
 
+def test_token_only_endpoint_says_the_page_needs_basic_auth() -> None:
+    srv = api.HttpServer("127.0.0.1", free_ports(1)[0], api.Auth(token="t0ken"))
+    srv.start()
+    try:
+        srv.publish(api.render(state()))
+        code, _, body = fetch(srv, "/desk")
+        assert code == 401 and json.loads(body)["hint"] == api.DESK_NEEDS_BASIC
+        assert "hint" not in json.loads(fetch(srv, "/cluster")[2])
+    finally:
+        srv.stop()
+
+
 def test_index_lists_the_inventory_clusters_escaped() -> None:
     other = CLUSTER.model_copy(update={"name": "<b>gz</b>"})
     body = desk_page.index(desk_page.links([CLUSTER, other], CLUSTER.name)).decode()
