@@ -64,7 +64,7 @@ def headline(v: dict) -> dict[str, Any]:
 
 
 def _change_text(c: dict) -> str:
-    moved = f"{c.get('from') or '-'} -> {c.get('to')}"
+    moved = f"{c['from']} -> {c.get('to')}" if c.get("from") else f"to {c.get('to')}"
     return f"{c.get('kind')} {moved} (epoch {c.get('epoch')}): {c.get('why') or 'no reason recorded'}"
 
 

@@ -213,7 +213,7 @@ function drawCapacity(c) {
 
 function entry(x) {
   const li = el("li");
-  const moved = x.to ? " " + (x.from || "-") + " \\u2192 " + x.to : "";
+  const moved = !x.to ? "" : x.from ? " " + x.from + " \\u2192 " + x.to : " to " + x.to;
   const epoch = x.epoch ? " (epoch " + x.epoch + ")" : "";
   const who = x.who ? " by " + x.who : "";
   li.append(el("span", "when", clock(x.when)), el("b", "", x.kind + moved + epoch + who),
