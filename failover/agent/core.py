@@ -116,7 +116,7 @@ class Agent(
         peer = cluster.ipc(self.peer).http
         # The peer's endpoint as the peer advertises it (never our own bind).
         self._peer_url = peer.url() if peer.enabled else None
-        self._peer_token = peer.auth.secrets()[0] if peer.auth else None
+        self._peer_auth = failsafe.authorization(peer.auth)  # bearer token, or basic when it has only that
         self.lease_path = LeasePath()
         self.refused = ""  # why this agent refused to run (a duplicate)
 

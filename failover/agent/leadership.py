@@ -118,7 +118,7 @@ class Leadership:
             if self._peer_url is None:
                 self.lease_path = LeasePath(False, f"{self.peer}'s agent has no HTTP endpoint (http.enabled: false)")
             else:
-                ok, why = failsafe.probe_path(self._peer_url, self.me, self.peer, self._peer_token, timeout=1.0)
+                ok, why = failsafe.probe_path(self._peer_url, self.me, self.peer, self._peer_auth, timeout=1.0)
                 if ok != self.lease_path.ok:
                     (log.info if ok else log.error)("failsafe lease path: %s", why)
                 self.lease_path = LeasePath(ok, why)
@@ -148,7 +148,7 @@ class Leadership:
         rec = self._zk_snapshot.get("cluster")
         epoch = int((rec.data if rec else {}).get("epoch", 0))
         self.lease.renew(
-            self._peer_url, self.me, epoch, self._peer_token, timeout=min(0.5, self.t.lease / 4), grantor=self.peer
+            self._peer_url, self.me, epoch, self._peer_auth, timeout=min(0.5, self.t.lease / 4), grantor=self.peer
         )
 
     def _believes_primary(self) -> bool:
