@@ -23,13 +23,14 @@ from failover import executor as exe
 from failover import oncall, ops, zkstore
 from failover.inventory import Cluster
 from failover.layouts import APP_SERVICES, SERVICES
+from failover.records import ROLE_CHANGE_KINDS, ClusterRecord, HistoryEntry
 from failover.rules import Role, State, Topology
 from failover.runbook import Runbook, Step
 
 Echo = Callable[[str], None]
 SETTLE_S = 10.0  # a fresh drill waits this long for a passing unhealthy state (a handover) before refusing
 REPAIRS = ("line-clear", "unhang", "sshd-up", "reachable")  # injections that undo a fault
-ROLE_CHANGES = ("failover", "takeover", "switchover", "manual-failover", "board-down", "standby-fault")
+ROLE_CHANGES = ROLE_CHANGE_KINDS
 
 
 class DrillRefused(Exception):
@@ -129,10 +130,10 @@ class Drill:
                 return n
         raise DrillRefused(f"--from {from_step!r}: no such step (1..{len(self.rb.steps)} or a step name)")
 
-    def record(self) -> dict:
+    def record(self) -> ClusterRecord:
         assert self.store is not None
         v = self.store.cluster()
-        return v.data if v else {}
+        return v.data if v else ClusterRecord()
 
     def resolve(self, ref: str) -> str:
         if ref == "home-primary":
@@ -141,11 +142,7 @@ class Drill:
             return self.topo.peer(self.topo.home_primary)
         if ref in ("primary", "standby"):
             # (a dry run reads nothing: the preferred roles)
-            p = (
-                self.topo.home_primary
-                if self.store is None
-                else (self.record().get("primary") or self.topo.home_primary)
-            )
+            p = self.topo.home_primary if self.store is None else (self.record().primary or self.topo.home_primary)
             return p if ref == "primary" else self.topo.peer(p)
         return ref
 
@@ -219,7 +216,7 @@ class Drill:
                 self.ex = exe.Executor(self.c)
             self.preflight()
             if not self.dry_run:
-                self.start_epoch = int(self.record().get("epoch", 0))
+                self.start_epoch = int(self.record().epoch)
                 timeline = Timeline(self.c)
                 timeline.start()
             failed = self._run_steps(self.rb.steps, "steps", self.start_from)
@@ -238,15 +235,16 @@ class Drill:
                     timeline.stop()
                 report = self._report(timeline)
                 if self.store is not None and not self.dry_run:
+                    v = self.store.cluster()
                     self.store.add_history(
-                        {
-                            "kind": "drill",
-                            "who": self.operator,
-                            "why": f"runbook {self.rb.name}",
-                            "outcome": report["outcome"],
-                            "report": report.get("files", {}).get("md"),
-                            "epoch": self.record().get("epoch"),
-                        }
+                        HistoryEntry.of(
+                            "drill",
+                            self.operator,
+                            f"runbook {self.rb.name}",
+                            report["outcome"],
+                            report=report.get("files", {}).get("md"),
+                            epoch=v.data.epoch if v else None,
+                        )
                     )
                 if self.ex is not None:
                     self.ex.close()
@@ -414,7 +412,7 @@ class Drill:
                 "service": inj.service,
                 "ipc": ipc,
                 "at": t,
-                "epoch_before": int(self.record().get("epoch", 0)),
+                "epoch_before": int(self.record().epoch),
             }
         )
         return f"{inj.fault} {inj.service or ''} on {ipc}: {detail}".replace("  ", " ")
@@ -471,8 +469,8 @@ class Drill:
         req = ops.new_request(kind, to, self.operator, reason, **kw)
         other = ops.submit(self.store, req)
         if other is not None:
-            raise AssertionError(f"refused: {oncall.scheduled_text(other)}")
-        res = oncall.follow(self.store, req["id"], 120, echo=lambda line: self.echo(f"         {line}"))
+            raise AssertionError(f"refused: {oncall.scheduled_text(other.to_json())}")
+        res = oncall.follow(self.store, req.id, 120, echo=lambda line: self.echo(f"         {line}"))
         if res.get("state") != "done":
             raise AssertionError(f"{kind} {res.get('state')}: {res.get('why')}")
         return str(res.get("why"))
@@ -513,9 +511,7 @@ class Drill:
             return out
         try:
             self._wait(lambda: self._one_primary(), 20, "one primary")
-            out.append(
-                {"audit": "exactly one primary", "ok": True, "detail": f"primary {self.record().get('primary')}"}
-            )
+            out.append({"audit": "exactly one primary", "ok": True, "detail": f"primary {self.record().primary}"})
         except AssertionError as e:
             out.append({"audit": "exactly one primary", "ok": False, "detail": str(e)})
         if self.store.pause() is not None:
@@ -540,15 +536,15 @@ class Drill:
         assert self.store is not None
         rec = self.record()
         leader = self.store.leader()
-        return bool(rec.get("primary") and leader and leader[0].get("ipc") == rec.get("primary"))
+        return bool(rec.primary and leader and leader[0].ipc == rec.primary)
 
     def _layout_mismatch(self) -> str:
         assert self.ex is not None
         rec = self.record()
         bad = []
         for i in self.c.ipcs:
-            role = Role(rec.get("roles", {}).get(i.name, "standby"))
-            want = self.topo.expected(i.name, role, i.name in rec.get("board_down", []))
+            role = Role(rec.roles.get(i.name, "standby"))
+            want = self.topo.expected(i.name, role, i.name in rec.board_down)
             st = self.ex.status_fast(i.name).states
             up = {s for s, v in st.items() if v is State.RUNNING}
             if up != set(want):
@@ -565,12 +561,12 @@ class Drill:
         for n, f in enumerate(self.faults):
             t = f["at"]
             t_next = self.faults[n + 1]["at"] if n + 1 < len(self.faults) else float("inf")
-            change = next((h for h in hist if h.get("kind") in ROLE_CHANGES and t <= h.get("when", 0) < t_next), None)
+            change = next((h for h in hist if h.kind in ROLE_CHANGES and t <= (h.when or 0) < t_next), None)
             detect = None
             if change is not None:
                 detect = change.get("detection_s")
                 if detect is None:
-                    detect = round(change["when"] - t, 3)
+                    detect = round(change.when - t, 3)
             serving_times = sorted({s.t for s in samples if t <= s.t < t_next})
             down_after = [x for x in serving_times if not self._serving_at(samples, x)]
             served_again = None
@@ -597,7 +593,7 @@ class Drill:
                     "time_to_detect_s": detect,
                     "calls_served_again_s": served_again,
                     "back_to_normal_s": round(normal - t, 3) if normal else None,
-                    "reaction": change.get("kind") if change else "none",
+                    "reaction": change.kind if change else "none",
                 }
             )
         return out

@@ -157,6 +157,8 @@ class MemberRecord(Record):
     (agent/publishing.py). `obs` is monitor.to_record's observation of its IPC
     (services, line, reachability), kept as that mapping."""
 
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"failsafe_path", "updated"})
+
     ipc: str = ""
     cluster: str = ""
     role: str = "unknown"
@@ -168,11 +170,11 @@ class MemberRecord(Record):
     decision: str = ""
     alerts: tuple[str, ...] = ()
     way_out: str = ""
-    failsafe_path: Mapping[str, Any] = field(default_factory=dict)  # {ok, why}
+    failsafe_path: Mapping[str, Any] | None = None  # {ok, why}
     faults: tuple[str, ...] = ()
     paused: bool = False
     self_fenced: bool = False
-    updated: float = 0.0
+    updated: float | None = None  # wall time of the agent's last publication
     agent: Mapping[str, Any] = field(default_factory=dict)  # {host, pid}
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -53,6 +53,7 @@ from failover.agent.state import (
 from failover.agent.switchover import SwitchoverActs
 from failover.agent.takeover import TakeOverActs
 from failover.inventory import Cluster
+from failover.records import ClusterRecord, Handoff, HistoryEntry, MemberRecord
 from failover.rules import (
     Action,
     Decision,
@@ -89,8 +90,8 @@ class Agent(
         self.host = socket.gethostname()
         self.http: api.HttpServer | None = None
         self._zk_snapshot: dict = {}  # the last successful ZooKeeper read
-        self._member_rec: dict | None = None  # our last published member record
-        self._history: list[dict] = []
+        self._member_rec: MemberRecord | None = None  # our last published member record
+        self._history: list[HistoryEntry] = []
         self._history_count = -1
         # As standby: its promises survive a restart of this agent.
         self.grantor = failsafe.Grantor(
@@ -186,18 +187,18 @@ class Agent(
         if zk["cluster"] is None:
             return self._bootstrap(zk, own_raw)
         crec = zk["cluster"].data
-        roles = {k: Role(v) for k, v in crec.get("roles", {}).items()}
+        roles = dict(crec.roles)
         leader = zk["leader"]
         holds = leader is not None and leader[1] == self.session_id
-        if leader is None and crec.get("primary") == self.me and roles.get(self.me) is Role.PRIMARY:
+        if leader is None and crec.primary == self.me and roles.get(self.me) is Role.PRIMARY:
             # The recorded primary without P/leader (our session expired, or a
             # restart): take it back; nothing is started or stopped for that.
-            holds = self.store.take_leader(self._leader_data(crec["epoch"]))  # type: ignore[union-attr]
+            holds = self.store.take_leader(self._leader_data(crec.epoch))  # type: ignore[union-attr]
             if holds:
                 self._observe_update(own_raw, Role.PRIMARY, crec)
                 self._publish(zk, crec, Decision(Action.NONE, ""))
                 return (
-                    f"{self.me} took P/leader back as the recorded primary (epoch {crec['epoch']}); "
+                    f"{self.me} took P/leader back as the recorded primary (epoch {crec.epoch}); "
                     "no service started or stopped."
                 )
         self.mem.leader = holds
@@ -205,14 +206,14 @@ class Agent(
         if my_role is Role.PRIMARY and not holds:
             my_role = Role.STANDBY  # the record lags: act as standby until it says otherwise
         self._observe_update(own_raw, my_role, crec)
-        if holds and crec.get("primary") != self.me:
+        if holds and crec.primary != self.me:
             # We hold P/leader but the record still names the old primary: a
             # takeover not finished (no proof yet, or a restart in the middle
             # of one: our session was resumed). Carry on with it.
             handoff = self._handoff_to_me(crec)
             req = _active(zk.get("request"))
             manual = None
-            if req is not None and req.data.get("kind") == "failover" and req.data.get("to") == self.me:
+            if req is not None and req.data.kind == "failover" and req.data.to == self.me:
                 manual = _manual_meta(req.data)
             return self._take_over(zk, crec, handoff, manual=manual)
         if holds:
@@ -222,11 +223,11 @@ class Agent(
             return self._leaderless(zk, crec, roles)
         return self._as_standby(zk, crec, roles)
 
-    def _handoff_to_me(self, crec: dict) -> dict | None:
+    def _handoff_to_me(self, crec: ClusterRecord) -> Handoff | None:
         """The peer's hand-over to us, if it is for the current epoch: one left
         from an earlier epoch is history, not a licence to promote."""
-        h = crec.get("handoff") or {}
-        if h.get("to") == self.me and h.get("from") == self.peer and h.get("epoch") == crec.get("epoch"):
+        h = crec.handoff
+        if h is not None and h.to == self.me and h.frm == self.peer and h.epoch == crec.epoch:
             return h
         return None
 
