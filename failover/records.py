@@ -135,9 +135,6 @@ class ClusterRecord(Record):
             return None if value is None else value.to_json()
         return value
 
-    def role_of(self, ipc: str) -> Role | None:
-        return self.roles.get(ipc)
-
 
 @dataclass(frozen=True)
 class LeaderRecord(Record):
