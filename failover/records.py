@@ -8,7 +8,9 @@ same values, same omissions, so the bytes in ZooKeeper do not change. Keys a
 record does not know (a newer writer's) are kept in `extra` and written back,
 so a rewrite by an older agent does not drop them. A key that today's writers
 sometimes leave out is a field whose None means "absent" (it is then not
-written); a key they always write is always written, None or not.
+written); a key they always write is always written, None or not. A key
+missing from what was read (a record by an older or a minimal writer) stays
+missing when the record is written back, unless its value was changed.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class Record:
 
     KEYS: ClassVar[Mapping[str, str]] = {}  # field name -> JSON key, where they differ
     OPTIONAL: ClassVar[frozenset[str]] = frozenset()  # fields whose None means "key absent"
+    # The known keys missing from what `from_json` read: not written back while
+    # they keep their default, so a rewrite does not add keys nobody set.
+    absent: frozenset[str] = field(default=frozenset(), kw_only=True, compare=False, repr=False)
 
     @classmethod
     def _key(cls, name: str) -> str:
@@ -46,7 +51,7 @@ class Record:
 
     @classmethod
     def _known(cls) -> list[dataclasses.Field]:
-        return [f for f in dataclasses.fields(cls) if f.name != "extra"]
+        return [f for f in dataclasses.fields(cls) if f.name not in ("extra", "absent")]
 
     @classmethod
     def from_json(cls: type[R], d: Mapping[str, Any] | None) -> R:
@@ -55,7 +60,9 @@ class Record:
         known = cls._known()
         keys = {cls._key(f.name) for f in known}
         kw = {f.name: cls._convert(f.name, d[cls._key(f.name)]) for f in known if cls._key(f.name) in d}
-        return cls(**kw, extra={k: v for k, v in d.items() if k not in keys})  # type: ignore[call-arg]
+        extra = {k: v for k, v in d.items() if k not in keys}
+        absent = frozenset(f.name for f in known if f.name not in kw)
+        return cls(**kw, extra=extra, absent=absent)  # type: ignore[call-arg]
 
     @classmethod
     def _convert(cls, name: str, value: Any) -> Any:
@@ -65,14 +72,24 @@ class Record:
     def _json_value(self, name: str, value: Any) -> Any:
         return value
 
+    def _omitted(self, f: dataclasses.Field, value: Any) -> bool:
+        if value is None and f.name in self.OPTIONAL:
+            return True
+        return f.name in self.absent and value == _default(f)
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in self._known():
             value = getattr(self, f.name)
-            if value is None and f.name in self.OPTIONAL:
-                continue
-            out[self._key(f.name)] = self._json_value(f.name, value)
+            if not self._omitted(f, value):
+                out[self._key(f.name)] = self._json_value(f.name, value)
         return {**out, **getattr(self, "extra", {})}
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
 
 
 @dataclass(frozen=True)
@@ -253,14 +270,15 @@ class HistoryEntry(Record):
 
     @classmethod
     def _known(cls) -> list[dataclasses.Field]:
-        return [f for f in dataclasses.fields(cls) if f.name != "fields"]
+        return [f for f in dataclasses.fields(cls) if f.name not in ("fields", "absent")]
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> HistoryEntry:
         d = d or {}
         names = {f.name for f in cls._known()}
         kw = {k: v for k, v in d.items() if k in names}
-        return cls(**kw, fields={k: v for k, v in d.items() if k not in names})
+        rest = {k: v for k, v in d.items() if k not in names}
+        return cls(**kw, fields=rest, absent=frozenset(names - set(kw)))
 
     def to_json(self) -> dict[str, Any]:
         return {**super().to_json(), **self.fields}
