@@ -104,12 +104,13 @@ def test_agent_alerts_on_a_broken_path(tmp_path: Path) -> None:
             metrics = r.read().decode()
         assert 'failover_failsafe_path_ok{cluster="lab",ipc="ipc-a"} 0' in metrics
         from failover import check, status
+        from failover.records import ClusterRecord
 
         v = status.view(
             h.cluster,
-            h.record(),
+            ClusterRecord.from_json(h.record()),
             h.store.leader(),
-            {n: h.member(n) for n in ("ipc-a", "ipc-b")},
+            {n: h.store.member(n) for n in ("ipc-a", "ipc-b")},
             h.store.pause(),
             None,
             [],
