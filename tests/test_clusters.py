@@ -53,13 +53,14 @@ def test_three_clusters_isolated_with_acls(tmp_path: Path, monkeypatch: pytest.M
 
             def rec_of(c: str) -> dict:
                 v = stores[c].cluster()
-                return v.data if v else {}
+                return v.data.to_json() if v else {}
 
             for c in CLUSTERS:
                 wait_for(
                     lambda c=c: (
                         rec_of(c).get("primary") == f"{c}-ipc-a"
-                        and (stores[c].member(f"{c}-ipc-b") or {}).get("eligible")
+                        and (m := stores[c].member(f"{c}-ipc-b")) is not None
+                        and m.eligible
                     ),
                     40,
                     what=f"{c} steady",

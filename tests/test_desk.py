@@ -22,6 +22,7 @@ from failover import api, desk, desk_page
 from failover import inventory as inv_mod
 from failover import status as st
 from failover.lab.procs import free_ports
+from failover.records import ClusterRecord, HistoryEntry, LeaderRecord, MemberRecord, Pause, Request
 from tests.browser import chromium, console_errors, screenshot, text, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +51,16 @@ def state(primary: str = "ipc-new", serving: bool = True, **over: object) -> dic
         {"when": 1000.0, "kind": "bootstrap", "to": "ipc-new", "epoch": 1, "who": "agent", "why": "first start"},
         {"when": 2000.0, "kind": "failover", "from": peer, "to": primary, "epoch": 7, "why": "CTI died on " + peer},
     ]
-    v = st.view(CLUSTER, rec, ({"ipc": primary}, 1), members, over.pop("pause", None), over.pop("req", None), history)
+    pause, req = over.pop("pause", None), over.pop("req", None)
+    v = st.view(
+        CLUSTER,
+        ClusterRecord.from_json(rec),
+        (LeaderRecord(ipc=primary), 1),
+        {k: None if m is None else MemberRecord.from_json(m) for k, m in members.items()},  # type: ignore[arg-type]
+        None if pause is None else Pause.from_json(pause),  # type: ignore[arg-type]
+        None if req is None else Request.from_json(req),  # type: ignore[arg-type]
+        [HistoryEntry.from_json(h) for h in history],
+    )
     s = {
         "cluster": CLUSTER.name,
         "ipc": "ipc-new",

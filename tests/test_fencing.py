@@ -34,7 +34,7 @@ def test_isolated_primary_self_fences_before_standby_promotes(tmp_path: Path) ->
         )
         assert t_fenced < t_serving
         assert any("self-fencing" in s for s in h.agents["ipc-a"].sentences())
-        hist = wait_for(lambda: [e for e in h.store.history() if e.get("to") == "ipc-b"], 5, what="history")
+        hist = wait_for(lambda: [e.to_json() for e in h.store.history() if e.get("to") == "ipc-b"], 5, what="history")
         assert hist[-1]["proof"]["kind"] == "fence-device", hist[-1]
         assert not h.lab.powered("ipc-a")
         rec = h.record()
@@ -78,7 +78,7 @@ def test_isolated_primary_without_fence_device_waits_for_the_operator(tmp_path: 
         )
         assert r.returncode == 0, r.stdout + r.stderr
         assert h.serving("ipc-b") and h.record()["primary"] == "ipc-b"
-        took = [e for e in h.store.history() if e.get("to") == "ipc-b" and e.get("proof")][-1]
+        took = [e.to_json() for e in h.store.history() if e.get("to") == "ipc-b" and e.get("proof")][-1]
         assert took["proof"]["kind"] == "operator" and "li" in took["proof"]["by"], took
         h.assert_never_both()
 
@@ -93,7 +93,7 @@ def test_1_primary_cut_from_zookeeper_only(tmp_path: Path) -> None:
         wait_for(lambda: h.record().get("primary") == "ipc-b" and h.serving("ipc-b"), 40, what="takeover")
         h.assert_never_both()
         assert not ({"cti", "ivr"} & set(h.running("ipc-a")))
-        hist = wait_for(lambda: [e for e in h.store.history() if e.get("to") == "ipc-b"], 5, what="history")
+        hist = wait_for(lambda: [e.to_json() for e in h.store.history() if e.get("to") == "ipc-b"], 5, what="history")
         assert hist[-1]["proof"]["kind"] == "verified", hist[-1]  # reachable over SSH: stopped and seen stopped
         h.lab.fault("ipc-a", "zk-heal")
         wait_for(lambda: h.member("ipc-a").get("role") == "fenced", 30, what="ipc-a back, fenced")

@@ -26,6 +26,7 @@ from failover import ops, zkstore
 from failover.notify import ledger
 from failover.notify.events import Event, Seen
 from failover.notify.notifier import Notifier
+from failover.records import ClusterRecord, HistoryEntry, MemberRecord
 from tests.cluster import Harness, wait_for
 from tests.receiver import Receiver
 
@@ -112,8 +113,10 @@ def notifiers(h: Harness, path: str, receiver: Receiver, n: int) -> tuple[zkstor
     c = type(h.cluster).model_validate(doc)
     store = zkstore.Store(h.zk, path)
     store.ensure_layout()
-    store.create_cluster({"epoch": 1, "primary": None, "roles": {"ipc-a": "standby", "ipc-b": "fenced"}})
-    store.publish_member("ipc-a", {"agent": {"host": socket.gethostname(), "pid": os.getpid()}})
+    store.create_cluster(
+        ClusterRecord.from_json({"epoch": 1, "primary": None, "roles": {"ipc-a": "standby", "ipc-b": "fenced"}})
+    )
+    store.publish_member("ipc-a", MemberRecord.from_json({"agent": {"host": socket.gethostname(), "pid": os.getpid()}}))
     return store, [Notifier(c, "ipc-a", store, h.root, threading.Event()) for _ in range(n)]
 
 
@@ -121,7 +124,9 @@ def test_two_racing_senders_claim_each_event_once(h: Harness, receiver: Receiver
     store, (one, two) = notifiers(h, "/failover-test/race", receiver, 2)
     one.poll()  # creates the cursor: from now on
     for k in range(12):
-        store.add_history({"kind": "failover", "from": "ipc-a", "to": "ipc-b", "epoch": k, "outcome": "done"})
+        store.add_history(
+            HistoryEntry.from_json({"kind": "failover", "from": "ipc-a", "to": "ipc-b", "epoch": k, "outcome": "done"})
+        )
     claimed: list[list[Event]] = [[], []]
 
     deadline = time.monotonic() + 60
@@ -139,7 +144,9 @@ def test_two_racing_senders_claim_each_event_once(h: Harness, receiver: Receiver
     assert len(ids) == len(set(ids)) == 12, ids
     # The interleaving that matters, made certain: both read the same cursor,
     # the second claim (over a version that is no longer current) is refused.
-    store.add_history({"kind": "takeover", "from": "ipc-a", "to": "ipc-b", "epoch": 99, "outcome": "done"})
+    store.add_history(
+        HistoryEntry.from_json({"kind": "takeover", "from": "ipc-a", "to": "ipc-b", "epoch": 99, "outcome": "done"})
+    )
     seen_by_both = ledger.read(store)
     assert seen_by_both is not None
     new = Seen("h-9999999999", seen_by_both.seen.active)
@@ -168,7 +175,11 @@ def one_role_change(h: Harness, receiver: Receiver, kind: str) -> dict:
     """The notification of the one `kind` history entry, once no agent can
     send it again (the cursor past it, nothing waiting in the outbox): only
     then is "exactly once" counted."""
-    [entry] = wait_for(lambda: [e for e in h.store.history() if e["kind"] == kind], 10, what=f"{kind} in history")
+    [entry] = wait_for(
+        lambda: [{"id": e.id, **e.to_json()} for e in h.store.history() if e.kind == kind],
+        10,
+        what=f"{kind} in history",
+    )
     event_id = f"lab/{entry['id']}"
     wait_for(lambda: event_id in receiver.ids("role-change"), 30, what=f"the {kind} notification")
     wait_for(

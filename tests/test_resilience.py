@@ -136,7 +136,7 @@ def test_9b_stop_fails_on_old_primary_fence_device_powers_it_off(h: Harness) -> 
     wait_for(lambda: h.record().get("primary") == "ipc-b" and h.serving("ipc-b"), 30, what="takeover")
     assert not h.lab.powered("ipc-a")
     took = wait_for(
-        lambda: ([e for e in h.store.history() if e.get("to") == "ipc-b" and e.get("proof")] or [None])[-1],
+        lambda: ([e.to_json() for e in h.store.history() if e.get("to") == "ipc-b" and e.get("proof")] or [None])[-1],
         10,
         what="the takeover's history entry",
     )
