@@ -98,31 +98,72 @@ def _esc(v: Any) -> str:
 
 
 def metrics(state: dict) -> str:
-    """Prometheus text exposition (names failover_*)."""
+    """Prometheus text exposition (names failover_*): this agent's own
+    gauges, then the cluster's as this agent sees it."""
     c, me = _esc(state["cluster"]), _esc(state["ipc"])
-    base = f'cluster="{c}",ipc="{me}"'
     lines: list[str] = []
+    base = f'cluster="{c}",ipc="{me}"'
+    _agent_metrics(lines, state, base)
+    _cluster_metrics(lines, state, c)
+    _agent_health_metrics(lines, state, base)
+    return "\n".join(lines) + "\n"
 
-    def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-        lines.append(f"# HELP {name} {help_}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            lines.append(f"{name}{{{labels}}} {value:g}" if labels else f"{name} {value:g}")
 
+def _metric(lines: list[str], name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+    lines.append(f"# HELP {name} {help_}")
+    lines.append(f"# TYPE {name} {kind}")
+    for labels, value in samples:
+        lines.append(f"{name}{{{labels}}} {value:g}" if labels else f"{name} {value:g}")
+
+
+def _agent_metrics(lines: list[str], state: dict, base: str) -> None:
     roles = ("primary", "standby", "fenced", "unknown")
-    metric(
+    _metric(
+        lines,
         "failover_role",
         "gauge",
         "1 for this IPC's current role",
         [(f'{base},role="{r}"', 1.0 if state["role"] == r else 0.0) for r in roles],
     )
-    metric(
+    _metric(
+        lines,
         "failover_leader",
         "gauge",
         "1 if this agent holds the primary role (confirmed)",
         [(base, 1.0 if state.get("leader") else 0.0)],
     )
-    metric("failover_epoch", "gauge", "cluster epoch (fencing token)", [(base, float(state.get("epoch") or 0))])
+    _metric(lines, "failover_epoch", "gauge", "cluster epoch (fencing token)", [(base, float(state.get("epoch") or 0))])
+
+
+def _agent_health_metrics(lines: list[str], state: dict, base: str) -> None:
+    _metric(
+        lines,
+        "failover_zookeeper_connected",
+        "gauge",
+        "1 if this agent's ZooKeeper session is connected",
+        [(base, 1.0 if state["zookeeper"].get("connected") else 0.0)],
+    )
+    _metric(
+        lines, "failover_paused", "gauge", "1 while automation is paused", [(base, 1.0 if state.get("paused") else 0.0)]
+    )
+    path = state.get("failsafe_path") or {}
+    _metric(
+        lines,
+        "failover_failsafe_path_ok",
+        "gauge",
+        "1 if the failsafe lease reaches the peer's agent (tested every 10 s), 0 if broken",
+        [(base, 0.0 if path.get("ok") is False else 1.0)],
+    )
+    _metric(
+        lines,
+        "failover_healthy",
+        "gauge",
+        "1 if this IPC's layout matches its role",
+        [(base, 1.0 if state["healthy"] else 0.0)],
+    )
+
+
+def _cluster_metrics(lines: list[str], state: dict, c: str) -> None:
     view = state.get("view") or {}
     up = []
     for ipc, i in (view.get("ipcs") or {}).items():
@@ -131,9 +172,10 @@ def metrics(state: dict) -> str:
                 sv = i["services"][s]
                 ok = sv.get("state") == "RUNNING" and sv.get("probe") is not False
                 up.append((f'cluster="{c}",ipc="{_esc(ipc)}",service="{s}"', 1.0 if ok else 0.0))
-    metric("failover_service_up", "gauge", "1 if the service runs (and answers its probe)", up)
+    _metric(lines, "failover_service_up", "gauge", "1 if the service runs (and answers its probe)", up)
     totals = state.get("failovers_total", {})
-    metric(
+    _metric(
+        lines,
         "failover_failovers_total",
         "counter",
         "role changes by reason",
@@ -141,7 +183,8 @@ def metrics(state: dict) -> str:
         or [(f'cluster="{c}",reason="failover"', 0.0)],
     )
     last = state.get("last_failover") or {}
-    metric(
+    _metric(
+        lines,
         "failover_last_failover_seconds",
         "gauge",
         "phases of the last role change",
@@ -151,7 +194,8 @@ def metrics(state: dict) -> str:
         ],
     )
     cap = view.get("capacity") or {}
-    metric(
+    _metric(
+        lines,
         "failover_capacity_calls",
         "gauge",
         "calls the cluster can take now",
@@ -161,27 +205,6 @@ def metrics(state: dict) -> str:
             (f'cluster="{c}",kind="fax"', float(cap.get("fax") or 0)),
         ],
     )
-    metric(
-        "failover_zookeeper_connected",
-        "gauge",
-        "1 if this agent's ZooKeeper session is connected",
-        [(base, 1.0 if state["zookeeper"].get("connected") else 0.0)],
-    )
-    metric("failover_paused", "gauge", "1 while automation is paused", [(base, 1.0 if state.get("paused") else 0.0)])
-    path = state.get("failsafe_path") or {}
-    metric(
-        "failover_failsafe_path_ok",
-        "gauge",
-        "1 if the failsafe lease reaches the peer's agent (tested every 10 s), 0 if broken",
-        [(base, 0.0 if path.get("ok") is False else 1.0)],
-    )
-    metric(
-        "failover_healthy",
-        "gauge",
-        "1 if this IPC's layout matches its role",
-        [(base, 1.0 if state["healthy"] else 0.0)],
-    )
-    return "\n".join(lines) + "\n"
 
 
 @dataclass

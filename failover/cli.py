@@ -531,6 +531,35 @@ def drill_group() -> None:
     """Weekend drills: runbooks with fault injection, checks, audits, reports."""
 
 
+def _drill_inputs(
+    runbook_file: str, inventory_path: str, cluster_name: str | None, window: str | None
+) -> tuple[inv_mod.Cluster, Any]:
+    """The cluster and the runbook, validated completely, or a usage error
+    (exit 2) before anything runs."""
+    from failover import runbook as rb_mod
+    from failover.drill_window import Window
+
+    if window is not None:
+        try:
+            Window.parse(window)
+        except ValueError as e:
+            click.echo(f"--window: {e}; nothing was run", err=True)
+            sys.exit(EXIT_USAGE)
+    inv = load_inventory(inventory_path)
+    try:
+        rb0 = rb_mod.load(runbook_file)
+        c = inv.cluster(cluster_name or rb0.cluster)
+        return c, rb_mod.load(runbook_file, c)
+    except rb_mod.RunbookError as e:
+        for p in e.problems:
+            click.echo(str(p), err=True)
+        click.echo(f"{runbook_file}: {len(e.problems)} error(s); nothing was run", err=True)
+        sys.exit(EXIT_USAGE)
+    except inv_mod.InventoryError as e:
+        click.echo(str(e), err=True)
+        sys.exit(EXIT_USAGE)
+
+
 @drill_group.command("run")
 @click.argument("runbook_file", type=click.Path(dir_okay=False))
 @inventory_option
@@ -556,28 +585,8 @@ def drill_run(
 ) -> None:
     """Run a drill runbook against the cluster (validated completely first)."""
     from failover import drills
-    from failover import runbook as rb_mod
-    from failover.drill_window import Window
 
-    if window is not None:
-        try:
-            Window.parse(window)
-        except ValueError as e:
-            click.echo(f"--window: {e}; nothing was run", err=True)
-            sys.exit(EXIT_USAGE)
-    inv = load_inventory(inventory_path)
-    try:
-        rb0 = rb_mod.load(runbook_file)
-        c = inv.cluster(cluster_name or rb0.cluster)
-        rb = rb_mod.load(runbook_file, c)
-    except rb_mod.RunbookError as e:
-        for p in e.problems:
-            click.echo(str(p), err=True)
-        click.echo(f"{runbook_file}: {len(e.problems)} error(s); nothing was run", err=True)
-        sys.exit(EXIT_USAGE)
-    except inv_mod.InventoryError as e:
-        click.echo(str(e), err=True)
-        sys.exit(EXIT_USAGE)
+    c, rb = _drill_inputs(runbook_file, inventory_path, cluster_name, window)
     try:
         d = drills.Drill(
             c,

@@ -38,6 +38,53 @@ def wait(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-de
     raise SystemExit(f"demo: timed out waiting for {what}")
 
 
+def _story(store: zkstore.Store, root: Path, env: dict) -> None:
+    """What the demo shows, once the agents run: rule 2 for a CTI fault, a
+    rejoin and a switchover back, then the Sunday drill and its report."""
+
+    def primary() -> str | None:
+        v = store.cluster()
+        return v.data.primary if v else None
+
+    def settled(want: str) -> bool:
+        other = "ipc-b" if want == "ipc-a" else "ipc-a"
+        m = store.member(other)
+        return primary() == want and m is not None and m.decision == "none"
+
+    def eligible(ipc: str) -> bool:
+        m = store.member(ipc)
+        return m is not None and m.eligible
+
+    def promoted() -> bool:
+        m = store.member("ipc-b")
+        if m is None:
+            return False
+        cti = ((m.obs or {}).get("services") or {}).get("cti", {}).get("state")
+        return m.role == "primary" and m.decision == "none" and cti == "RUNNING"
+
+    wait(lambda: settled("ipc-a") and eligible("ipc-b"), 30, "the agents")
+    run("status", env=env)
+    print("\n# The plan's rule 2: CTI dies on the primary ...", flush=True)
+    run("lab", "fault", "ipc-a", "kill", "cti", env=env)
+    wait(lambda: primary() == "ipc-b" and promoted(), 30, "the failover")
+    time.sleep(0.6)  # one more cycle: both agents' sentences describe the new state
+    run("status", env=env)
+    print("\n# ipc-a is repaired: it rejoins as standby; then a planned switchover back ...", flush=True)
+    run("rejoin", "ipc-a", "--reason", "demo: CTI repaired", env=env)
+    run("switchover", "--yes", "--reason", "demo: back to the preferred primary", env=env)
+    print("\n# The weekend drill, rehearsed in the lab: line fault, CTI fault, IVR hang, standby fault ...", flush=True)
+    runbook = Path(__file__).resolve().parents[1] / "runbooks" / "sunday-drill.yaml"
+    reports = root / "drill-reports"
+    run("drill", "run", str(runbook), "--window", "00:00-23:59", "--reports", str(reports), "--yes", env=env)
+    run("status", env=env)
+    run("history", "-n", "8", env=env)
+    for f in sorted(reports.glob("*.md")):
+        print(
+            f"\ndrill report: {f} (and {f.with_suffix('.html').name}, {f.with_suffix('.svg').name}: "
+            "the timeline picture)"
+        )
+
+
 def main() -> int:
     keep = "--keep" in sys.argv
     root = Path(tempfile.mkdtemp(prefix="failover-demo-"))
@@ -67,55 +114,13 @@ def main() -> int:
         c = inventory.load(lab.inventory_path).cluster()
         zk = zkstore.connect(c)
         zk.start(timeout=15)
-        store = zkstore.Store(zk, c.zookeeper.path)
-
-        def primary() -> str | None:
-            v = store.cluster()
-            return v.data.primary if v else None
-
-        def settled(want: str) -> bool:
-            other = "ipc-b" if want == "ipc-a" else "ipc-a"
-            m = store.member(other)
-            return primary() == want and m is not None and m.decision == "none"
-
-        def eligible(ipc: str) -> bool:
-            m = store.member(ipc)
-            return m is not None and m.eligible
-
-        wait(lambda: settled("ipc-a") and eligible("ipc-b"), 30, "the agents")
-        run("status", env=env)
-        print("\n# The plan's rule 2: CTI dies on the primary ...", flush=True)
-        run("lab", "fault", "ipc-a", "kill", "cti", env=env)
-
-        def promoted() -> bool:
-            m = store.member("ipc-b")
-            if m is None:
-                return False
-            cti = ((m.obs or {}).get("services") or {}).get("cti", {}).get("state")
-            return m.role == "primary" and m.decision == "none" and cti == "RUNNING"
-
-        wait(lambda: primary() == "ipc-b" and promoted(), 30, "the failover")
-        time.sleep(0.6)  # one more cycle: both agents' sentences describe the new state
-        run("status", env=env)
-        print("\n# ipc-a is repaired: it rejoins as standby; then a planned switchover back ...", flush=True)
-        run("rejoin", "ipc-a", "--reason", "demo: CTI repaired", env=env)
-        run("switchover", "--yes", "--reason", "demo: back to the preferred primary", env=env)
-        print(
-            "\n# The weekend drill, rehearsed in the lab: line fault, CTI fault, IVR hang, standby fault ...",
-            flush=True,
-        )
-        runbook = Path(__file__).resolve().parents[1] / "runbooks" / "sunday-drill.yaml"
-        reports = root / "drill-reports"
-        run("drill", "run", str(runbook), "--window", "00:00-23:59", "--reports", str(reports), "--yes", env=env)
-        run("status", env=env)
-        run("history", "-n", "8", env=env)
-        for f in sorted(reports.glob("*.md")):
-            print(
-                f"\ndrill report: {f} (and {f.with_suffix('.html').name}, {f.with_suffix('.svg').name}: "
-                "the timeline picture)"
-            )
-        zk.stop()
-        zk.close()
+        pages = [f"{i.http.url()}/desk" for i in c.ipcs if i.http.enabled]
+        print(f"the status page, served by every agent: {' or '.join(pages)}", flush=True)
+        try:
+            _story(zkstore.Store(zk, c.zookeeper.path), root, env)
+        finally:
+            zk.stop()
+            zk.close()
     finally:
         if keep:
             print(

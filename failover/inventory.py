@@ -576,44 +576,49 @@ def semantic_checks(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
                     )
                 )
             seen_ipcs.setdefault(ipc.name, c.name)
-            for k in ("key", "known_hosts"):
-                f = getattr(ipc.ssh, k)
-                if not Path(f).is_file():
-                    out.append((ip + ("ssh", k), f"file not found: {f}"))
-            if ipc.platform == "lab" and ipc.lab is None:
-                out.append((ip + ("platform",), "platform `lab` needs a `lab:` section with `control`"))
-            if ipc.platform != "lab" and ipc.lab is not None:
-                out.append(
-                    (
-                        ip + ("lab",),
-                        f"a `lab:` section is only for platform lab, not {ipc.platform}",
-                    )
-                )
-            for name, path in ipc.config_files.items():
-                if not _quotable(ipc.platform, path):
-                    out.append(
-                        (
-                            ip + ("config_files", name),
-                            f"path {path!r} has characters that cannot be quoted safely for {ipc.platform}",
-                        )
-                    )
-            for s in ipc.probe_ports:
-                if s not in c.services:
-                    out.append((ip + ("probe_ports", s), f"probe port for undefined service {s!r}"))
-            for s, svc in c.services.items():
-                if svc.service is not None and not platforms.safe_name(ipc.platform, svc.service):
-                    out.append(
-                        (
-                            cp + ("services", s, "service"),
-                            f"service name {svc.service!r} has characters that cannot be quoted "
-                            f"safely for {ipc.platform} (IPC {ipc.name})",
-                        )
-                    )
+            out += _ipc_checks(c, cp, ipc, ip)
         out += _lease_path_checks(c, cp)
         if c.zookeeper.auth and c.zookeeper.auth.file and not Path(c.zookeeper.auth.file).is_file():
             out.append((cp + ("zookeeper", "auth", "file"), f"file not found: {c.zookeeper.auth.file}"))
         out += _layout_checks(c, cp)
         out += _notify_checks(c, cp)
+    return out
+
+
+def _ipc_checks(
+    c: Cluster, cp: tuple[str | int, ...], ipc: Ipc, ip: tuple[str | int, ...]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """One IPC's own rules: its files, its platform's sections, and the names
+    and paths its platform's shell must carry."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    for k in ("key", "known_hosts"):
+        f = getattr(ipc.ssh, k)
+        if not Path(f).is_file():
+            out.append((ip + ("ssh", k), f"file not found: {f}"))
+    if ipc.platform == "lab" and ipc.lab is None:
+        out.append((ip + ("platform",), "platform `lab` needs a `lab:` section with `control`"))
+    if ipc.platform != "lab" and ipc.lab is not None:
+        out.append((ip + ("lab",), f"a `lab:` section is only for platform lab, not {ipc.platform}"))
+    for name, path in ipc.config_files.items():
+        if not _quotable(ipc.platform, path):
+            out.append(
+                (
+                    ip + ("config_files", name),
+                    f"path {path!r} has characters that cannot be quoted safely for {ipc.platform}",
+                )
+            )
+    for s in ipc.probe_ports:
+        if s not in c.services:
+            out.append((ip + ("probe_ports", s), f"probe port for undefined service {s!r}"))
+    for s, svc in c.services.items():
+        if svc.service is not None and not platforms.safe_name(ipc.platform, svc.service):
+            out.append(
+                (
+                    cp + ("services", s, "service"),
+                    f"service name {svc.service!r} has characters that cannot be quoted "
+                    f"safely for {ipc.platform} (IPC {ipc.name})",
+                )
+            )
     return out
 
 

@@ -4,12 +4,13 @@ records (pure), rendered as a table (colour only on a terminal) or JSON."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import click
 
 from failover import capacity as cap
-from failover.inventory import Cluster
+from failover.inventory import Cluster, Ipc
 from failover.layouts import SERVICES
 from failover.records import (
     PRIMARY_CHANGE_KINDS,
@@ -20,7 +21,9 @@ from failover.records import (
     Pause,
     Request,
 )
+from failover.rules import Role
 
+APPS = ("cti", "ivr")  # an IPC answers calls when both run and answer their probes
 SHORT = {
     "RUNNING": "run",
     "STOPPED": "-",
@@ -31,6 +34,44 @@ SHORT = {
 }
 LINE_TEXT = {"unmonitored": "not monitored"}  # no line_check in the inventory
 STALE_S = 10.0  # a member record older than this is shown as stale
+
+
+def _ipc_view(
+    c: Cluster,
+    i: Ipc,
+    m: MemberRecord | None,
+    roles: Mapping[str, Role],
+    leader: tuple[LeaderRecord, int] | None,
+    rec: ClusterRecord | None,
+    now: float,
+) -> dict[str, Any]:
+    """One IPC as its agent last published it (its member record)."""
+    obs = (m.obs if m else None) or {}
+    svcs = {s: v for s, v in (obs.get("services") or {}).items()}
+    return {
+        "role": roles[i.name].value if i.name in roles else "unknown",
+        "leader": bool(leader and leader[0].ipc == i.name),
+        "eligible": bool(m and m.eligible),
+        "agent": "absent" if m is None else ("stale" if now - float(m.updated or 0) > STALE_S else "alive"),
+        "agent_age_s": None if m is None else round(now - float(now if m.updated is None else m.updated), 1),
+        "line": obs.get("line", "unknown"),
+        "board_down": bool(rec and i.name in rec.board_down),
+        "reachable": obs.get("reachable"),
+        "services": {
+            s: {"state": (svcs.get(s) or {}).get("state", "UNKNOWN"), "probe": (svcs.get(s) or {}).get("healthy")}
+            for s in SERVICES
+            if s in c.services
+        },
+        "sentence": m.sentence if m else "",
+        # "" while automatic action is still possible; else what is stuck and
+        # the exact command that gets out (published by the IPC's agent)
+        "way_out": str((m.way_out if m else "") or ""),
+        "alerts": list(m.alerts) if m else [],
+        "self_fenced": bool(m and m.self_fenced),
+        "failsafe_path": m.failsafe_path if m else None,
+        "channels": i.channels,
+        "fax_channels": i.fax_channels,
+    }
 
 
 def view(
@@ -49,45 +90,18 @@ def view(
     boards: list[str] = []
     answering: list[str] = []
     for i in c.ipcs:
-        m = members.get(i.name)
-        obs = (m.obs if m else None) or {}
-        svcs = {s: v for s, v in (obs.get("services") or {}).items()}
-        driver_up = (svcs.get("driver") or {}).get("state") == "RUNNING"
-        if driver_up:
+        ipcs[i.name] = _ipc_view(c, i, members.get(i.name), roles, leader, rec, now)
+        svcs = ipcs[i.name]["services"]
+        if svcs.get("driver", {}).get("state") == "RUNNING":
             boards.append(i.name)
-        app_ok = all(
-            (svcs.get(s) or {}).get("state") == "RUNNING" and (svcs.get(s) or {}).get("healthy") is not False
+        if all(
+            svcs.get(s, {}).get("state") == "RUNNING" and svcs.get(s, {}).get("probe") is not False
             for s in ("cti", "ivr")
-        )
-        if app_ok:
+        ):
             # Calls are answered wherever CTI and IVR run and answer, whatever
             # the record says at this instant (it changes before the promotion
             # ends): capacity must never read 0 while an IPC serves.
             answering.append(i.name)
-        ipcs[i.name] = {
-            "role": roles[i.name].value if i.name in roles else "unknown",
-            "leader": bool(leader and leader[0].ipc == i.name),
-            "eligible": bool(m and m.eligible),
-            "agent": "absent" if m is None else ("stale" if now - float(m.updated or 0) > STALE_S else "alive"),
-            "agent_age_s": None if m is None else round(now - float(now if m.updated is None else m.updated), 1),
-            "line": obs.get("line", "unknown"),
-            "board_down": bool(rec and i.name in rec.board_down),
-            "reachable": obs.get("reachable"),
-            "services": {
-                s: {"state": (svcs.get(s) or {}).get("state", "UNKNOWN"), "probe": (svcs.get(s) or {}).get("healthy")}
-                for s in SERVICES
-                if s in c.services
-            },
-            "sentence": m.sentence if m else "",
-            # "" while automatic action is still possible; else what is stuck and
-            # the exact command that gets out (published by the IPC's agent)
-            "way_out": str((m.way_out if m else "") or ""),
-            "alerts": list(m.alerts) if m else [],
-            "self_fenced": bool(m and m.self_fenced),
-            "failsafe_path": m.failsafe_path if m else None,
-            "channels": i.channels,
-            "fax_channels": i.fax_channels,
-        }
     capa = cap.compute(
         {i.name: i.channels for i in c.ipcs}, {i.name: i.fax_channels for i in c.ipcs}, boards, bool(answering)
     )
@@ -124,24 +138,10 @@ def proof_text(proof: Any) -> str:
     return f"{kind}: {detail}" if detail else str(kind)
 
 
-def render(v: dict, now: float | None = None) -> str:
-    now = now or time.time()
+def _banners(v: dict) -> list[str]:
+    """What needs a person, then what is going on: ACTION NEEDED, PAUSED, a
+    pending switchover, the last change of primary."""
     out: list[str] = []
-    head = f"cluster {v['cluster']}: "
-    if v["primary"] is None:
-        head += click.style("NO PRIMARY", fg="red", bold=True)
-    else:
-        ok = v["leader"] == v["primary"]
-        head += f"primary {click.style(v['primary'], bold=True)}, epoch {v['epoch']}"
-        if not ok:
-            head += click.style(f" (role not held: leader {v['leader'] or 'none'})", fg="yellow")
-    c = v["capacity"]
-    head += (
-        f"; capacity {c['max_ivr']} IVR or {c['max_agent']} agent calls "
-        f"({c['ivr_with_10_agents'] if c['ivr_with_10_agents'] is not None else 'n/a'} IVR beside 10 agents), "
-        f"fax {c['fax']}"
-    )
-    out.append(head)
     for name, i in v["ipcs"].items():
         if i.get("way_out"):
             out.append(click.style(f"{name}: ACTION NEEDED: {i['way_out']}", fg="red", bold=True))
@@ -174,6 +174,12 @@ def render(v: dict, now: float | None = None) -> str:
             f"(epoch {lc.get('epoch')}, by {lc.get('who')}){dur}: {lc.get('why')}"
             + (f" [proof: {proof_text(lc['proof'])}]" if lc.get("proof") else "")
         )
+    return out
+
+
+def _table(v: dict) -> list[str]:
+    """One row per IPC: role, eligibility, line, every service, its agent."""
+    out: list[str] = []
     services = [s for s in SERVICES if any(s in i["services"] for i in v["ipcs"].values())]
     cols = ["IPC", "ROLE", "ELIGIBLE", "LINE", *services, "AGENT"]
     rows = []
@@ -194,6 +200,29 @@ def render(v: dict, now: float | None = None) -> str:
         text = "  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True))
         color = "green" if i["role"] == "primary" else ("red" if i["role"] == "fenced" else None)
         out.append(click.style(text, fg=color) if color else text)
+    return out
+
+
+def render(v: dict, now: float | None = None) -> str:
+    now = now or time.time()
+    out: list[str] = []
+    head = f"cluster {v['cluster']}: "
+    if v["primary"] is None:
+        head += click.style("NO PRIMARY", fg="red", bold=True)
+    else:
+        ok = v["leader"] == v["primary"]
+        head += f"primary {click.style(v['primary'], bold=True)}, epoch {v['epoch']}"
+        if not ok:
+            head += click.style(f" (role not held: leader {v['leader'] or 'none'})", fg="yellow")
+    c = v["capacity"]
+    head += (
+        f"; capacity {c['max_ivr']} IVR or {c['max_agent']} agent calls "
+        f"({c['ivr_with_10_agents'] if c['ivr_with_10_agents'] is not None else 'n/a'} IVR beside 10 agents), "
+        f"fax {c['fax']}"
+    )
+    out.append(head)
+    out += _banners(v)
+    out += _table(v)
     out.append("(* holds the role; run = running, - = stopped, ! = probe failing)")
     for name, i in v["ipcs"].items():
         out.append(f"{name}: {i['sentence'] or '(no agent report)'}")
