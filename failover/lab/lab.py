@@ -67,7 +67,8 @@ SERVICE_NAMES: dict[str, dict[str, str]] = {
 WINDOWS_CODEPAGE = 936  # GBK: the OEM code page of the plan's (Chinese-language) Windows IPCs
 LINE_CHECK = {"windows": "linestat.exe", "systemd": "linestat"}  # the board line tool on the IPC
 CALL_COMMAND = {"lab": "call", "windows": "labcall.exe", "systemd": "labcall"}  # the basic call test
-SYSTEMD_TOOLS = ("systemctl", "linestat", "labcall", "labfault")  # wrappers in <ipc_dir>/bin
+CALLS_COMMAND = {"lab": "calls", "windows": "labcalls.exe", "systemd": "labcalls"}  # simulated calls
+SYSTEMD_TOOLS = ("systemctl", "linestat", "labcall", "labfault", "labcalls")  # wrappers in <ipc_dir>/bin
 PROBED = ("cti", "ivr", "kcxp", "kcbp", "kcxp-replica", "kcbp-replica")
 SERVICE_FAULTS = (
     "kill",
@@ -430,6 +431,14 @@ class Lab:
             if self.platform in LINE_CHECK:
                 # exit 0 line up, 1 alarm, 3 driver not running (the stand-in's linestat)
                 extra["line_check"] = {"command": LINE_CHECK[self.platform], "timeout": 2}
+            calls = CALLS_COMMAND[self.platform]
+            # The simulated calls (lab/calls.py), read and busied out as a real CTI would be.
+            extra["calls"] = {
+                "active": f"{calls} active",
+                "busy_out": f"{calls} busy-out",
+                "release": f"{calls} release",
+                "timeout": 5,
+            }
             clusters.append(
                 {
                     "name": cname,

@@ -1,0 +1,112 @@
+"""A drained switchover's pure parts: reading the inventory's `calls.active`
+output, the drain decision every cycle (proceed / wait / the deadline by the
+operator's choice), the CLI's durations, and the inventory's `calls` key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from failover import inventory as inv_mod
+from failover.calls import ActiveCalls, Unreadable, from_record, parse_active
+from failover.drain import DrainSpec, Step, drain_move, parse_duration
+from tests.test_inventory import GOOD, _write
+
+
+@pytest.mark.parametrize(
+    ("out", "want"),
+    [
+        ("ivr=12 agent=5\n", ActiveCalls(17, 12, 5)),
+        ("IVR = 0  Agent=3", ActiveCalls(3, 0, 3)),
+        ("17\n", ActiveCalls(17)),
+        ("CTI monitor v2.1\r\n\r\n4\r\n", ActiveCalls(4)),  # a banner first, CRLF (cmd.exe)
+        ("0", ActiveCalls(0)),
+    ],
+)
+def test_parse_active(out: str, want: ActiveCalls) -> None:
+    assert parse_active(out) == want
+
+
+@pytest.mark.parametrize("out", ["", "twelve", "ivr=1", "-3", "ivr=1 agent=x"])
+def test_parse_active_refuses_what_is_not_the_contract(out: str) -> None:
+    with pytest.raises(Unreadable, match="expected `N` or `ivr=N agent=M`"):
+        parse_active(out)
+
+
+def test_active_calls_round_trip_through_the_member_record() -> None:
+    a = ActiveCalls(5, 2, 3)
+    assert from_record(a.record()) == a
+    assert from_record(None) is None and from_record({"active": None}) is None
+    assert a.text() == "5 active (ivr 2, agent 3)" and ActiveCalls(4).text() == "4 active"
+
+
+SPEC = DrainSpec(below=0, max_wait=60, on_deadline="ask")
+
+
+@pytest.mark.parametrize(
+    ("spec", "active", "now", "answer", "step"),
+    [
+        (SPEC, ActiveCalls(0, 0, 0), 10, "", Step.PROCEED),  # drained
+        (DrainSpec(below=2), ActiveCalls(2), 10, "", Step.PROCEED),  # at most `below`
+        (SPEC, ActiveCalls(3, 1, 2), 10, "", Step.WAIT),
+        (SPEC, None, 10, "", Step.WAIT),  # unknown never counts as drained
+        (SPEC, ActiveCalls(3), 60, "", Step.ASK),  # the deadline, ask
+        (DrainSpec(max_wait=60, on_deadline="proceed"), ActiveCalls(3), 61, "", Step.PROCEED),
+        (DrainSpec(max_wait=60, on_deadline="cancel"), ActiveCalls(3), 61, "", Step.CANCEL),
+        (SPEC, ActiveCalls(3), 61, "proceed", Step.PROCEED),  # the operator's answer
+        (SPEC, ActiveCalls(3), 61, "cancel", Step.CANCEL),
+        (SPEC, ActiveCalls(3), 5, "cancel", Step.CANCEL),  # an answer wins even before the deadline
+    ],
+)
+def test_drain_move(spec: DrainSpec, active: ActiveCalls | None, now: float, answer: str, step: Step) -> None:
+    assert drain_move(spec, active, started=0.0, now=now, answer=answer).step is step
+
+
+def test_drain_move_says_what_it_waits_for_and_what_it_would_cut() -> None:
+    assert "3 active (ivr 1, agent 2)" in drain_move(SPEC, ActiveCalls(3, 1, 2), 0.0, 10).why
+    assert "50 s left" in drain_move(SPEC, ActiveCalls(3, 1, 2), 0.0, 10).why
+    late = drain_move(DrainSpec(max_wait=60, on_deadline="proceed"), ActiveCalls(3), 0.0, 61).why
+    assert "deadline" in late and "3 active" in late and "cut" in late
+
+
+def test_drain_spec_round_trip_and_checks() -> None:
+    spec = DrainSpec(below=1, max_wait=120, on_deadline="proceed")
+    assert DrainSpec.of({"drain": spec.record()}) == spec
+    assert DrainSpec.of({}) is None and DrainSpec.of({"drain": None}) is None
+    assert spec.check() == ""
+    assert "--below" in DrainSpec(below=-1).check()
+    assert "--max-wait" in DrainSpec(max_wait=0).check()
+    assert "one of ask, proceed, cancel" in DrainSpec(on_deadline="later").check()
+
+
+@pytest.mark.parametrize(("text", "s"), [("15m", 900), ("90s", 90), ("1h", 3600), ("600", 600), ("2.5m", 150)])
+def test_parse_duration(text: str, s: float) -> None:
+    assert parse_duration(text) == s
+
+
+@pytest.mark.parametrize("text", ["", "m", "15 minutes", "-5s"])
+def test_parse_duration_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match=r"use e\.g\. 15m"):
+        parse_duration(text)
+
+
+CALLS = "    calls: {active: cti-calls --count, busy_out: cti-calls --busy, release: cti-calls --open, timeout: 5}\n"
+
+
+def test_inventory_calls_key(tmp_path: Path) -> None:
+    inv = inv_mod.load(_write(tmp_path, GOOD + CALLS))
+    c = inv.cluster()
+    assert c.calls is not None and c.calls.busy_out == "cti-calls --busy" and c.calls.timeout == 5
+    assert "active calls: `cti-calls --count`" in inv_mod.summary(inv, "inv.yaml")
+
+
+def test_inventory_calls_errors_name_file_line_and_field(tmp_path: Path) -> None:
+    bad = CALLS.replace("release: cti-calls --open, ", "").replace("timeout: 5", "timeout: -1")
+    p = _write(tmp_path, GOOD + bad)
+    inv, problems = inv_mod.check(p)
+    assert inv is None
+    msgs = [str(x) for x in problems]
+    line = GOOD.lstrip("\n").count("\n") + 1
+    assert any(m.startswith(f"{p}:{line}:") and "release" in m for m in msgs), msgs
+    assert any("timeout" in m for m in msgs), msgs
