@@ -146,6 +146,19 @@ def metrics(state: dict) -> str:
             (f'cluster="{c}",kind="fax"', float(cap.get("fax") or 0)),
         ],
     )
+    calls = view.get("calls") or {}
+    metric(
+        "failover_active_calls",
+        "gauge",
+        "calls in progress on the primary (the inventory's `calls.active`), by kind",
+        [
+            (f'cluster="{c}",kind="{k}"', float(calls[k]))
+            for k in ("active", "ivr", "agent")
+            if calls.get(k) is not None
+        ],
+    )
+    busy = 1.0 if calls.get("busy_out") else 0.0
+    metric("failover_busy_out", "gauge", "1 while the primary is busied out (a drain)", [(f'cluster="{c}"', busy)])
     metric(
         "failover_zookeeper_connected",
         "gauge",

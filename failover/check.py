@@ -72,6 +72,10 @@ def verdict(v: dict, warn: int | None = None, crit: int | None = None) -> tuple[
         f"{crit if crit is not None else ''};0 agent_capacity={int(cap.get('max_agent') or 0)} "
         f"fax_capacity={int(cap.get('fax') or 0)}"
     )
+    calls = v.get("calls")
+    if calls:  # the primary's calls in progress, and the line channels left beside them
+        perf += f" active_calls={calls['active']} channels_free={calls['channels_free']}"
+        what += f" ({calls['active']} calls active" + (", BUSIED OUT: draining)" if calls.get("busy_out") else ")")
     return code, f"FAILOVER {NAMES[code]} - cluster {v.get('cluster')}: {what} | {perf}"
 
 

@@ -219,7 +219,26 @@ def status_cmd(inventory_path: str, cluster_name: str | None, watch: bool, as_js
 @click.option("--reason", default="", help="Why (recorded in the history).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
-    "--cancel", is_flag=True, help="Cancel the pending, scheduled or running switchover (or manual failover)."
+    "--cancel",
+    is_flag=True,
+    help="Cancel the pending, scheduled or running switchover (or manual failover). With --drain: "
+    "at the deadline, release the busy-out and keep the primary.",
+)
+@click.option("--drain", is_flag=True, help="Busy out the primary and let its calls finish before the hand-over.")
+@click.option("--max-wait", default="15m", show_default=True, help="The drain's deadline: 15m, 90s, 1h.")
+@click.option("--below", default=0, show_default=True, help="Hand over once at most N calls are active.")
+@click.option(
+    "--on-deadline",
+    type=click.Choice(["ask", "proceed", "cancel"]),
+    default=None,
+    help="At the drain's deadline [default: ask; proceed with --yes; cancel with --cancel].",
+)
+@click.option(
+    "--answer",
+    "answer",
+    type=click.Choice(["proceed", "cancel"]),
+    default=None,
+    help="Answer a running drain's deadline question.",
 )
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the result.")
 @operator_option
@@ -231,18 +250,30 @@ def switchover_cmd(
     reason: str,
     yes: bool,
     cancel: bool,
+    drain: bool,
+    max_wait: str,
+    below: int,
+    on_deadline: str | None,
+    answer: str | None,
     timeout: float,
     operator: str | None,
 ) -> None:
     """Planned switchover: the primary stops CTI and IVR and hands the role to
-    the standby, which promotes. Shows the plan, asks, then follows it live."""
+    the standby, which promotes. Shows the plan, asks, then follows it live.
+    --drain: the primary takes no new calls and hands over once its calls
+    have finished (or at --max-wait)."""
     from failover import oncall, ops
+    from failover import oncall_drain as od
 
     c = _cluster(inventory_path, cluster_name)
     who = ops.operator_name(operator)
     try:
+        spec = od.spec_of(c, max_wait, below, on_deadline, yes, cancel) if drain else None
         with oncall.connected(c) as s:
-            if cancel:
+            if answer:
+                click.echo(od.answer(s, answer, who))
+                sys.exit(EXIT_OK)
+            if cancel and not drain:
                 try:
                     r = ops.cancel(s, who, reason)
                 except ops.Refused as e:
@@ -261,13 +292,16 @@ def switchover_cmd(
                 + (f" at {time.strftime('%H:%M:%S', time.localtime(when))}" if when else "")
             )
             click.echo("Plan:")
+            if spec is not None:
+                click.echo(od.plan_line(spec, frm))
             for line in oncall.plan_text(c, v, frm, cand):
                 click.echo(line)
             paused_ok = to is not None  # an explicit target may switch over while paused
+            d = spec.record() if spec else None
             req = _confirm_and_submit(
                 s,
                 yes,
-                lambda: ops.new_request("switchover", cand, who, reason, at=when, allow_paused=paused_ok, frm=frm),
+                lambda: ops.new_request("switchover", cand, who, reason, when, paused_ok, frm=frm, drain=d),
             )
             if when and when > time.time() + 1:
                 click.echo(
@@ -276,10 +310,25 @@ def switchover_cmd(
                 )
                 sys.exit(EXIT_OK)
             click.echo(f"requested by {who}; following it:")
-            result = oncall.follow(s, req["id"], timeout)
+            result = _follow_switchover(s, req["id"], timeout, spec, who)
             sys.exit(oncall.finish(c, s, result, "switchover"))
     except oncall.Fail as e:
         oncall.die(e)
+
+
+def _follow_switchover(s: Any, rid: str, timeout: float, spec: Any, who: str) -> dict:
+    """Follow the request; a drain's deadline question is asked here, and
+    Ctrl-C during a drain cancels it (the busy-out is released)."""
+    from failover import oncall
+    from failover import oncall_drain as od
+
+    if spec is None:
+        return oncall.follow(s, rid, timeout)
+    try:
+        return oncall.follow(s, rid, spec.max_wait + timeout, on_request=od.asker(s, who))
+    except KeyboardInterrupt:
+        od.interrupted(s, who)
+        return {"state": "cancelled", "why": "Ctrl-C while draining"}
 
 
 def _confirm_and_submit(s: Any, yes: bool, make: Callable[[], dict], question: str = "Proceed?") -> dict:

@@ -9,6 +9,7 @@ Layout under the cluster's path P (docs/zookeeper.md):
   P/members/<ipc>     ephemeral  each agent's record: observed state, last sentence
   P/history/h-NNNN    persistent sequential: role changes, switchovers, drills
   P/switchover        persistent a pending switchover request
+  P/busy-out-<ipc>    persistent that IPC is busied out by a drained switchover (until released)
   P/pause             persistent the pause flag {reason, operator, since}
 
 Every call fails fast when the client is not connected (kazoo queues requests
@@ -420,6 +421,30 @@ class Store:
             self.call(self.zk.create_async, self.pause_path, data, acl=self.acl)
         except NodeExistsError:
             self.call(self.zk.set_async, self.pause_path, data)
+
+    # ----- busy-out (a drained switchover) ----------------------------------------
+    def busy_out_path(self, ipc: str) -> str:
+        return f"{self.path}/busy-out-{ipc}"
+
+    def busy_out(self, ipc: str) -> dict | None:
+        """ "IPC busied out since T by request R", written before the busy-out
+        command runs and removed once it is released: whatever ends the
+        switchover (or restarts the agent) finds it here."""
+        got = self.get(self.busy_out_path(ipc))
+        return None if got is None else got[0]
+
+    def set_busy_out(self, ipc: str, request: str | None) -> None:
+        data = dumps({"ipc": ipc, "request": request, "since": time.time()})
+        try:
+            self.call(self.zk.create_async, self.busy_out_path(ipc), data, acl=self.acl)
+        except NodeExistsError:
+            self.call(self.zk.set_async, self.busy_out_path(ipc), data)
+
+    def clear_busy_out(self, ipc: str) -> None:
+        try:
+            self.call(self.zk.delete_async, self.busy_out_path(ipc))
+        except NoNodeError:
+            pass
 
     def clear_pause(self) -> None:
         try:

@@ -38,6 +38,7 @@ from typing import Any, TextIO
 from failover import api, failsafe, fencing, zkstore
 from failover import executor as exe
 from failover.agent.continuous import ContinuousFencing
+from failover.agent.drain import DrainActs
 from failover.agent.leadership import Leadership
 from failover.agent.observing import Observing
 from failover.agent.primary import PrimaryActs
@@ -67,7 +68,15 @@ log = logging.getLogger("failover.agent")
 
 
 class Agent(
-    Leadership, Publishing, Observing, PrimaryActs, StandbyActs, SwitchoverActs, TakeOverActs, ContinuousFencing
+    Leadership,
+    Publishing,
+    Observing,
+    PrimaryActs,
+    StandbyActs,
+    SwitchoverActs,
+    DrainActs,
+    TakeOverActs,
+    ContinuousFencing,
 ):
     def __init__(self, cluster: Cluster, ipc: str, state_dir: Path, out: TextIO | None = None) -> None:
         self.c = cluster
@@ -206,8 +215,13 @@ class Agent(
         self._observe_update(own_raw, my_role, crec)
         if not holds:
             self.tenure.stop_taking()  # whatever we were taking, we do not hold P/leader
+        if my_role is Role.PRIMARY:
+            self._observe_calls()  # active calls: published, and a drain's measure
+        else:
+            self.calls_seen = None
+        released = self._sweep_busy_out(zk, my_role is Role.PRIMARY)
         move = next_move(self._full_view(view, zk, crec, roles))
-        return self._act(move, zk, crec, roles)
+        return released + self._act(move, zk, crec, roles)
 
     def _records_view(self, zk: dict) -> ClusterView:
         """The records part of the snapshot: who holds `leader`, the record's

@@ -108,6 +108,8 @@ class Publishing:
             "faults": own_faults,
             "paused": zk.get("pause") is not None,
             "self_fenced": self.tenure.self_fenced,
+            "calls": self.calls_seen.record() if self.calls_seen is not None else None,
+            "busy_out": zk.get("busy_out"),
             "updated": time.time(),
             "agent": {"host": self.host, "pid": os.getpid()},
         }

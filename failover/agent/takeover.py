@@ -174,6 +174,8 @@ class TakeOverActs:
         }
         if not ok:
             entry["failed"] = rep.summary() if rep else ""
+        if meta.get("calls"):  # a switchover's calls: at its start, at the hand-over, cut
+            entry["calls"] = meta["calls"]
         self.store.add_history(entry)
         rid = meta.get("request")
         if rid and ok:

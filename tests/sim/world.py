@@ -245,6 +245,20 @@ class FakeStore:
         n = self._get(f"{self.path}/pause")
         return None if n is None else _copy(n.data)
 
+    # A drained switchover's busy-out marker (the example inventory has no
+    # `calls`, so the simulated agents only ever read it).
+    def busy_out(self, ipc: str) -> dict | None:
+        n = self._get(f"{self.path}/busy-out-{ipc}")
+        return None if n is None else _copy(n.data)
+
+    def set_busy_out(self, ipc: str, request: str | None) -> None:
+        self._ok()
+        self.server.nodes[f"{self.path}/busy-out-{ipc}"] = Znode({"ipc": ipc, "request": request})
+
+    def clear_busy_out(self, ipc: str) -> None:
+        self._ok()
+        self.server.nodes.pop(f"{self.path}/busy-out-{ipc}", None)
+
 
 class FakeZkClient:
     """The bits of a KazooClient the agent touches outside the Store."""

@@ -1,0 +1,201 @@
+"""A drained switchover, the primary agent's acts (the decision is pure:
+failover/drain.py; the protocol: failover/switchover.py).
+
+The drain spans cycles and never blocks one: each cycle the primary observes
+its IPC and its active calls as usual, and `_drain` either waits (the calls
+are finishing), asks the operator (deadline), cancels, or lets
+`_switch_over` demote and hand over as for a plain switchover. A fault on the
+primary meanwhile beats the plan (`_fault_beats_drain`): the rules fail over
+at once and the request ends failed.
+
+The busy-out is recorded durably before it is made (P/busy-out-<ipc>: "busied
+out since T by request R"), and every cycle `_sweep_busy_out` releases it
+unless its drain is still going on with this agent as primary: so whatever
+ends the switchover (done, failed, refused, cancelled, a fault, a hand-back,
+this agent restarted) releases it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from failover import executor as exe
+from failover import zkstore
+from failover.agent.state import _active
+from failover.calls import ActiveCalls, Unreadable, parse_active
+from failover.drain import DrainSpec, Step, cut_count, drain_move
+from failover.rules import Action, Observation, decide
+
+log = logging.getLogger("failover.agent")
+
+# While draining, look at the calls this often (at most the monitor interval):
+# the hand-over should follow the last call's end closely, as a plain
+# switchover follows the operator's request.
+DRAIN_POLL = 0.2
+
+
+def _data(req: zkstore.Versioned | None) -> dict:
+    return {} if req is None else dict(req.data)
+
+
+class DrainActs:
+    calls_seen: ActiveCalls | None = None  # this cycle's active calls on our IPC (primary only)
+    drained: dict | None = None  # the calls of the switchover being handed over now, for its history
+
+    # ----- active calls as an observation -------------------------------------------
+    def _observe_calls(self) -> None:
+        """Read the active calls on our IPC (the inventory's `calls.active`).
+        Unknown (None) when not configured, unreachable or unreadable: never
+        taken for "drained"."""
+        self.calls_seen = None
+        calls = self.c.calls
+        if calls is None or self.mem.obs is None or not self.mem.obs.reachable:
+            return
+        try:
+            res = self.ex.run_shell(self.me, calls.active, calls.timeout, "active calls")
+            if res.exit_code != 0:
+                log.warning("%s: `%s` exited %s", self.me, calls.active, res.exit_code)
+                return
+            self.calls_seen = parse_active(res.stdout)
+        except (exe.ExecError, Unreadable) as e:
+            log.warning("%s: cannot read the active calls: %s", self.me, e)
+
+    def _calls_command(self, which: str) -> str:
+        """Run `calls.busy_out` or `calls.release` on our IPC: '' done, else why not."""
+        assert self.c.calls is not None
+        cmd = getattr(self.c.calls, which)
+        try:
+            res = self.ex.run_shell(self.me, cmd, self.c.calls.timeout, which.replace("_", "-"))
+        except exe.ExecError as e:
+            return str(e)
+        if res.exit_code == 0:
+            return ""
+        return f"`{cmd}` exited {res.exit_code}: {(res.stderr or res.stdout).strip()[:120]}"
+
+    # ----- the busy-out and its release ----------------------------------------------
+    def _busy_out(self, rid: str | None) -> str:
+        assert self.store is not None
+        self.store.set_busy_out(self.me, rid)  # the intent first: whoever ends the switchover finds it
+        return self._calls_command("busy_out")
+
+    def _release_busy_out(self, why: str) -> str:
+        """Release the busy-out; a sentence part saying so (or why it failed:
+        the marker stays and the next cycle tries again)."""
+        assert self.store is not None
+        if self.c.calls is not None:
+            failed = self._calls_command("release")
+            if failed:
+                return f"releasing the busy-out on {self.me} FAILED ({failed}); retrying next cycle"
+        self.store.clear_busy_out(self.me)
+        return f"busy-out on {self.me} released ({why})"
+
+    def _sweep_busy_out(self, zk: dict, primary: bool) -> str:
+        """Release a busy-out whose drain is over; '' or a sentence prefix."""
+        mark = zk.get("busy_out")
+        if not mark:
+            return ""
+        r = _data(_active(zk.get("request")))
+        if primary and r.get("id") == mark.get("request") and r.get("drain"):
+            return ""  # our drain goes on
+        return self._release_busy_out(f"request {mark.get('request')} is over") + ". "
+
+    # ----- the drain, cycle by cycle --------------------------------------------------
+    def _fault_beats_drain(self, req: zkstore.Versioned, obs: Observation) -> bool:
+        """During a drain a fault on the primary fails over at once: the
+        request ends failed, the busy-out is released, and the cycle goes on
+        as the rules say (True)."""
+        r = _data(req)
+        if DrainSpec.of(r) is None:
+            return False
+        d = decide(obs)
+        if not d.execute or d.action in (Action.NONE, Action.HOLD):
+            return False
+        note = self._release_busy_out("a fault ended the drain") if self.c.calls is not None else ""
+        why = f"a fault beats the plan: {d.reason}" + (f"; {note}" if note else "")
+        self._finish_request(r.get("id"), "failed", why, primary=self.me, superseded=True)
+        return True
+
+    def _drain(self, req: zkstore.Versioned, spec: DrainSpec) -> str:
+        """'' to hand over now (drained, or as chosen at the deadline); else
+        this cycle's sentence (still draining, or the switchover ended here)."""
+        r = _data(req)
+        rid = r.get("id")
+        draining = r.get("draining")
+        if draining is None:
+            return self._start_drain(rid, spec)
+        now = time.time()
+        m = drain_move(spec, self.calls_seen, float(draining["started"]), now, str(r.get("answer") or ""))
+        if m.step is Step.PROCEED:
+            self._request_progress(rid, f"{self.me}: {m.why}; handing over")
+            self.drained = {
+                "at_start": draining.get("at_start"),
+                "at_handover": cut_count(self.calls_seen),
+                "drain_s": round(now - float(draining["started"]), 3),
+                "drained_at": now,
+            }
+            return ""
+        if m.step is Step.CANCEL:
+            note = self._release_busy_out("the drain was cancelled")
+            self._finish_request(rid, "cancelled", f"{m.why}; {note}; {self.me} stays primary", primary=self.me)
+            return f"Drained switchover to {self.peer} cancelled: {m.why}; {note}."
+        self._drain_progress(r, m.step, m.why)
+        self.mem.wake_at = time.monotonic() + min(self.t.interval, DRAIN_POLL)
+        return f"{self.me} is primary, draining for a switchover to {self.peer}: {m.why}."
+
+    def _start_drain(self, rid: str | None, spec: DrainSpec) -> str:
+        if self.c.calls is None:
+            why = "the inventory has no `calls` commands: nothing can tell when the calls have finished"
+            self._finish_request(rid, "refused", why)
+            return f"Drained switchover refused: {why}."
+        failed = self._busy_out(rid)
+        if failed:
+            note = self._release_busy_out("busying out failed")
+            why = f"busying out {self.me} failed ({failed}); {note}; nothing else changed"
+            self._finish_request(rid, "failed", why, primary=self.me)
+            return f"Drained switchover to {self.peer} FAILED: {why}."
+        seen = self.calls_seen
+        count = "an unknown number of calls" if seen is None else seen.text()
+        draining = {"started": time.time(), "at_start": cut_count(seen), "calls": seen.record() if seen else None}
+        line = (
+            f"{self.me}: busied out (no new calls), {count} in progress; hand-over at {spec.below} or fewer, "
+            f"or after {spec.max_wait:g} s ({spec.on_deadline} then)"
+        )
+        self._request_edit(rid, {"state": "running", "draining": draining}, line)
+        self.mem.wake_at = time.monotonic() + min(self.t.interval, DRAIN_POLL)
+        return f"{self.me} busied out for a drained switchover to {self.peer}: {count} in progress."
+
+    def _drain_progress(self, r: dict, step: Step, why: str) -> None:
+        """The calls as they drain, in the request (the CLI shows them live):
+        a progress line when the count changes, and the question once."""
+        seen = self.calls_seen.record() if self.calls_seen else None
+        draining = dict(r["draining"])
+        change: dict[str, Any] = {}
+        line = ""
+        if draining.get("calls") != seen:
+            change["draining"] = {**draining, "calls": seen}
+            line = f"{self.me}: {why}"
+        if step is Step.ASK and not r.get("question"):
+            change["question"] = why
+            line = f"{self.me}: {why} (answer: failover switchover --answer proceed|cancel)"
+        if change:
+            self._request_edit(r.get("id"), change, line)
+
+    def _request_edit(self, rid: str | None, change: dict, line: str = "") -> None:
+        """Merge `change` into the operator's request (not once it is final)."""
+        assert self.store is not None
+        for _ in range(5):
+            cur = self.store.request()
+            if cur is None or cur.data.get("id") != rid or cur.data.get("state") in zkstore.FINAL_STATES:
+                return
+            data = {**cur.data, **change}
+            if line:
+                data["progress"] = [*cur.data.get("progress", []), line]
+            try:
+                self.store.update_request(cur.version, data)
+                return
+            except zkstore.Conflict:
+                continue
+
+
+__all__ = ["DRAIN_POLL", "DrainActs"]
