@@ -274,12 +274,7 @@ def switchover_cmd(
                 click.echo(od.answer(s, answer, who))
                 sys.exit(EXIT_OK)
             if cancel and not drain:
-                try:
-                    r = ops.cancel(s, who, reason)
-                except ops.Refused as e:
-                    raise oncall.Fail(EXIT_REFUSED, f"refused: {e}") from None
-                click.echo(oncall.cancelled_text(r, who))
-                sys.exit(EXIT_OK)
+                _cancel_request(s, who, reason)
             if to is not None and to not in [i.name for i in c.ipcs]:
                 raise oncall.Fail(EXIT_USAGE, f"no IPC named {to!r} in cluster {c.name}")
             when = oncall.parse_at(at)
@@ -287,15 +282,7 @@ def switchover_cmd(
             if v["switchover"]:
                 raise oncall.Fail(EXIT_REFUSED, f"refused: {oncall.scheduled_text(v['switchover'])}")
             frm, cand = oncall.preflight_switchover(c, v, to, explicit=to is not None)
-            click.echo(
-                f"Switchover of cluster {c.name}: {frm} -> {cand} (epoch {v['epoch']} -> {v['epoch'] + 1})"
-                + (f" at {time.strftime('%H:%M:%S', time.localtime(when))}" if when else "")
-            )
-            click.echo("Plan:")
-            if spec is not None:
-                click.echo(od.plan_line(spec, frm))
-            for line in oncall.plan_text(c, v, frm, cand):
-                click.echo(line)
+            _show_switchover_plan(c, v, frm, cand, when, spec)
             paused_ok = to is not None  # an explicit target may switch over while paused
             d = spec.record() if spec else None
             req = _confirm_and_submit(
@@ -314,6 +301,32 @@ def switchover_cmd(
             sys.exit(oncall.finish(c, s, result, "switchover"))
     except oncall.Fail as e:
         oncall.die(e)
+
+
+def _show_switchover_plan(c: Any, v: dict, frm: str, cand: str, when: float | None, spec: Any) -> None:
+    from failover import oncall
+    from failover import oncall_drain as od
+
+    click.echo(
+        f"Switchover of cluster {c.name}: {frm} -> {cand} (epoch {v['epoch']} -> {v['epoch'] + 1})"
+        + (f" at {time.strftime('%H:%M:%S', time.localtime(when))}" if when else "")
+    )
+    click.echo("Plan:")
+    if spec is not None:
+        click.echo(od.plan_line(spec, frm))
+    for line in oncall.plan_text(c, v, frm, cand):
+        click.echo(line)
+
+
+def _cancel_request(s: Any, who: str, reason: str) -> None:
+    from failover import oncall, ops
+
+    try:
+        r = ops.cancel(s, who, reason)
+    except ops.Refused as e:
+        raise oncall.Fail(EXIT_REFUSED, f"refused: {e}") from None
+    click.echo(oncall.cancelled_text(r, who))
+    sys.exit(EXIT_OK)
 
 
 def _follow_switchover(s: Any, rid: str, timeout: float, spec: Any, who: str) -> dict:

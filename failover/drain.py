@@ -11,6 +11,7 @@ failover/agent/drain.py."""
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from enum import Enum
 
@@ -72,9 +73,12 @@ def drain_move(spec: DrainSpec, active: ActiveCalls | None, started: float, now:
         return DrainMove(Step.CANCEL, f"the operator chose to cancel with {count}")
     if active is not None and active.total <= spec.below:
         return DrainMove(Step.PROCEED, f"drained: {active.text()}, at most {spec.below}")
-    left = started + spec.max_wait - now
-    if left > 0:
-        return DrainMove(Step.WAIT, f"draining: {count}, waiting for at most {spec.below} ({left:.0f} s left)")
+    deadline = started + spec.max_wait
+    if now < deadline:
+        # The deadline as a time of day, not "N s left": the agent logs its
+        # sentence when it changes, and a countdown would change every cycle.
+        until = time.strftime("%H:%M:%S", time.localtime(deadline))
+        return DrainMove(Step.WAIT, f"draining: {count}, waiting for at most {spec.below} (deadline {until})")
     late = f"the drain reached its deadline ({spec.max_wait:g} s) with {count}"
     if spec.on_deadline == "proceed":
         return DrainMove(Step.PROCEED, f"{late}: proceeding, they will be cut")

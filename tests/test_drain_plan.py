@@ -65,7 +65,7 @@ def test_drain_move(spec: DrainSpec, active: ActiveCalls | None, now: float, ans
 
 def test_drain_move_says_what_it_waits_for_and_what_it_would_cut() -> None:
     assert "3 active (ivr 1, agent 2)" in drain_move(SPEC, ActiveCalls(3, 1, 2), 0.0, 10).why
-    assert "50 s left" in drain_move(SPEC, ActiveCalls(3, 1, 2), 0.0, 10).why
+    assert "deadline" in drain_move(SPEC, ActiveCalls(3, 1, 2), 0.0, 10).why
     late = drain_move(DrainSpec(max_wait=60, on_deadline="proceed"), ActiveCalls(3), 0.0, 61).why
     assert "deadline" in late and "3 active" in late and "cut" in late
 

@@ -24,7 +24,7 @@ from failover import executor as exe
 from failover import zkstore
 from failover.agent.state import _active
 from failover.calls import ActiveCalls, Unreadable, parse_active
-from failover.drain import DrainSpec, Step, cut_count, drain_move
+from failover.drain import DrainMove, DrainSpec, Step, cut_count, drain_move
 from failover.rules import Action, Observation, decide
 
 log = logging.getLogger("failover.agent")
@@ -74,10 +74,16 @@ class DrainActs:
         return f"`{cmd}` exited {res.exit_code}: {(res.stderr or res.stdout).strip()[:120]}"
 
     # ----- the busy-out and its release ----------------------------------------------
-    def _busy_out(self, rid: str | None) -> str:
+    def _busy_out(self, rid: str | None) -> tuple[str, float]:
+        """Busy out our IPC for request `rid`: ('' or why it failed, since).
+        An agent restarted right after busying out finds its marker and keeps
+        its time: the drain's deadline counts from the first busy-out."""
         assert self.store is not None
-        self.store.set_busy_out(self.me, rid)  # the intent first: whoever ends the switchover finds it
-        return self._calls_command("busy_out")
+        mark = self._zk_snapshot.get("busy_out") or {}
+        if mark.get("request") != rid:
+            self.store.set_busy_out(self.me, rid)  # the intent first: whoever ends the switchover finds it
+            mark = {"since": time.time()}
+        return self._calls_command("busy_out"), float(mark.get("since") or time.time())
 
     def _release_busy_out(self, why: str) -> str:
         """Release the busy-out; a sentence part saying so (or why it failed:
@@ -116,6 +122,16 @@ class DrainActs:
         self._finish_request(r.get("id"), "failed", why, primary=self.me, superseded=True)
         return True
 
+    def _suspected_fault(self) -> str:
+        """'' or what on our IPC failed its last check (not yet a fault)."""
+        o = self.mem.obs
+        if o is None or not o.reachable:
+            return f"{self.me} unreachable"
+        bad = sorted(s for s, v in o.services.items() if v.failures > 0)
+        if o.line_failures > 0:
+            bad.append("line")
+        return f"{' and '.join(bad)} failing on {self.me}" if bad else ""
+
     def _drain(self, req: zkstore.Versioned, spec: DrainSpec) -> str:
         """'' to hand over now (drained, or as chosen at the deadline); else
         this cycle's sentence (still draining, or the switchover ended here)."""
@@ -126,6 +142,11 @@ class DrainActs:
             return self._start_drain(rid, spec)
         now = time.time()
         m = drain_move(spec, self.calls_seen, float(draining["started"]), now, str(r.get("answer") or ""))
+        suspect = self._suspected_fault()
+        if m.step is Step.PROCEED and suspect:
+            # A CTI that just died cut its calls: "0 active" is the fault's
+            # doing, not a drain. The rules confirm it (or not) next cycles.
+            m = DrainMove(Step.WAIT, f"{suspect} suspected: not handing over until the rules have decided")
         if m.step is Step.PROCEED:
             self._request_progress(rid, f"{self.me}: {m.why}; handing over")
             self.drained = {
@@ -148,7 +169,7 @@ class DrainActs:
             why = "the inventory has no `calls` commands: nothing can tell when the calls have finished"
             self._finish_request(rid, "refused", why)
             return f"Drained switchover refused: {why}."
-        failed = self._busy_out(rid)
+        failed, since = self._busy_out(rid)
         if failed:
             note = self._release_busy_out("busying out failed")
             why = f"busying out {self.me} failed ({failed}); {note}; nothing else changed"
@@ -156,7 +177,7 @@ class DrainActs:
             return f"Drained switchover to {self.peer} FAILED: {why}."
         seen = self.calls_seen
         count = "an unknown number of calls" if seen is None else seen.text()
-        draining = {"started": time.time(), "at_start": cut_count(seen), "calls": seen.record() if seen else None}
+        draining = {"started": since, "at_start": cut_count(seen), "calls": seen.record() if seen else None}
         line = (
             f"{self.me}: busied out (no new calls), {count} in progress; hand-over at {spec.below} or fewer, "
             f"or after {spec.max_wait:g} s ({spec.on_deadline} then)"

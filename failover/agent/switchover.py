@@ -11,7 +11,7 @@ import time
 from failover import fencing, zkstore
 from failover import switchover as plan
 from failover.drain import DrainSpec
-from failover.rules import Observation, Role, faults_of
+from failover.rules import Action, Decision, Observation, Role, faults_of
 
 log = logging.getLogger("failover.agent")
 
@@ -36,6 +36,7 @@ class SwitchoverActs:
         if spec is not None:
             held = self._drain(req, spec)  # the calls finish first, over as many cycles as they take
             if held:
+                self._publish(zk, crec, Decision(Action.NONE, held), held)  # status shows the drain live
                 return held
         else:
             self.drained = None
