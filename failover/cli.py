@@ -926,6 +926,48 @@ def lab_fault(
         sys.exit(EXIT_USAGE)
 
 
+@lab_group.command("calls")
+@lab_dir_option
+@click.argument("ipc")
+@click.option("--count", type=int, default=None, help="Calls to put in progress now.")
+@click.option("--rate", type=float, default=None, help="New calls a second from now on (0: none).")
+@click.option("--min", "min_s", type=float, default=None, help="Shortest call, seconds.")
+@click.option("--max", "max_s", type=float, default=None, help="Longest call, seconds.")
+@click.option("--agent-share", type=float, default=None, help="Share of calls that go to an agent (0..1).")
+def lab_calls(
+    lab_dir: str | None,
+    ipc: str,
+    count: int | None,
+    rate: float | None,
+    min_s: float | None,
+    max_s: float | None,
+    agent_share: float | None,
+) -> None:
+    """Simulated calls on a simulated IPC: show them, or start traffic
+    (`--count 30 --min 20 --max 60`, `--rate 0.5`). Calls arrive only while
+    the IPC serves and is not busied out; stopping CTI or IVR cuts them."""
+    from failover.lab import simctl
+    from failover.lab.lab import Lab, LabError
+
+    given = {"count": count, "rate": rate, "min": min_s, "max": max_s, "agent_share": agent_share}
+    req = {"op": "calls", "action": "load" if any(v is not None for v in given.values()) else "stats"}
+    req.update({k: v for k, v in given.items() if v is not None})
+    try:
+        st = simctl.request(Lab.load(_lab_root(lab_dir)).ipc(ipc).dir, req, timeout=5)
+    except (LabError, OSError, KeyError) as e:
+        click.echo(f"{ipc}: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    if not st.get("ok"):
+        click.echo(f"{ipc}: {st.get('error')}", err=True)
+        sys.exit(EXIT_USAGE)
+    busy = ", BUSIED OUT" if st["busy_out"] else ""
+    click.echo(
+        f"{ipc}: {st['active']} active (ivr {st['ivr']}, agent {st['agent']}){busy}; "
+        f"arrived {st['arrived']}, completed {st['completed']}, cut {st['cut']}, turned away {st['turned_away']}; "
+        f"{st['rate']:g} new calls/s"
+    )
+
+
 @lab_group.command("down")
 @lab_dir_option
 @click.option("--keep", is_flag=True, help="Keep the lab directory (logs) after stopping.")

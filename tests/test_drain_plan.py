@@ -110,3 +110,25 @@ def test_inventory_calls_errors_name_file_line_and_field(tmp_path: Path) -> None
     line = GOOD.lstrip("\n").count("\n") + 1
     assert any(m.startswith(f"{p}:{line}:") and "release" in m for m in msgs), msgs
     assert any("timeout" in m for m in msgs), msgs
+
+
+RUNBOOK = """
+version: 1
+name: drained
+steps:
+  - name: calls to the standby, none cut
+    switchover: {to: home-standby, drain: {max_wait: 600, on_deadline: proceed}}
+"""
+
+
+def test_runbook_drained_switchover_step(tmp_path: Path) -> None:
+    from failover import runbook
+
+    rb = tmp_path / "rb.yaml"
+    rb.write_text(RUNBOOK)
+    step = runbook.load(rb).steps[0]
+    assert step.switchover is not None and step.switchover.drain is not None
+    assert step.switchover.drain.model_dump() == {"below": 0, "max_wait": 600.0, "on_deadline": "proceed"}
+    rb.write_text(RUNBOOK.replace("proceed", "ask"))
+    with pytest.raises(Exception, match="on_deadline"):  # a drill never asks: nobody would answer
+        runbook.load(rb)

@@ -32,7 +32,7 @@ log = logging.getLogger("failover.agent")
 # While draining, look at the calls this often (at most the monitor interval):
 # the hand-over should follow the last call's end closely, as a plain
 # switchover follows the operator's request.
-DRAIN_POLL = 0.2
+DRAIN_POLL = 0.1
 
 
 def _data(req: zkstore.Versioned | None) -> dict:
