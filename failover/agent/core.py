@@ -216,9 +216,9 @@ class Agent(
         if not holds:
             self.tenure.stop_taking()  # whatever we were taking, we do not hold P/leader
         if my_role is Role.PRIMARY:
-            self._observe_calls()  # active calls: published, and a drain's measure
+            self._observe_calls(zk)  # active calls: published, and a drain's measure
         else:
-            self.calls_seen = None
+            self.calls_seen, self.calls_read_at = None, 0.0
         released = self._sweep_busy_out(zk, my_role is Role.PRIMARY)
         move = next_move(self._full_view(view, zk, crec, roles))
         return released + self._act(move, zk, crec, roles)

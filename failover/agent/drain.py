@@ -33,6 +33,10 @@ log = logging.getLogger("failover.agent")
 # the hand-over should follow the last call's end closely, as a plain
 # switchover follows the operator's request.
 DRAIN_POLL = 0.1
+# Otherwise the count is for status and metrics only: read it every few
+# seconds, so that the primary's cycle (fault detection) pays one more SSH
+# command only now and then.
+CALLS_EVERY = 5.0
 
 
 def _data(req: zkstore.Versioned | None) -> dict:
@@ -40,18 +44,25 @@ def _data(req: zkstore.Versioned | None) -> dict:
 
 
 class DrainActs:
-    calls_seen: ActiveCalls | None = None  # this cycle's active calls on our IPC (primary only)
+    calls_seen: ActiveCalls | None = None  # the last active calls read on our IPC (primary only)
+    calls_read_at: float = 0.0  # monotonic
     drained: dict | None = None  # the calls of the switchover being handed over now, for its history
 
     # ----- active calls as an observation -------------------------------------------
-    def _observe_calls(self) -> None:
-        """Read the active calls on our IPC (the inventory's `calls.active`).
+    def _observe_calls(self, zk: dict) -> None:
+        """Read the active calls on our IPC (the inventory's `calls.active`):
+        every cycle while a busy-out or a request is on (a switchover records
+        the calls it cuts), else every CALLS_EVERY seconds.
         Unknown (None) when not configured, unreachable or unreadable: never
         taken for "drained"."""
-        self.calls_seen = None
         calls = self.c.calls
+        fresh = bool(zk.get("busy_out") or _active(zk.get("request")))
+        if not fresh and time.monotonic() - self.calls_read_at < CALLS_EVERY:
+            return
+        self.calls_seen = None
         if calls is None or self.mem.obs is None or not self.mem.obs.reachable:
             return
+        self.calls_read_at = time.monotonic()
         try:
             res = self.ex.run_shell(self.me, calls.active, calls.timeout, "active calls")
             if res.exit_code != 0:
