@@ -15,15 +15,24 @@ install: $(APT_STAMP) $(STAMP)
 
 # System packages: Debian's ZooKeeper (jars only; never `zookeeperd`, which
 # auto-starts a server on 2181), OpenSSH server (the lab runs its own sshd
-# processes), iproute2/iptables (network-namespace partitions).
-$(APT_STAMP):
+# processes), iproute2/iptables (network-namespace partitions). The
+# monitoring tools the tests run as an operator would: promtool (Debian's
+# `prometheus`; its server is stopped and disabled where systemd would start
+# it) and check_http / check_curl (monitoring-plugins-basic / -standard;
+# check_curl's libraries are only Recommends of the latter: named here);
+# chromium + chromium-driver (the status page and the drill report are
+# rendered in a real headless browser).
+$(APT_STAMP): Makefile  # a package added here is installed on the next `make install`
 	@missing=""; \
-	for p in zookeeper openssh-server iproute2 iptables default-jre-headless; do \
+	for p in zookeeper openssh-server iproute2 iptables default-jre-headless \
+	         prometheus monitoring-plugins-basic monitoring-plugins-standard liburiparser1 libcurl4 \
+	         chromium chromium-driver; do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  if [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi; \
 	fi
 	@mkdir -p $(VENV) && touch $@
 

@@ -5,10 +5,13 @@ Exit 0 OK, 1 WARNING (standby ineligible, board down, paused, capacity below
 --warn), 2 CRITICAL (no primary, two primaries, the primary's CTI or IVR down,
 an agent says no automatic action will happen (its `way_out`: what a person
 must do), capacity below --crit), 3 UNKNOWN (no data). One status line with
-perfdata.
+perfdata that follows the Monitoring Plugins guidelines
+('label'=value[UOM];[warn];[crit];[min];[max], thresholds in their range format).
 """
 
 from __future__ import annotations
+
+import re
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -44,7 +47,7 @@ def verdict(v: dict, warn: int | None = None, crit: int | None = None) -> tuple[
     # command that does (several agents may say the same thing: once, naming them).
     stuck: dict[str, list[str]] = {}
     for n, i in ipcs.items():
-        text = " ".join(str(i.get("way_out") or "").split()).replace("|", "/")  # '|' starts perfdata
+        text = " ".join(str(i.get("way_out") or "").split())
         if text:
             stuck.setdefault(text, []).append(n)
     for text, names in stuck.items():
@@ -67,16 +70,56 @@ def verdict(v: dict, warn: int | None = None, crit: int | None = None) -> tuple[
     unmonitored = sorted(n for n, i in ipcs.items() if i.get("line") == "unmonitored")
     if unmonitored:  # said, never a warning: the inventory has no line_check
         what += f" (line not monitored on {', '.join(unmonitored)})"
-    perf = (
-        f"epoch={v.get('epoch') or 0} ivr_capacity={ivr};{warn if warn is not None else ''};"
-        f"{crit if crit is not None else ''};0 agent_capacity={int(cap.get('max_agent') or 0)} "
-        f"fax_capacity={int(cap.get('fax') or 0)}"
-    )
     calls = v.get("calls")
-    if calls:  # the primary's calls in progress, and the line channels left beside them
-        perf += f" active_calls={calls['active']} channels_free={calls['channels_free']}"
+    if calls:  # the primary's calls in progress (inventory `calls`)
         what += f" ({calls['active']} calls active" + (", BUSIED OUT: draining)" if calls.get("busy_out") else ")")
-    return code, f"FAILOVER {NAMES[code]} - cluster {v.get('cluster')}: {what} | {perf}"
+    text = f"cluster {v.get('cluster')}: {what}".replace("|", "/")  # '|' starts the perfdata
+    return code, f"FAILOVER {NAMES[code]} - {text} | {_perf(v, warn, crit)}"
+
+
+def _perf(v: dict, warn: int | None, crit: int | None) -> str:
+    cap = v.get("capacity") or {}
+    # --warn/--crit alert when capacity is *below* them: the guidelines' range
+    # "N:" (inside N..inf is fine), not a bare N (which means "above N").
+    return " ".join(
+        [
+            perfdata("epoch", int(v.get("epoch") or 0)),
+            perfdata("ivr_capacity", int(cap.get("max_ivr") or 0), warn=_below(warn), crit=_below(crit), min_=0),
+            perfdata("agent_capacity", int(cap.get("max_agent") or 0), min_=0),
+            perfdata("fax_capacity", int(cap.get("fax") or 0), min_=0),
+            *_calls_perf(v.get("calls")),
+        ]
+    )
+
+
+def _calls_perf(calls: dict | None) -> list[str]:
+    """The primary's calls in progress, and the line channels left beside them."""
+    if not calls:
+        return []
+    return [
+        perfdata("active_calls", calls["active"], min_=0),
+        perfdata("channels_free", calls["channels_free"], min_=0),
+    ]
+
+
+def _below(n: int | None) -> str:
+    return "" if n is None else f"{n}:"
+
+
+_PLAIN_LABEL = re.compile(r"^[A-Za-z0-9_.\-/]+$")
+
+
+def perfdata(label: str, value: float, uom: str = "", warn: str = "", crit: str = "", min_: float | None = None) -> str:
+    """One 'label'=value[UOM];[warn];[crit];[min];[max] item: the label quoted
+    when it is not plain (its own ' and = are not allowed), empty trailing
+    fields dropped."""
+    name = label.replace("'", "").replace("=", "_")
+    if not _PLAIN_LABEL.match(name):
+        name = f"'{name}'"
+    fields = [f"{value:g}{uom}", warn, crit, "" if min_ is None else f"{min_:g}"]
+    while len(fields) > 1 and fields[-1] == "":
+        fields.pop()
+    return f"{name}={';'.join(fields)}"
 
 
 def unknown(why: str) -> tuple[int, str]:

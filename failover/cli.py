@@ -396,38 +396,12 @@ def failover_cmd(
     c = _cluster(inventory_path, cluster_name)
     who = ops.operator_name(operator)
     try:
-        if to not in [i.name for i in c.ipcs]:
-            raise oncall.Fail(EXIT_USAGE, f"no IPC named {to!r} in cluster {c.name}")
-        old = c.peer(to).name
-        if confirm_dead is not None:
-            if confirm_dead != old:
-                raise oncall.Fail(
-                    EXIT_USAGE,
-                    f"--confirm-dead {confirm_dead!r}: it must name the other IPC of cluster {c.name}, "
-                    f"the one failing over to {to}: --confirm-dead {old}; nothing was done",
-                )
-            if not reason.strip():
-                raise oncall.Fail(
-                    EXIT_USAGE,
-                    f"--confirm-dead needs --reason: who checked that {old} is powered off, and how "
-                    "(recorded in the history); nothing was done",
-                )
+        old = oncall.failover_args(c, to, confirm_dead, reason)
         with oncall.connected(c) as s:
             v = oncall.read_view(c, s)
             oncall.preflight_failover(c, v, to, confirm_dead, force)
-            if confirm_dead:
-                click.echo(f"Manual failover of cluster {c.name}: {old} (confirmed powered off by {who}) -> {to}")
-                gate = f"only once {old} is proven stopped: verified over SSH, its fence device, or your word"
-            else:
-                click.echo(
-                    f"Manual failover of cluster {c.name}: {old} (dead) -> {to}; {to}'s agent fences {old} first."
-                )
-                gate = ""
-            for line in oncall.plan_text(c, v, old, to, switchover=False, gate=gate):
+            for line in oncall.failover_preview(c, v, old, to, confirm_dead, who):
                 click.echo(line)
-            if confirm_dead:  # last, right above the question
-                for line in oncall.confirm_dead_text(v, old, to, who):
-                    click.echo(line)
             question = (
                 f"Do you confirm that {old} is powered off, and make {to} primary?" if confirm_dead else "Proceed?"
             )
@@ -645,7 +619,14 @@ def drill_run(
     """Run a drill runbook against the cluster (validated completely first)."""
     from failover import drills
     from failover import runbook as rb_mod
+    from failover.drill_window import Window
 
+    if window is not None:
+        try:
+            Window.parse(window)
+        except ValueError as e:
+            click.echo(f"--window: {e}; nothing was run", err=True)
+            sys.exit(EXIT_USAGE)
     inv = load_inventory(inventory_path)
     try:
         rb0 = rb_mod.load(runbook_file)

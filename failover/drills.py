@@ -7,86 +7,33 @@ step, safety interlocks, dry run, resume, and a report with an SVG timeline.
 
 from __future__ import annotations
 
-import html
-import json
 import select
 import sys
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from failover import drill_audit, drill_report, oncall, ops, zkstore
 from failover import executor as exe
-from failover import oncall, ops, zkstore
+from failover.drill_hostops import HostOps
+from failover.drill_report import StepResult
+from failover.drill_timeline import Timeline
+from failover.drill_window import Window as DrillWindow
 from failover.inventory import Cluster
-from failover.layouts import APP_SERVICES, SERVICES
-from failover.rules import Role, State, Topology
+from failover.layouts import SERVICES
+from failover.platforms import UnsafeArgument
+from failover.rules import State, Topology
 from failover.runbook import Runbook, Step
 
 Echo = Callable[[str], None]
 SETTLE_S = 10.0  # a fresh drill waits this long for a passing unhealthy state (a handover) before refusing
 REPAIRS = ("line-clear", "unhang", "sshd-up", "reachable")  # injections that undo a fault
-ROLE_CHANGES = ("failover", "takeover", "switchover", "manual-failover", "board-down", "standby-fault")
 
 
 class DrillRefused(Exception):
     pass
-
-
-@dataclass
-class StepResult:
-    n: int
-    title: str
-    action: str
-    status: str = "not run"  # ok | failed | skipped | not run
-    detail: str = ""
-    started: float = 0.0
-    duration: float = 0.0
-    audits: list[dict] = field(default_factory=list)
-    commands: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Sample:
-    t: float
-    ipc: str
-    states: dict[str, str]
-
-
-class Timeline:
-    """Every service's state on each IPC, sampled over SSH during the drill."""
-
-    def __init__(self, cluster: Cluster, interval: float = 0.3) -> None:
-        self.cluster = cluster
-        self.interval = interval
-        self.samples: list[Sample] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._ex = exe.Executor(cluster, exe.RetryPolicy(attempts=1, total_seconds=1))
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True, name="drill-timeline")
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(5)
-        self._ex.close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for i in self.cluster.ipcs:
-                try:
-                    st = self._ex.status_fast(i.name)
-                    states = {s: v.value for s, v in st.states.items()}
-                except exe.ExecError:
-                    states = {s: "UNKNOWN" for s in self.cluster.services}
-                self.samples.append(Sample(time.time(), i.name, states))
-            self._stop.wait(self.interval)
 
 
 class Drill:
@@ -103,12 +50,14 @@ class Drill:
         operator: str | None = None,
         out_dir: Path = Path("drill-reports"),
         echo: Echo = print,
+        clock: Callable[[], datetime] = datetime.now,
     ) -> None:
         self.c, self.rb, self.path = cluster, runbook, runbook_path
         self.dry_run, self.yes, self.window = dry_run, yes, window
         self.operator = ops.operator_name(operator)
         self.out_dir = out_dir
         self.echo = echo
+        self.clock = clock  # local wall time, for the drill window (injected by tests)
         self.topo = Topology.from_cluster(cluster)
         self.results: list[StepResult] = []
         self.faults: list[dict] = []
@@ -116,6 +65,7 @@ class Drill:
         self.ex: exe.Executor | None = None
         self.store: zkstore.Store | None = None
         self.t0 = 0.0
+        self.hostops = HostOps(cluster, time.time())
         self.start_epoch = 0
 
     # ----- helpers ------------------------------------------------------------
@@ -159,14 +109,7 @@ class Drill:
 
     # ----- interlocks ------------------------------------------------------------
     def preflight(self) -> None:
-        win = self.window or (f"{self.rb.window.start}-{self.rb.window.end}" if self.rb.window else None)
-        if not win:
-            raise DrillRefused("no drill window declared (runbook `window:` or --window HH:MM-HH:MM)")
-        start, _, end = win.partition("-")
-        now = datetime.now().strftime("%H:%M")
-        inside = start <= now < end if start <= end else (now >= start or now < end)
-        if not inside:
-            raise DrillRefused(f"outside the drill window {win} (now {now})")
+        self._check_window()
         if not self.c.drills_allowed and not self.yes:
             raise DrillRefused(
                 f"cluster {self.c.name} is not marked for drills (drills_allowed: false); confirm with --yes"
@@ -193,6 +136,22 @@ class Drill:
         if problems:
             raise DrillRefused("the cluster is not healthy: " + "; ".join(problems))
 
+    def _check_window(self) -> None:
+        text = self.window or (f"{self.rb.window.start}-{self.rb.window.end}" if self.rb.window else None)
+        if not text:
+            raise DrillRefused("no drill window declared (runbook `window:` or --window HH:MM-HH:MM)")
+        try:
+            win = DrillWindow.parse(text)
+        except ValueError as e:
+            raise DrillRefused(str(e)) from None
+        now = self.clock()
+        if self.dry_run:
+            # A preview changes nothing: it runs at any hour (people prepare
+            # Sunday's drill on Friday) and says when the real run may start.
+            self.echo(win.describe(now))
+        elif not win.contains(now):
+            raise DrillRefused(f"outside the drill window {win} (now {now:%H:%M}); {win.describe(now)}")
+
     def _health_problems(self) -> list[str]:
         v = oncall.read_view(self.c, self.store)  # type: ignore[arg-type]
         p = v["primary"]
@@ -211,13 +170,26 @@ class Drill:
     # ----- run -------------------------------------------------------------------
     def run(self) -> dict:
         self.t0 = time.time()
-        timeline = None
+        self.hostops = HostOps(self.c, self.t0)
         ctx = oncall.connected(self.c) if not self.dry_run else None
+        if ctx is not None:
+            self.store = ctx.__enter__()
+            self.ex = exe.Executor(self.c)
+        # Refused (or interrupted) here: nothing was done, so nothing is cleaned
+        # up or recorded (a cleanup `resume` must not lift somebody else's pause).
         try:
-            if ctx is not None:
-                self.store = ctx.__enter__()
-                self.ex = exe.Executor(self.c)
             self.preflight()
+        except KeyboardInterrupt:
+            self._close(ctx)
+            raise DrillRefused("interrupted before the first step; nothing was done") from None
+        except BaseException:
+            self._close(ctx)
+            raise
+        return self._run_drill(ctx)
+
+    def _run_drill(self, ctx: Any) -> dict:
+        timeline = None
+        try:
             if not self.dry_run:
                 self.start_epoch = int(self.record().get("epoch", 0))
                 timeline = Timeline(self.c)
@@ -228,7 +200,9 @@ class Drill:
                 self._run_steps(self.rb.rollback, "rollback", 1, always=True)
         except KeyboardInterrupt:
             self.echo("interrupted: aborting the drill, running cleanup")
-            self.results.append(StepResult(0, "interrupted (Ctrl-C)", "abort", "failed", "interrupted by the operator"))
+            self.results.append(
+                StepResult(0, "interrupted (Ctrl-C)", "abort", "failed", "interrupted by the operator", label="-")
+            )
         finally:
             try:
                 if self.rb.cleanup:
@@ -237,28 +211,36 @@ class Drill:
                 if timeline is not None:
                     timeline.stop()
                 report = self._report(timeline)
-                if self.store is not None and not self.dry_run:
-                    self.store.add_history(
-                        {
-                            "kind": "drill",
-                            "who": self.operator,
-                            "why": f"runbook {self.rb.name}",
-                            "outcome": report["outcome"],
-                            "report": report.get("files", {}).get("md"),
-                            "epoch": self.record().get("epoch"),
-                        }
-                    )
-                if self.ex is not None:
-                    self.ex.close()
-                if ctx is not None:
-                    ctx.__exit__(None, None, None)
+                self._record(report)
+                self._close(ctx)
         return report
+
+    def _record(self, report: dict) -> None:
+        if self.store is None or self.dry_run:
+            return
+        self.store.add_history(
+            {
+                "kind": "drill",
+                "who": self.operator,
+                "why": f"runbook {self.rb.name}",
+                "outcome": report["outcome"],
+                "report": report.get("files", {}).get("md"),
+                "epoch": self.record().get("epoch"),
+            }
+        )
+
+    def _close(self, ctx: Any) -> None:
+        if self.ex is not None:
+            self.ex.close()
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
 
     def _run_steps(self, steps: list[Step], section: str, start: int, always: bool = False) -> bool:
         failed = False
         for n, st in enumerate(steps, 1):
             title = st.title(n) if section == "steps" else f"{section} {n}: {st.title(n)}"
-            r = StepResult(n if section == "steps" else -n, title, st.action)
+            label = str(n) if section == "steps" else f"{section} {n}"
+            r = StepResult(n if section == "steps" else -n, title, st.action, label=label)
             self.results.append(r)
             if section == "steps" and n < start:
                 r.status, r.detail = "skipped", f"resumed from step {start}"
@@ -276,7 +258,15 @@ class Drill:
                     continue
                 r.detail = self.do(st) or "ok"
                 r.status = "ok"
-            except (exe.ExecError, zkstore.ZkUnavailable, oncall.Fail, ops.Refused, DrillRefused, AssertionError) as e:
+            except (
+                exe.ExecError,
+                zkstore.ZkUnavailable,
+                oncall.Fail,
+                ops.Refused,
+                DrillRefused,
+                AssertionError,
+                UnsafeArgument,
+            ) as e:
                 r.status, r.detail = "failed", str(e)
             r.duration = time.time() - r.started
             if not self.dry_run:
@@ -313,6 +303,11 @@ class Drill:
             return [f"failover rejoin {self.resolve(st.rejoin.ipc)}"]
         if st.restore is not None:
             return [f"restore faults on {st.restore.ipc}"]
+        if st.config is not None:
+            ipc = self.resolve(st.config.ipc)
+            return [f"{ipc}: {cmd}" for cmd in self.hostops.config_commands(ipc, st.config)]
+        if st.service is not None:
+            return self.hostops.service_commands(self.resolve(st.service.ipc), st.service)
         return []
 
     def _fault_command(self, ipc: str, fault: str, service: str | None, seconds: float) -> str:
@@ -335,14 +330,7 @@ class Drill:
         if st.inject is not None:
             return self._inject(st)
         if st.restore is not None:
-            targets = [i.name for i in self.c.ipcs] if st.restore.ipc == "all" else [self.resolve(st.restore.ipc)]
-            lab = self._lab()
-            for t in targets:
-                if lab is not None:
-                    lab.fault(t, "restore")
-                elif self.c.ipc(t).faults.get("restore"):
-                    self.ex.run_shell(t, self.c.ipc(t).faults["restore"], 60, "restore", check=True)
-            return f"faults restored on {', '.join(targets)}"
+            return self._restore(st.restore.ipc)
         if st.expect is not None:
             return self._expect(st)
         if st.check is not None:
@@ -383,6 +371,10 @@ class Drill:
         if st.wait is not None:
             time.sleep(st.wait)
             return f"waited {st.wait:g} s"
+        if st.config is not None:
+            return self.hostops.config(self.ex, self.resolve(st.config.ipc), st.config)
+        if st.service is not None:
+            return self.hostops.service(self.ex, self.resolve(st.service.ipc), st.service)
         if st.run is not None:
             ipc = self.resolve(st.run.ipc)
             res = self.ex.run_shell(ipc, st.run.command, st.run.timeout, "run", check=True)
@@ -393,6 +385,17 @@ class Drill:
                 )
             return f"ran on {ipc} ({res.duration:.1f} s)"
         raise AssertionError(f"unknown action {st.action}")
+
+    def _restore(self, ref: str) -> str:
+        assert self.ex is not None
+        targets = [i.name for i in self.c.ipcs] if ref == "all" else [self.resolve(ref)]
+        lab = self._lab()
+        for t in targets:
+            if lab is not None:
+                lab.fault(t, "restore")
+            elif self.c.ipc(t).faults.get("restore"):
+                self.ex.run_shell(t, self.c.ipc(t).faults["restore"], 60, "restore", check=True)
+        return f"faults restored on {', '.join(targets)}"
 
     def _inject(self, st: Step) -> str:
         assert st.inject is not None and self.ex is not None
@@ -460,16 +463,7 @@ class Drill:
         return "as expected"
 
     def _wait(self, pred: Callable[[], bool], within: float, what: str, why: Callable[[], str] | None = None) -> None:
-        deadline = time.monotonic() + within
-        while True:
-            try:
-                if pred():
-                    return
-            except zkstore.ZkUnavailable:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} not met within {within:g} s" + (f": {why()}" if why else ""))
-            time.sleep(0.2)
+        drill_audit.wait(pred, within, what, why)
 
     def _request(self, kind: str, to: str, reason: str, follow_s: float = 120, **kw: Any) -> str:
         assert self.store is not None
@@ -495,272 +489,37 @@ class Drill:
             raise AssertionError("not confirmed")
         return "confirmed"
 
-    # ----- audits (Pacemaker CTS style) -------------------------------------------------
+    # ----- audits ---------------------------------------------------------------------
     def audit(self, settled: bool) -> list[dict]:
         assert self.ex is not None and self.store is not None
-        out = []
-        states: dict[str, dict[str, State]] = {}
-        for i in self.c.ipcs:
-            try:
-                states[i.name] = self.ex.status_all(i.name).states
-            except exe.ExecError as e:
-                out.append({"audit": f"status of {i.name}", "ok": not settled, "detail": str(e)})
-        app = [n for n, st in states.items() if any(st.get(s) is not State.STOPPED for s in APP_SERVICES)]
-        both = [n for n, st in states.items() if all(st.get(s) is State.RUNNING for s in APP_SERVICES)]
-        out.append(
-            {
-                "audit": "no service active on two IPCs",
-                "ok": len(both) <= 1 and len(app) <= 1,
-                "detail": f"CTI/IVR active on {', '.join(app) or 'none'}",
-            }
-        )
-        if not settled:
-            return out
-        try:
-            self._wait(lambda: self._one_primary(), 20, "one primary")
-            out.append(
-                {"audit": "exactly one primary", "ok": True, "detail": f"primary {self.record().get('primary')}"}
-            )
-        except AssertionError as e:
-            out.append({"audit": "exactly one primary", "ok": False, "detail": str(e)})
-        if self.store.pause() is not None:
-            # Maintenance mode: layouts may deviate on purpose (a service being
-            # reconfigured); the safety audits above still apply.
-            out.append(
-                {
-                    "audit": "every IPC's layout matches its role",
-                    "ok": True,
-                    "detail": "not checked while paused (maintenance)",
-                }
-            )
-            return out
-        try:
-            self._wait(lambda: not self._layout_mismatch(), 20, "layouts", self._layout_mismatch)
-            out.append({"audit": "every IPC's layout matches its role", "ok": True, "detail": "ok"})
-        except AssertionError as e:
-            out.append({"audit": "every IPC's layout matches its role", "ok": False, "detail": str(e)})
-        return out
-
-    def _one_primary(self) -> bool:
-        assert self.store is not None
-        rec = self.record()
-        leader = self.store.leader()
-        return bool(rec.get("primary") and leader and leader[0].get("ipc") == rec.get("primary"))
-
-    def _layout_mismatch(self) -> str:
-        assert self.ex is not None
-        rec = self.record()
-        bad = []
-        for i in self.c.ipcs:
-            role = Role(rec.get("roles", {}).get(i.name, "standby"))
-            want = self.topo.expected(i.name, role, i.name in rec.get("board_down", []))
-            st = self.ex.status_fast(i.name).states
-            up = {s for s, v in st.items() if v is State.RUNNING}
-            if up != set(want):
-                bad.append(f"{i.name} ({role.value}): running {sorted(up)}, expected {sorted(want)}")
-        return "; ".join(bad)
+        return drill_audit.Audits(self.c, self.topo, self.ex, self.store, self._wait).run(settled)
 
     # ----- report --------------------------------------------------------------------
-    def _fault_metrics(self, timeline: Timeline | None) -> list[dict]:
-        if self.store is None:
-            return []
-        hist = self.store.history(200)
-        out = []
-        samples = timeline.samples if timeline else []
-        for n, f in enumerate(self.faults):
-            t = f["at"]
-            t_next = self.faults[n + 1]["at"] if n + 1 < len(self.faults) else float("inf")
-            change = next((h for h in hist if h.get("kind") in ROLE_CHANGES and t <= h.get("when", 0) < t_next), None)
-            detect = None
-            if change is not None:
-                detect = change.get("detection_s")
-                if detect is None:
-                    detect = round(change["when"] - t, 3)
-            serving_times = sorted({s.t for s in samples if t <= s.t < t_next})
-            down_after = [x for x in serving_times if not self._serving_at(samples, x)]
-            served_again = None
-            if down_after:
-                later = [x for x in serving_times if x > down_after[0] and self._serving_at(samples, x)]
-                served_again = round(later[0] - t, 3) if later else None
-            elif serving_times:
-                served_again = 0.0
-            normal = next(
-                (
-                    r.started + r.duration
-                    for r in self.results
-                    if r.action == "expect"
-                    and r.status == "ok"
-                    and t < r.started < t_next
-                    and r.n > 0
-                    and self._is_home_expect(r.n)
-                ),
-                None,
-            )
-            out.append(
-                {
-                    **f,
-                    "time_to_detect_s": detect,
-                    "calls_served_again_s": served_again,
-                    "back_to_normal_s": round(normal - t, 3) if normal else None,
-                    "reaction": change.get("kind") if change else "none",
-                }
-            )
-        return out
-
     def _is_home_expect(self, n: int) -> bool:
         st = self.rb.steps[n - 1]
         # the normal layout: the preferred primary serving and an eligible standby
         return bool(st.expect and st.expect.primary == "home-primary" and st.expect.standby_eligible)
 
-    @staticmethod
-    def _serving_at(samples: list[Sample], t: float) -> bool:
-        at = [s for s in samples if abs(s.t - t) < 0.25]
-        return any(all(s.states.get(x) == "RUNNING" for x in APP_SERVICES) for s in at)
-
     def _report(self, timeline: Timeline | None) -> dict:
-        failed = [r for r in self.results if r.status == "failed"]
-        outcome = "dry-run" if self.dry_run else ("failed" if failed else "passed")
-        first_failed = next((r.n for r in self.results if r.status == "failed" and r.n > 0), None)
-        report: dict[str, Any] = {
-            "runbook": self.rb.name,
-            "file": self.path,
-            "cluster": self.c.name,
-            "operator": self.operator,
-            "started": self.t0,
-            "duration_s": round(time.time() - self.t0, 2),
-            "outcome": outcome,
-            "failed_step": first_failed,
-            "steps": [
-                {
-                    "n": r.n,
-                    "title": r.title,
-                    "action": r.action,
-                    "status": r.status,
-                    "detail": r.detail,
-                    "duration_s": round(r.duration, 3),
-                    "audits": r.audits,
-                    "commands": r.commands,
-                }
-                for r in self.results
-            ],
-            "faults": self._fault_metrics(timeline) if not self.dry_run else [],
-        }
+        samples = timeline.samples if timeline else []
+        faults = []
+        if not self.dry_run and self.store is not None:
+            hist = self.store.history(200)
+            faults = drill_report.fault_metrics(self.faults, hist, samples, self.results, self._is_home_expect)
+        report = drill_report.build(
+            runbook=self.rb.name,
+            path=self.path,
+            cluster=self.c.name,
+            operator=self.operator,
+            t0=self.t0,
+            dry_run=self.dry_run,
+            results=self.results,
+            faults=faults,
+        )
         if self.dry_run:
             return report
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        stem = self.out_dir / f"{datetime.fromtimestamp(self.t0).strftime('%Y%m%d-%H%M%S')}-{self.rb.name}"
-        svg = timeline_svg(timeline.samples if timeline else [], self.results, self.t0, self.c)
-        files = {
-            "json": str(stem) + ".json",
-            "md": str(stem) + ".md",
-            "html": str(stem) + ".html",
-            "svg": str(stem) + ".svg",
-        }
-        report["files"] = files
-        Path(files["svg"]).write_text(svg)
-        Path(files["json"]).write_text(json.dumps(report, indent=1, default=str) + "\n")
-        Path(files["md"]).write_text(markdown(report))
-        Path(files["html"]).write_text(html_report(report, svg))
+        ipcs = [i.name for i in self.c.ipcs]
+        services = [s for s in SERVICES if s in self.c.services]
+        data = drill_report.timeline_data(ipcs, services, samples, report)
+        drill_report.write(report, self.out_dir, data)
         return report
-
-
-# ----- rendering ---------------------------------------------------------------------
-def markdown(r: dict) -> str:
-    lines = [
-        f"# Drill `{r['runbook']}` on cluster {r['cluster']}: **{r['outcome'].upper()}**",
-        "",
-        f"- started {datetime.fromtimestamp(r['started']).isoformat(timespec='seconds')} by {r['operator']}, "
-        f"{r['duration_s']:.0f} s",
-        f"- runbook: {r['file']}",
-        "",
-    ]
-    if r["failed_step"]:
-        lines += [
-            f"Stopped at step {r['failed_step']}: resume with `failover drill run {r['file']} --from "
-            f"{r['failed_step']}`.",
-            "",
-        ]
-    lines += ["## Steps", "", "| # | step | result | duration | detail |", "|---|---|---|---|---|"]
-    for s in r["steps"]:
-        audits = "; ".join(f"{a['audit']}: {'ok' if a['ok'] else 'FAILED'}" for a in s["audits"] if not a["ok"])
-        detail = (s["detail"] + (f" (audit: {audits})" if audits else "")).replace("|", "/")
-        lines.append(f"| {s['n']} | {s['title']} | {s['status']} | {s['duration_s']:.1f} s | {detail} |")
-    lines += [
-        "",
-        "## Faults",
-        "",
-        "| fault | on | reaction | detected in | calls served again after | back to normal after |",
-        "|---|---|---|---|---|---|",
-    ]
-    for f in r["faults"]:
-
-        def fmt(x: float | None) -> str:
-            return "-" if x is None else f"{x:.2f} s"
-
-        lines.append(
-            f"| {f['fault']} {f.get('service') or ''} | {f['ipc']} | {f['reaction']} | "
-            f"{fmt(f['time_to_detect_s'])} | {fmt(f['calls_served_again_s'])} | "
-            f"{fmt(f['back_to_normal_s'])} |"
-        )
-    audits = [a for s in r["steps"] for a in s["audits"]]
-    lines += [
-        "",
-        f"## Audits: {sum(a['ok'] for a in audits)} passed, {sum(not a['ok'] for a in audits)} failed",
-        "",
-        "Timeline: see the `.svg` / `.html` next to this file.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-COLORS = {
-    "RUNNING": "#2e9d4a",
-    "STOPPED": "#d9d9d9",
-    "START_PENDING": "#f0b429",
-    "STOP_PENDING": "#f0b429",
-    "UNKNOWN": "#c0392b",
-}
-
-
-def timeline_svg(samples: list[Sample], results: list[StepResult], t0: float, c: Cluster) -> str:
-    rows = [(i.name, s) for i in c.ipcs for s in SERVICES if s in c.services]
-    end = max([s.t for s in samples] + [r.started + r.duration for r in results if r.started] + [t0 + 1])
-    span = max(end - t0, 1.0)
-    left, width, row_h = 170, 900, 16
-    height = 40 + row_h * len(rows) + 30
-    x = lambda t: left + (t - t0) / span * width  # noqa: E731
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 20}" height="{height}" '
-        'font-family="sans-serif" font-size="11">',
-        f'<text x="10" y="16" font-size="13">Services per IPC during the drill ({span:.0f} s); '
-        "green running, grey stopped, amber changing, red unknown</text>",
-    ]
-    for k, (ipc, svc) in enumerate(rows):
-        y = 30 + k * row_h
-        out.append(f'<text x="10" y="{y + 11}">{html.escape(ipc)} {html.escape(svc)}</text>')
-        mine = [s for s in samples if s.ipc == ipc]
-        for a, b in zip(mine, [*mine[1:], None], strict=False):
-            t_end = b.t if b else end
-            color = COLORS.get(a.states.get(svc, "UNKNOWN"), "#c0392b")
-            out.append(
-                f'<rect x="{x(a.t):.1f}" y="{y}" width="{max(0.5, x(t_end) - x(a.t)):.1f}" '
-                f'height="{row_h - 3}" fill="{color}"/>'
-            )
-    for r in results:
-        if r.started and r.n > 0:
-            out.append(
-                f'<line x1="{x(r.started):.1f}" x2="{x(r.started):.1f}" y1="26" y2="{height - 25}" '
-                f'stroke="{"#c0392b" if r.status == "failed" else "#34495e"}" stroke-dasharray="3,3"/>'
-            )
-            out.append(f'<text x="{x(r.started) + 2:.1f}" y="{height - 12}" font-size="9">{r.n}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
-
-
-def html_report(r: dict, svg: str) -> str:
-    md = html.escape(markdown(r))
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>Drill {html.escape(r['runbook'])}</title>"
-        f"</head><body><h1>Drill {html.escape(r['runbook'])}: {r['outcome'].upper()}</h1>{svg}"
-        f"<pre>{md}</pre></body></html>\n"
-    )

@@ -25,9 +25,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
@@ -40,105 +39,32 @@ from tenacity import (
 )
 
 from failover import platforms
+from failover.exec_types import (  # re-exported: the executor's public types
+    AccessDenied,
+    AuthFailed,
+    CommandFailed,
+    CommandTimedOut,
+    ConfigError,
+    ExecError,
+    HostKeyChanged,
+    HostKeyUnknown,
+    HostStatus,
+    OutcomeUnknown,
+    PlanReport,
+    Progress,
+    Result,
+    RetryPolicy,
+    StepResult,
+    Unreachable,
+    _short,
+)
 from failover.inventory import Cluster, Ipc
-from failover.layouts import APP_SERVICES, LABELS
-from failover.rules import Stage, State, Step
+from failover.plan_runner import PlanRunner
+from failover.rules import State
+from failover.service_ops import ServiceOps
 
 log = logging.getLogger("failover.executor")
-KILL_GRACE = 5.0  # after the platform's kill, how long the service may take to show STOPPED
-# How long a start/stop may hold the long-lived session (Windows) before its
-# outcome counts as unknown and the session is replaced: sc.exe answers at once,
-# except for a hung service (1053 only after the SCM's control timeout).
-SESSION_CONTROL_WAIT = 3.0
 SESSION_RETRY_AFTER = 30.0  # after a session failed to start, exec channels only for this long
-
-
-class _Backoff:
-    """Tight polling for state changes: most starts and stops finish within
-    tens of milliseconds of the command, a few take seconds. Every `first`
-    seconds for the first `tight` seconds (a poll through a long-lived session
-    costs a few ms: doubling from the start cost up to 80 ms per step after a
-    100 ms transition), then doubling up to `cap`."""
-
-    def __init__(self, first: float = 0.02, cap: float = 0.25, tight: float = 0.5) -> None:
-        self.delay, self.cap = first, cap
-        self.until = time.monotonic() + tight
-
-    def sleep(self) -> None:
-        time.sleep(self.delay)
-        if time.monotonic() >= self.until:
-            self.delay = min(self.cap, self.delay * 2)
-
-
-# ---------------------------------------------------------------------------
-# Errors
-# ---------------------------------------------------------------------------
-
-
-class ExecError(Exception):
-    """Base: every error names the host and the action."""
-
-    def __init__(self, host: str, action: str, detail: str) -> None:
-        super().__init__(f"{host}: {action}: {detail}")
-        self.host, self.action, self.detail = host, action, detail
-
-
-class Unreachable(ExecError):
-    """Could not connect (refused, timed out, connection dropped before the
-    command was sent). Transient: retried."""
-
-
-class AuthFailed(ExecError):
-    pass
-
-
-class HostKeyUnknown(ExecError):
-    pass
-
-
-class HostKeyChanged(ExecError):
-    pass
-
-
-class ConfigError(ExecError):
-    """The inventory names something the host does not have (sc.exe 1060), or
-    an argument that cannot be quoted safely."""
-
-
-class AccessDenied(ExecError):
-    pass
-
-
-class CommandFailed(ExecError):
-    def __init__(self, host: str, action: str, detail: str, result: Result | None = None) -> None:
-        super().__init__(host, action, detail)
-        self.result = result
-
-
-class CommandTimedOut(ExecError):
-    pass
-
-
-class OutcomeUnknown(ExecError):
-    """The connection broke after the command was sent: it may or may not have run."""
-
-
-@dataclass(frozen=True)
-class Result:
-    host: str
-    command: str
-    exit_code: int
-    stdout: str
-    stderr: str
-    duration: float
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 4
-    total_seconds: float = 15.0
-    initial_backoff: float = 0.2
-    max_backoff: float = 2.0
 
 
 # ---------------------------------------------------------------------------
@@ -291,65 +217,7 @@ class Connection:
                 raise Unreachable(self.name, action, f"cannot open a channel: {e2}") from None
 
 
-# ---------------------------------------------------------------------------
-# Status, probes, results
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HostStatus:
-    host: str
-    states: dict[str, State]
-    line: str
-    duration: float
-    healthy: dict[str, bool | None] = field(default_factory=dict)  # probe results
-
-
-@dataclass
-class StepResult:
-    step: Step
-    status: str  # done | failed | unknown | not run
-    detail: str = ""
-    duration: float = 0.0
-
-    def line(self) -> str:
-        what = f"{self.step.op} {LABELS.get(self.step.service, self.step.service)} on {self.step.host}"
-        dur = f" {self.duration:.1f} s" if self.status != "not run" else ""
-        return f"{what}: {self.status}{dur}" + (f" ({self.detail})" if self.detail else "")
-
-
-@dataclass
-class PlanReport:
-    results: list[StepResult]
-    blocked: str = ""  # why the plan stopped early, if it did
-
-    @property
-    def ok(self) -> bool:
-        return all(r.status == "done" for r in self.results) and not self.blocked
-
-    def by_status(self, status: str) -> list[StepResult]:
-        return [r for r in self.results if r.status == status]
-
-    def summary(self) -> str:
-        if self.ok:
-            return f"plan done: {len(self.results)} step(s)"
-        parts = [
-            f"{s}: " + "; ".join(r.line() for r in self.by_status(s))
-            for s in ("done", "failed", "unknown", "not run")
-            if self.by_status(s)
-        ]
-        return (f"plan stopped ({self.blocked}). " if self.blocked else "plan stopped. ") + " | ".join(parts)
-
-
-Progress = Callable[[str], None]
-
-
-# ---------------------------------------------------------------------------
-# The executor
-# ---------------------------------------------------------------------------
-
-
-class Executor:
+class Executor(ServiceOps, PlanRunner):
     """Runs commands and service operations on the IPCs of one cluster."""
 
     def __init__(self, cluster: Cluster, retry: RetryPolicy | None = None) -> None:
@@ -619,252 +487,6 @@ class Executor:
             res = self.run(host, cmd, 10, f"status of {service}")
         return plat.parse_state(res.stdout + res.stderr, ref)
 
-    # ----- service operations ---------------------------------------------------
-    def start(self, host: str, service: str) -> str:
-        """Start; return when RUNNING and the probe answers (within start_timeout)."""
-        svc = self.cluster.services[service]
-        action = f"start {service}"
-        deadline = time.monotonic() + svc.start_timeout
-        reading = self._service_command(host, service, "start", deadline)
-        if (
-            reading.outcome is platforms.Outcome.OK
-            and svc.probe is not None
-            and self.platform(host).control_waits(self.refs[service])
-            and self.probe(host, service)
-        ):
-            return f"{service} running"  # the start job is done and the service answers its probe
-        poll = _Backoff()
-        while True:
-            state = self._state_or_unknown(host, service)
-            if state is State.RUNNING:
-                break
-            if state is State.STOPPED and reading.outcome is platforms.Outcome.BUSY:
-                # It was stopping when we asked; now it can take the start.
-                reading = self._service_command(host, service, "start", deadline)
-            elif state is State.STOPPED and self._fails_fast(host, service):
-                raise CommandFailed(host, action, f"{service} stopped again right after starting")
-            if time.monotonic() > deadline:
-                raise CommandFailed(host, action, f"{service} is {state.value}, not RUNNING, at the deadline")
-            poll.sleep()
-        while not self.probe(host, service):
-            if time.monotonic() > deadline:
-                raise CommandFailed(
-                    host,
-                    action,
-                    f"{service} runs but its probe does not answer after {svc.start_timeout:g} s",
-                )
-            poll.sleep()
-        return f"{service} running"
-
-    def stop(self, host: str, service: str) -> str:
-        """Stop; return when STOPPED. A service still not stopped at its
-        stop_timeout is killed where the platform can (taskkill /F /PID on
-        Windows, as operators do by hand), else the stop fails."""
-        svc = self.cluster.services[service]
-        deadline = time.monotonic() + svc.stop_timeout
-        reading = self._service_command(host, service, "stop", deadline)
-        if reading.outcome is platforms.Outcome.OK and self.platform(host).control_waits(self.refs[service]):
-            return f"{service} stopped"  # the stop job is done: no state poll
-        poll = _Backoff()
-        while True:
-            state = self._state_or_unknown(host, service)
-            if state is State.STOPPED:
-                return f"{service} stopped"
-            if state in (State.RUNNING, State.PAUSED) and reading.outcome is platforms.Outcome.BUSY:
-                # It was starting when we asked (1061): ask again now it has settled.
-                reading = self._service_command(host, service, "stop", deadline)
-            if time.monotonic() > deadline:
-                return self._kill(host, service, state, reading)
-            poll.sleep()
-
-    def restart(self, host: str, service: str) -> str:
-        self.stop(host, service)
-        return self.start(host, service)
-
-    def _fails_fast(self, host: str, service: str) -> bool:
-        return self.refs[service].name is not None and self.platform(host).stopped_after_start_is_failure
-
-    def _state_or_unknown(self, host: str, service: str) -> State:
-        try:
-            return self.service_state(host, service)
-        except (OutcomeUnknown, CommandTimedOut):
-            return State.UNKNOWN
-
-    def _service_command(self, host: str, service: str, op: str, deadline: float) -> platforms.Reading:
-        """Send start/stop once and read its result. Never repeated blindly:
-        when the outcome is unknown the caller looks at the service's state."""
-        plat, ref = self.platform(host), self.refs[service]
-        action = f"{op} {service}"
-        timeout = max(1.0, deadline - time.monotonic())
-        try:
-            cmd = plat.start_cmd(ref, timeout) if op == "start" else plat.stop_cmd(ref, timeout)
-        except platforms.UnsafeArgument as e:
-            raise ConfigError(host, action, str(e)) from None
-        try:
-            res = self.run_short(host, cmd, timeout + 5, action, ref, session_wait=SESSION_CONTROL_WAIT)
-        except (OutcomeUnknown, CommandTimedOut) as e:
-            log.warning("%s; checking %s's state before going on", e, service)
-            return platforms.Reading(platforms.Outcome.NO_RESPONSE, e.detail)
-        reading = plat.read_result(op, ref, res.exit_code, res.stdout + res.stderr)
-        if reading.outcome is platforms.Outcome.CONFIG:
-            raise ConfigError(host, action, reading.detail)
-        if reading.outcome is platforms.Outcome.DENIED:
-            raise AccessDenied(host, action, reading.detail)
-        if reading.outcome is platforms.Outcome.FAILED and (op == "start" or plat.kill_cmd(ref, 1) is None):
-            raise CommandFailed(host, action, reading.detail, res)
-        if reading.outcome is not platforms.Outcome.OK:
-            log.info("%s: %s: %s; watching its state", host, action, reading.detail)
-        return reading
-
-    def _kill(self, host: str, service: str, state: State, reading: platforms.Reading) -> str:
-        """The stop timeout has passed and the service is still up: kill its
-        process (the platform's escalation), or fail the stop."""
-        plat, ref = self.platform(host), self.refs[service]
-        svc = self.cluster.services[service]
-        action = f"stop {service}"
-        why = f"{service} is {state.value}, not STOPPED, after its stop timeout of {svc.stop_timeout:g} s"
-        if reading.detail:
-            why += f" ({reading.detail})"
-        pid = None
-        pid_cmd = plat.pid_cmd(ref)
-        if pid_cmd is not None:
-            with contextlib.suppress(ExecError):
-                res = self.run_short(host, pid_cmd, 10, f"PID of {service}", ref)
-                pid = plat.parse_pid(res.stdout)
-        kill = plat.kill_cmd(ref, pid)
-        if kill is None:
-            raise CommandFailed(host, action, why)
-        log.warning("%s: %s: %s; killing it: %s", host, action, why, kill)
-        res = self.run(host, kill, 10, f"kill {service}")
-        deadline = time.monotonic() + KILL_GRACE
-        poll = _Backoff()
-        while (state := self._state_or_unknown(host, service)) is not State.STOPPED:
-            if time.monotonic() > deadline:
-                out = _short(res.stdout + res.stderr)
-                raise CommandFailed(host, action, f"{why}; `{kill}` did not stop it (exit {res.exit_code}: {out})")
-            poll.sleep()
-        return f"{service} killed (`{kill}`) after its stop timeout of {svc.stop_timeout:g} s"
-
-    def do(self, step: Step, guard: Callable[[Step], str] | None = None) -> str:
-        if step.op == "restart":
-            self.stop(step.host, step.service)
-            # The guard holds at the moment a start is sent: re-checked between
-            # a restart's stop and its start (leadership may be gone meanwhile).
-            refused = guard(step) if guard else ""
-            if refused:
-                raise CommandFailed(step.host, f"restart {step.service}", f"stopped; start refused: {refused}")
-            return self.start(step.host, step.service)
-        return {"start": self.start, "stop": self.stop}[step.op](step.host, step.service)
-
-    # ----- plans ------------------------------------------------------------------
-    def fenced(self, host: str) -> tuple[bool, str]:
-        """Verify over SSH that CTI and IVR are stopped on `host` (the same
-        batched status, through the long-lived session where there is one)."""
-        try:
-            st = self.status_fast(host)
-        except ExecError as e:
-            return False, f"cannot verify: {e}"
-        up = [s for s in sorted(APP_SERVICES) if st.states.get(s) is not State.STOPPED]
-        if up:
-            return False, f"{', '.join(up)} not stopped on {host}"
-        return True, f"CTI and IVR verified stopped on {host}"
-
-    def execute(
-        self,
-        plan: Sequence[Stage],
-        progress: Progress | None = None,
-        fence_check: Callable[[str], tuple[bool, str]] | None = None,
-        guard: Callable[[Step], str] | None = None,
-    ) -> PlanReport:
-        """Run a plan. fence_check(old) decides whether a gated stage may start
-        CTI/IVR (default: verify over SSH). guard(step), checked right before
-        each step, returns a reason to refuse it ("" = go): the agent refuses
-        CTI/IVR starts the moment it is no longer a confirmed primary."""
-        say = progress or (lambda _m: None)
-        check = fence_check or self.fenced
-        results = [StepResult(s, "not run") for st in plan for s in st.steps]
-        index = {id(r.step): r for r in results}
-        blocked = ""
-        for st in plan:
-            if blocked:
-                break
-            if st.requires_fenced:
-                ok, why = check(st.requires_fenced)
-                say(f"fencing {st.requires_fenced}: {why}")
-                if not ok:
-                    blocked = f"{st.requires_fenced} not verified fenced: {why}; CTI/IVR not started"
-                    break
-            failed = self._run_stage(st, [index[id(s)] for s in st.steps], say, guard)
-            if failed:
-                blocked = failed
-        return PlanReport(results, blocked)
-
-    def _run_stage(
-        self, st: Stage, results: list[StepResult], say: Progress, guard: Callable[[Step], str] | None = None
-    ) -> str:
-        """Hosts in parallel; on each host, a step waits only for the earlier
-        steps it is ordered after (start order, reversed for stops; a stop
-        before a start, a restart after everything before it), so independent
-        steps run at once. The first failure stops new steps from starting."""
-        hosts: dict[str, list[StepResult]] = {}
-        for r in results:
-            hosts.setdefault(r.step.host, []).append(r)
-        abort = threading.Event()
-        after = _closure(self.cluster.after())
-        jobs = [(r, _deps(rs, k, after)) for rs in hosts.values() for k, r in enumerate(rs)]
-        done = {id(r): threading.Event() for r, _ in jobs}
-
-        def run_step(r: StepResult, deps: list[StepResult]) -> None:
-            try:
-                for d in deps:
-                    done[id(d)].wait()
-                if abort.is_set() or any(d.status != "done" for d in deps):
-                    return
-                self._run_step(r, say, guard)
-                if r.status != "done":
-                    abort.set()
-            finally:
-                done[id(r)].set()
-
-        if len(jobs) == 1:
-            run_step(*jobs[0])
-        else:
-            with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-                list(pool.map(lambda j: run_step(*j), jobs))
-        bad = [r for r in results if r.status in ("failed", "unknown")]
-        return f"stage '{st.title}' failed at: {bad[0].line()}" if bad else ""
-
-    def _run_step(self, r: StepResult, say: Progress, guard: Callable[[Step], str] | None) -> None:
-        what = f"{LABELS.get(r.step.service, r.step.service)} on {r.step.host}"
-        refused = guard(r.step) if guard else ""
-        if refused:
-            r.status, r.detail = "failed", f"refused: {refused}"
-            say(f"{r.step.op} {r.step.service} on {r.step.host}: refused ({refused})")
-            return
-        say(f"{r.step.op}ing {what} …")
-        t0 = time.monotonic()
-        try:
-            r.detail = self.do(r.step, guard)
-            r.status = "done"
-        except (OutcomeUnknown, CommandTimedOut) as e:
-            r.status, r.detail = "unknown", e.detail
-        except ExecError as e:
-            r.status, r.detail = "failed", e.detail
-        r.duration = time.monotonic() - t0
-        log.debug("step %s %s on %s: %s in %.3f s", r.step.op, r.step.service, r.step.host, r.status, r.duration)
-        say(f"{r.step.op} {what}: {r.status} {r.duration:.1f} s" + ("" if r.status == "done" else f" ({r.detail})"))
-
-    def dry_run(self, plan: Sequence[Stage]) -> list[str]:
-        """The exact commands a plan would run, per host, without connecting."""
-        lines = []
-        for n, st in enumerate(plan, 1):
-            gate = f"  [only once {st.requires_fenced} is verified fenced]" if st.requires_fenced else ""
-            lines.append(f"{n}. {st.title}{gate}")
-            for s in st.steps:
-                for cmd in platforms.step_commands(self.cluster, s.host, s.op, s.service, self.refs):
-                    lines.append(f"   {s.host}: {cmd}")
-        return lines
-
 
 class _Session:
     """One long-lived remote command fed requests over stdin. Any error or
@@ -933,38 +555,6 @@ def _exec_within(chan: paramiko.Channel, command: str, timeout: float) -> None:
         timer.cancel()
 
 
-def _closure(after: dict[str, tuple[str, ...]]) -> dict[str, set[str]]:
-    """Every service each one is ordered after, directly or through others."""
-    out: dict[str, set[str]] = {}
-
-    def visit(s: str, seen: frozenset[str] = frozenset()) -> set[str]:
-        if s not in out:
-            direct = set(after.get(s, ())) - seen - {s}
-            out[s] = set(direct)
-            for d in direct:
-                out[s] |= visit(d, seen | {s})
-        return out[s]
-
-    for s in after:
-        visit(s)
-    return out
-
-
-def _deps(steps: list[StepResult], k: int, after: dict[str, set[str]]) -> list[StepResult]:
-    """The earlier steps of one host that step k must wait for."""
-    me = steps[k].step
-    deps = []
-    for r in steps[:k]:
-        other = r.step
-        if "restart" in (me.op, other.op) or me.op != other.op or me.service == other.service:
-            deps.append(r)  # a stop before a start; a restart is a barrier
-        elif me.op == "start" and other.service in after.get(me.service, set()):
-            deps.append(r)  # started after what it is ordered after
-        elif me.op == "stop" and me.service in after.get(other.service, set()):
-            deps.append(r)  # stopped after what is ordered after it
-    return deps
-
-
 def tcp_probe(host: str, port: int, send: str, expect: str, timeout: float) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout) as s:
@@ -980,11 +570,6 @@ def tcp_probe(host: str, port: int, send: str, expect: str, timeout: float) -> b
             return buf.decode(errors="replace").startswith(expect)
     except OSError:
         return False
-
-
-def _short(text: str, n: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def trust_host(ipc: Ipc, accept: Callable[[str], bool]) -> str:
@@ -1021,3 +606,27 @@ def trust_host(ipc: Ipc, accept: Callable[[str], bool]) -> str:
     with path.open("a") as f:
         f.write(f"{name} {key.get_name()} {key.get_base64()}\n")
     return f"{ipc.name}: trusted {text} (added to {path})"
+
+
+__all__ = [
+    "AccessDenied",
+    "AuthFailed",
+    "CommandFailed",
+    "CommandTimedOut",
+    "ConfigError",
+    "Connection",
+    "ExecError",
+    "Executor",
+    "HostKeyChanged",
+    "HostKeyUnknown",
+    "HostStatus",
+    "OutcomeUnknown",
+    "PlanReport",
+    "Progress",
+    "Result",
+    "RetryPolicy",
+    "StepResult",
+    "Unreachable",
+    "tcp_probe",
+    "trust_host",
+]

@@ -198,6 +198,9 @@ class Ipc(_Model):
     probe_ports: dict[ServiceName, Annotated[int, Field(ge=1, le=65535)]] = {}
     lab: LabHost | None = None
     faults: dict[str, str] = {}  # fault name -> command, for drills on real hosts
+    # name -> the file's path on the IPC (e.g. datasource: 'C:\CallCenter\conf\datasource.conf'),
+    # for runbook `config` steps (back up, set a key, verify, restore)
+    config_files: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,39}$")], str] = {}
     http: HttpApi = HttpApi()  # the agent's health endpoint
     fence: Fence | None = None  # a fence device: proof that this IPC is off (docs/agent.md)
 
@@ -273,6 +276,42 @@ class SmokeCheck(_Model):
     timeout: Seconds = 30.0
 
 
+class Webhook(_Model):
+    """A receiver of the agents' notifications: a JSON POST to `url`
+    (docs/monitoring.md). Its token only by reference (`token_env` or
+    `token_file`), sent as `header` ("Authorization: Bearer <token>" by
+    default); a URL with user:password in it is refused (semantic_checks)."""
+
+    name: Name
+    url: Annotated[str, Field(min_length=8, max_length=2000)]
+    token_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")] | None = None
+    token_file: str | None = None
+    header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")] = "Authorization"
+    timeout: Annotated[float, Field(gt=0, le=60)] = 5.0  # each attempt
+    attempts: Annotated[int, Field(ge=1, le=100)] = 8  # then the dead-letter file
+    backoff: Annotated[float, Field(gt=0, le=600)] = 1.0  # first wait, doubled after each failure
+    max_backoff: Annotated[float, Field(gt=0, le=3600)] = 60.0
+
+    def token(self) -> str | None:
+        """Read at send time (a rotated token is picked up); never logged."""
+        if self.token_env:
+            return os.environ.get(self.token_env) or None
+        if self.token_file:
+            return Path(self.token_file).read_text().strip() or None
+        return None
+
+
+class Notify(_Model):
+    """Where the agents send notifications of role changes, faults, holds,
+    failed steps and a broken failsafe path (failover/notify/)."""
+
+    webhooks: Annotated[list[Webhook], Field(min_length=1)]
+    poll_interval: Annotated[float, Field(ge=0.1, le=60)] = 1.0  # how often the sender looks for new events
+    # A condition (hold, fault, alert) is notified once it has lasted this long
+    # (a broken failsafe path: at least 30 s, three of its tests).
+    settle: Annotated[float, Field(ge=0, le=600)] = 5.0
+
+
 class Cluster(_Model):
     name: Name
     drills_allowed: bool = False
@@ -285,6 +324,7 @@ class Cluster(_Model):
     line_check: LineCheck | None = None
     calls: Calls | None = None
     layouts: dict[LayoutName, list[ServiceName]] = {}
+    notify: Notify | None = None
 
     # ---- helpers used by the rest of the package (pure) -------------------
     def ipc(self, name: str) -> Ipc:
@@ -437,6 +477,10 @@ def _resolve_paths(data: dict, base: Path) -> dict:
         auth = zk.get("auth") if isinstance(zk, dict) else None
         if isinstance(auth, dict) and "file" in auth:
             auth["file"] = fix(auth["file"])
+        notify = c.get("notify")
+        for hook in (notify.get("webhooks") if isinstance(notify, dict) else None) or []:
+            if isinstance(hook, dict) and "token_file" in hook:
+                hook["token_file"] = fix(hook["token_file"])
     return data
 
 
@@ -560,6 +604,14 @@ def semantic_checks(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
                         f"a `lab:` section is only for platform lab, not {ipc.platform}",
                     )
                 )
+            for name, path in ipc.config_files.items():
+                if not _quotable(ipc.platform, path):
+                    out.append(
+                        (
+                            ip + ("config_files", name),
+                            f"path {path!r} has characters that cannot be quoted safely for {ipc.platform}",
+                        )
+                    )
             for s in ipc.probe_ports:
                 if s not in c.services:
                     out.append((ip + ("probe_ports", s), f"probe port for undefined service {s!r}"))
@@ -576,7 +628,57 @@ def semantic_checks(inv: Inventory) -> list[tuple[tuple[str | int, ...], str]]:
         if c.zookeeper.auth and c.zookeeper.auth.file and not Path(c.zookeeper.auth.file).is_file():
             out.append((cp + ("zookeeper", "auth", "file"), f"file not found: {c.zookeeper.auth.file}"))
         out += _layout_checks(c, cp)
+        out += _notify_checks(c, cp)
     return out
+
+
+def _notify_checks(c: Cluster, cp: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Webhook receivers: a URL that works, a token by reference only. The
+    URL itself is never echoed: it may hold the very secret being refused."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    seen: set[str] = set()
+    for k, hook in enumerate(c.notify.webhooks if c.notify else ()):
+        hp = cp + ("notify", "webhooks", k)
+        if hook.name in seen:
+            out.append((hp + ("name",), f"duplicate webhook name {hook.name!r}"))
+        seen.add(hook.name)
+        out += [(hp + ("url",), why) for why in _url_problems(hook.url)]
+        if hook.token_env and hook.token_file:
+            out.append((hp + ("token_env",), "the token comes from `token_env` or `token_file`, not both"))
+        if hook.token_file and not Path(hook.token_file).is_file():
+            out.append((hp + ("token_file",), f"file not found: {hook.token_file}"))
+        if hook.max_backoff < hook.backoff:
+            out.append(
+                (hp + ("max_backoff",), f"max_backoff ({hook.max_backoff:g}) is below backoff ({hook.backoff:g})")
+            )
+    return out
+
+
+def _url_problems(url: str) -> list[str]:
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(url)
+        u.port  # noqa: B018 -- raises ValueError on a port that is not a number
+    except ValueError:
+        return ["not a valid URL"]
+    if u.scheme not in ("http", "https") or not u.hostname:
+        return ["expected http://host[:port]/path or https://host[:port]/path"]
+    if u.username or u.password:
+        return [
+            "user:password in the URL would show in logs and `ps`: give the token by reference "
+            "(token_env or token_file)"
+        ]
+    return []
+
+
+def _quotable(platform: str, path: str) -> bool:
+    quote = platforms.quote_cmd if platform == "windows" else platforms.quote_posix
+    try:
+        quote(path + ".20260101-000000.bak")  # the longest name a config step derives from it (a backup)
+    except platforms.UnsafeArgument:
+        return False
+    return bool(path)
 
 
 _WILDCARDS = {"0.0.0.0", "::", "[::]", "*", ""}
@@ -681,6 +783,8 @@ def summary(inv: Inventory, file: str) -> str:
             lines.append(f"    smoke checks: {', '.join(c.smoke_checks)}")
         if c.calls is not None:
             lines.append(f"    active calls: `{c.calls.active}` (drained switchovers possible)")
+        if c.notify:
+            lines.append(f"    notifications to: {', '.join(h.name for h in c.notify.webhooks)}")
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ from failover import explain as ex
 from failover import status as st
 from failover import switchover as sw
 from failover import zkstore
-from failover.exits import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, Fail
+from failover.exits import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Fail
 from failover.inventory import Cluster
 from failover.rules import IpcObs, Observation, Policy, Role, ServiceObs, State, Topology, failover_plan
 
@@ -190,12 +190,48 @@ def confirm_dead_text(v: dict, old: str, to: str, operator: str) -> list[str]:
     return lines
 
 
+def failover_args(c: Cluster, to: str, confirm_dead: str | None, reason: str) -> str:
+    """`failover failover --to TO [--confirm-dead OLD --reason ...]`: the old
+    primary, or a usage error before anything is read or done."""
+    if to not in [i.name for i in c.ipcs]:
+        raise Fail(EXIT_USAGE, f"no IPC named {to!r} in cluster {c.name}")
+    old = c.peer(to).name
+    if confirm_dead is None:
+        return old
+    if confirm_dead != old:
+        raise Fail(
+            EXIT_USAGE,
+            f"--confirm-dead {confirm_dead!r}: it must name the other IPC of cluster {c.name}, "
+            f"the one failing over to {to}: --confirm-dead {old}; nothing was done",
+        )
+    if not reason.strip():
+        raise Fail(
+            EXIT_USAGE,
+            f"--confirm-dead needs --reason: who checked that {old} is powered off, and how "
+            "(recorded in the history); nothing was done",
+        )
+    return old
+
+
+def failover_preview(c: Cluster, v: dict, old: str, to: str, confirm_dead: str | None, who: str) -> list[str]:
+    """What `failover failover` shows before it asks: the move, the plan with
+    its gate, and (with --confirm-dead) what the operator asserts, last."""
+    if confirm_dead:
+        head = f"Manual failover of cluster {c.name}: {old} (confirmed powered off by {who}) -> {to}"
+        gate = f"only once {old} is proven stopped: verified over SSH, its fence device, or your word"
+    else:
+        head = f"Manual failover of cluster {c.name}: {old} (dead) -> {to}; {to}'s agent fences {old} first."
+        gate = ""
+    lines = [head, *plan_text(c, v, old, to, switchover=False, gate=gate)]
+    return lines + (confirm_dead_text(v, old, to, who) if confirm_dead else [])
+
+
 def plan_text(c: Cluster, v: dict, frm: str, to: str, switchover: bool = True, gate: str = "") -> list[str]:
     """The plan the agents will run, with the exact commands (the same stages:
     failover/switchover.py). A switchover demotes the old primary to the
     standby layout (it stays eligible); a manual failover stops everything on
     it (rule 2). `gate`: what must hold before the promotion [default: the old
-    primary verified fenced]."""
+    primary fenced, its CTI and IVR verified stopped]."""
     topo = Topology.from_cluster(c)
     down = frozenset(v.get("board_down") or [])  # rule 1's layout holds until a rejoin
     stages = sw.plan(topo, frm, to, down) if switchover else failover_plan(_as_recorded(topo, frm, to, down), frm, to)

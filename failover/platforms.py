@@ -30,15 +30,17 @@ class UnsafeArgument(ValueError):
     pass
 
 
-# What each platform's shell can carry safely inside quotes (the one rule, used
-# by `inventory check` and again before every command). cmd.exe has no
-# reliable escaping for " % ^ & | < > ! so those are refused outright.
+# What cmd.exe carries safely inside double quotes: it has no reliable escaping
+# for " % ^ & | < > ! so those are refused outright. The one definition, for
+# service names (`inventory check`, and again before every command) and for
+# any other argument (paths add : \ /).
+_CMD_CHARS = r"A-Za-z0-9 _.+@#()\-"
 SAFE_NAMES: Mapping[str, re.Pattern[str]] = {
-    "windows": re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+@#()\-]{0,255}$"),
+    "windows": re.compile(rf"^[A-Za-z0-9][{_CMD_CHARS}]{{0,255}}$"),
     "systemd": re.compile(r"^[A-Za-z0-9:_.@\\-]{1,255}$"),
     "lab": re.compile(r"^[a-z0-9-]{1,64}$"),
 }
-_CMD_SAFE = re.compile(r"^[A-Za-z0-9 _.+@#()\-:\\/]{1,255}$")
+_CMD_SAFE = re.compile(rf"^[{_CMD_CHARS}:\\/]{{1,255}}$")
 
 
 def safe_name(platform: str, name: str) -> bool:

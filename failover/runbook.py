@@ -25,8 +25,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from failover import config_files, yamlpos
 from failover import inventory as inv_mod
-from failover import yamlpos
 from failover.inventory import Problem
 
 IpcRef = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")]
@@ -61,6 +61,8 @@ ACTIONS = (
     "confirm",
     "wait",
     "run",
+    "config",
+    "service",
 )
 
 
@@ -160,6 +162,37 @@ class Run(_M):
     expect_output: str | None = None  # the output must contain this
 
 
+class Config(_M):
+    """One operation on an IPC's configuration file (inventory `config_files`):
+    backup (a copy named with the drill's start time), set KEY = VALUE,
+    verify that line, restore from this run's backup."""
+
+    op: Literal["backup", "set", "verify", "restore"]
+    ipc: IpcRef
+    file: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,39}$")]
+    key: Annotated[str, Field(pattern=config_files.KEY_PATTERN)] | None = None
+    value: Annotated[str, Field(pattern=config_files.VALUE_PATTERN)] | None = None
+    timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
+
+    @model_validator(mode="after")
+    def _key_value(self) -> Config:
+        needs = self.op in ("set", "verify")
+        if needs and (self.key is None or self.value is None):
+            raise ValueError(f"config op {self.op!r} needs `key` and `value`")
+        if not needs and (self.key is not None or self.value is not None):
+            raise ValueError(f"config op {self.op!r} takes no `key` / `value`")
+        return self
+
+
+class ServiceOp(_M):
+    """Stop, start or restart one service on an IPC as the platform does it
+    (sc.exe, systemctl, the lab's simulator), with the inventory's timeouts."""
+
+    op: Literal["stop", "start", "restart"]
+    name: ServiceName
+    ipc: IpcRef
+
+
 class Step(_M):
     name: str | None = None
     continue_on_failure: bool = False
@@ -175,6 +208,8 @@ class Step(_M):
     confirm: Confirm | None = None
     wait: Annotated[float, Field(gt=0, le=3600)] | None = None
     run: Run | None = None
+    config: Config | None = None
+    service: ServiceOp | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Step:
@@ -190,12 +225,47 @@ class Step(_M):
         return next(a for a in ACTIONS if getattr(self, a) is not None)
 
     def title(self, n: int) -> str:
-        return self.name or f"step {n}: {self.action}"
+        """The step's name, or one said from what it does (never "step 9: check")."""
+        return self.name or self.summary()
+
+    def summary(self) -> str:
+        # IPC references are shown as written (home-primary, ...): the runbook's words
+        said = {
+            "inject": lambda i: f"inject {i.fault}{' ' + i.service if i.service else ''} on {i.ipc}",
+            "restore": lambda r: f"clear injected faults on {r.ipc}",
+            "expect": lambda e: "expect " + ", ".join(_conditions(e)),
+            "check": lambda c: f"basic call tests ({', '.join(c)})",
+            "switchover": lambda s: f"switchover to {s.to or 'standby'}",
+            "failover": lambda f: f"failover to {f.to}",
+            "rejoin": lambda r: f"rejoin {r.ipc}",
+            "pause": lambda _: "pause automatic actions",
+            "resume": lambda _: "resume automatic actions",
+            "confirm": lambda c: f"confirm: {c.prompt}",
+            "wait": lambda w: f"wait {w:g} s",
+            "run": lambda r: f"run on {r.ipc}: {r.command}",
+            "config": lambda c: f"{c.op} {c.file} on {c.ipc}" + (f": {c.key} = {c.value}" if c.key else ""),
+            "service": lambda v: f"{v.op} {v.name} on {v.ipc}",
+        }
+        text = said[self.action](getattr(self, self.action))
+        return text if len(text) <= 70 else text[:69] + "…"
+
+
+def _conditions(e: Expect) -> list[str]:
+    out = [f"primary {e.primary}"] if e.primary else []
+    if e.service is not None:
+        out.append(f"{e.service.name} {e.service.state} on {e.service.on}")
+    if e.board_down:
+        out.append(f"{e.board_down}'s board down")
+    if e.capacity_at_least is not None:
+        out.append(f"capacity >= {e.capacity_at_least}")
+    flags = ("standby_ineligible", "standby_eligible", "epoch_increased")
+    out += [f.replace("_", " ") for f in flags if getattr(e, f)]
+    return out
 
 
 class Window(_M):
-    start: Annotated[str, Field(pattern=r"^\d{2}:\d{2}$")]
-    end: Annotated[str, Field(pattern=r"^\d{2}:\d{2}$")]
+    start: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]  # local time, HH:MM
+    end: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 
 
 class Runbook(_M):
@@ -261,9 +331,32 @@ def load(path: str | os.PathLike[str], cluster: inv_mod.Cluster | None = None) -
                                 f"no smoke check {', '.join(missing)} in the inventory",
                             )
                         )
+                for ref_path, msg in _host_problems(st, cluster):
+                    m = loaded.where((section, n, *ref_path))
+                    path = inv_mod.render_path((section, n, *ref_path))
+                    problems.append(Problem(fname, m.line, m.column, path, msg))
     if problems:
         raise RunbookError(sorted(set(problems), key=lambda p: (p.line, p.column)))
     return rb
+
+
+def _host_problems(st: Step, cluster: inv_mod.Cluster) -> list[tuple[tuple[str, ...], str]]:
+    """A `config` step's file must be declared on every IPC its reference can
+    mean (`primary` can be either); a `service` step's service must exist."""
+    out: list[tuple[tuple[str, ...], str]] = []
+    if st.config is not None:
+        ref = st.config.ipc
+        home = next(i.name for i in cluster.ipcs if i.preferred_role == "primary")
+        named = {"home-primary": home, "home-standby": next((i.name for i in cluster.ipcs if i.name != home), "")}
+        ipcs = [i for i in cluster.ipcs if i.name == named.get(ref, ref) or ref in ("primary", "standby")]
+        lacking = [i.name for i in ipcs if st.config.file not in i.config_files]
+        if lacking:
+            out.append(
+                (("config", "file"), f"no config file {st.config.file!r} in the inventory of {', '.join(lacking)}")
+            )
+    if st.service is not None and st.service.name not in cluster.services:
+        out.append((("service", "name"), f"no service {st.service.name!r} in the inventory"))
+    return out
 
 
 def _refs(st: Step) -> list[tuple[tuple[str, ...], str]]:
@@ -273,6 +366,8 @@ def _refs(st: Step) -> list[tuple[tuple[str, ...], str]]:
         ("restore", "ipc"),
         ("rejoin", "ipc"),
         ("run", "ipc"),
+        ("config", "ipc"),
+        ("service", "ipc"),
         ("switchover", "to"),
         ("failover", "to"),
     ):

@@ -69,6 +69,30 @@ ROWS = [
         Next.HOLD,
         "",
     ),
+    (
+        "two triggers: a manual failover to us beats a switchover to hand back",
+        replace(LEADERLESS, request=TO_ME, hand_back="ipc-b cannot serve"),
+        Next.MANUAL_FAILOVER,
+        "",
+    ),
+    (
+        "two triggers: a takeover to finish beats a due switchover",
+        replace(PRIMARY, recorded_primary="ipc-b", request=SWITCH, switchover_verdict="go"),
+        Next.FINISH_TAKEOVER,
+        "",
+    ),
+    (
+        "two triggers: a due switchover beats a --confirm-dead (only one request is active)",
+        replace(PRIMARY, request=SWITCH, switchover_verdict="go"),
+        Next.SWITCH_OVER,
+        "",
+    ),
+    (
+        "two triggers: a hand-back beats taking a handed-over role",
+        replace(LEADERLESS, hand_back="ipc-b is unreachable", leaderless=replace(FREE, handed_over=True)),
+        Next.HAND_BACK,
+        "",
+    ),
     ("the peer holds the role", STANDBY, Next.STANDBY, ""),
     ("a failover to us while the holder lives", replace(STANDBY, request=TO_ME), Next.STANDBY, "use `failover switch"),
     (

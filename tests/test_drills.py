@@ -6,10 +6,13 @@ the data-source switch rolls back; the interlocks refuse."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import signal
 import subprocess
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,6 +67,16 @@ def test_sunday_drill_passes_with_real_timings(h: Harness) -> None:
     files = rep["files"]
     svg = Path(files["svg"]).read_text()
     assert svg.startswith("<svg") and svg.count("<rect") > 50 and "ipc-a cti" in svg
+    # the picture tells the status page's story: who answered calls, when
+    assert 'class="lane calls"' in svg and 'class="lane services"' in svg and 'class="axis"' in svg
+    checks = [s for s in rep["steps"] if s["action"] == "check"]
+    assert svg.count('class="marker fault"') == len(rep["faults"]) == 4
+    assert svg.count('class="marker check"') == len(checks) > 0
+    who = re.findall(r'data-who="([^"]+)"', svg)
+    assert who[0] == "ipc-a" and "ipc-b" in who and "two IPCs" not in who  # rule 2 moved the calls, twice
+    artifacts = REPO / "test-artifacts" / "drills"  # the real drill's report, to look at (git-ignored)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    shutil.copy(files["html"], artifacts / "sunday-drill-lab.html")
     assert "PASSED" in Path(files["md"]).read_text() and "<svg" in Path(files["html"]).read_text()
     hist = subprocess.run([FAILOVER, "history", "-i", str(h.lab.inventory_path)], capture_output=True, text=True)
     assert "drill" in hist.stdout and "runbook sunday-drill" in hist.stdout
@@ -174,24 +187,56 @@ def test_interrupted_run_resumes_from_failed_step(h: Harness) -> None:
     assert [s["status"] for s in rep["steps"]] == ["skipped", "skipped", "ok", "ok"]
 
 
-def test_datasource_switch_rolls_back_when_verification_fails(h: Harness) -> None:
-    conf = Path(h.lab.ipc("ipc-a").dir) / "datasource.conf"
-    original = conf.read_text()
-    h.lab.fault("ipc-a", "fail-start", "kcbp")  # the restart after the edit fails
-    r, rep = drill(h, str(REPO / "runbooks" / "datasource-switch.yaml"))
-    assert r.returncode == 1
-    assert next(s for s in rep["steps"] if s["status"] == "failed")["title"] == "restart the dependent service - start"
-    assert any(s["title"].startswith("rollback") and s["status"] == "ok" for s in rep["steps"])
-    assert conf.read_text() == original  # rolled back
-    wait_for(lambda: "kcbp" in h.running("ipc-a"), 10, what="kcbp back")
-    assert h.store.pause() is None  # cleanup resumed automation
+DATASOURCE = str(REPO / "runbooks" / "datasource-switch.yaml")
+SHENZHEN = "database = shenzhen-db.cc.example:1521/CCDB\n"
 
 
-def test_datasource_switch_succeeds(h: Harness) -> None:
-    conf = Path(h.lab.ipc("ipc-a").dir) / "datasource.conf"
-    r, _rep = drill(h, str(REPO / "runbooks" / "datasource-switch.yaml"))
-    assert r.returncode == 0, r.stdout[-2000:]
-    assert "shanghai-db" in conf.read_text() and (conf.parent / "datasource.conf.bak").exists()
+@pytest.fixture(params=["lab", "windows"])
+def ds(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    """The data-source switch's lab: the lab's simulator, or the plan's Windows
+    IPCs (every command through the cmd.exe + sc.exe stand-in)."""
+    with Harness(tmp_path, zk_nodes=1, platform=request.param) as h:
+        h.steady()
+        yield h
+        h.assert_never_both()
+
+
+def _confs(h: Harness) -> dict[str, Path]:
+    return {i: Path(h.lab.ipc(i).dir) / "datasource.conf" for i in ("ipc-a", "ipc-b")}
+
+
+def test_datasource_switch_rolls_back_each_ipc_when_a_restart_fails(ds: Harness) -> None:
+    confs = _confs(ds)
+    assert all(c.read_text() == SHENZHEN for c in confs.values())
+    ds.lab.fault("ipc-a", "fail-start", "kcbp")  # the restart after the edit fails
+    r, rep = drill(ds, DATASOURCE)
+    assert r.returncode == 1, r.stdout[-3000:]
+    failed = next(s for s in rep["steps"] if s["status"] == "failed")
+    assert failed["title"] == "restart the dependent service on the home primary - start"
+    rollback = [s for s in rep["steps"] if s["label"].startswith("rollback")]
+    assert [s["status"] for s in rollback] == ["ok"] * 4, rollback
+    assert "restored from" in rollback[0]["detail"] and "restored from" in rollback[1]["detail"]
+    for ipc, conf in confs.items():
+        assert conf.read_text().replace("\r\n", "\n") == SHENZHEN, ipc  # each from its own backup
+        assert len(list(conf.parent.glob("datasource.conf.*.bak"))) == 1, ipc
+    wait_for(lambda: "kcbp" in ds.running("ipc-a"), 10, what="kcbp back")
+    assert ds.store.pause() is None  # cleanup resumed automation
+
+
+def test_datasource_switch_points_both_ipcs_at_shanghai(ds: Harness) -> None:
+    confs = _confs(ds)
+    r, rep = drill(ds, DATASOURCE)
+    assert r.returncode == 0, r.stdout[-3000:]
+    for ipc, conf in confs.items():
+        assert conf.read_text().replace("\r\n", "\n") == "database = shanghai-db.cc.example:1521/CCDB\n", ipc
+        (backup,) = conf.parent.glob("datasource.conf.*.bak")
+        assert re.fullmatch(r"datasource\.conf\.\d{8}-\d{6}\.bak", backup.name)
+        assert backup.read_text() == SHENZHEN
+    commands = [c for s in rep["steps"] for c in s["commands"]]
+    if ds.cluster.ipc("ipc-a").platform == "windows":  # what the plan's IPCs run
+        assert 'ipc-a: copy /y "datasource.conf" "datasource.conf.' in commands[0]
+        assert any(c.startswith("ipc-b: sc.exe stop") and "KCBP" in c for c in commands), commands
+    assert ds.store.pause() is None
 
 
 def test_interlocks(tmp_path: Path) -> None:

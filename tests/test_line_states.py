@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from failover import check, explain, oncall, status
+from failover import check, explain, oncall, plan_runner, status
 from failover import executor as ex
 from failover import inventory as inv_mod
 from failover.rules import Step
@@ -76,7 +76,7 @@ def _results(*steps: tuple[str, str]) -> list[ex.StepResult]:
 
 
 def test_step_dependencies_follow_the_start_order() -> None:
-    after = ex._closure(
+    after = plan_runner._closure(
         {
             "driver": (),
             "kcxp": ("driver",),
@@ -87,7 +87,7 @@ def test_step_dependencies_follow_the_start_order() -> None:
         }
     )
     rs = _results(("stop", "ivr"), ("stop", "kcbp"), ("stop", "fax"), ("stop", "kcxp"), ("start", "cti"))
-    deps = {r.step.service: {d.step.service for d in ex._deps(rs, k, after)} for k, r in enumerate(rs)}
+    deps = {r.step.service: {d.step.service for d in plan_runner._deps(rs, k, after)} for k, r in enumerate(rs)}
     assert deps["kcbp"] == {"ivr"}  # IVR is ordered after KCBP (through CTI): it stops first
     assert deps["fax"] == set()  # fax is independent of the others: it stops at once
     assert deps["kcxp"] == {"ivr", "kcbp"}  # what is ordered after KCXP must be down first

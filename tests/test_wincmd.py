@@ -205,6 +205,16 @@ NOT_RECOGNIZED = "'nosuch' is not recognized as an internal or external command,
         ("ver", "\r\nMicrosoft Windows [Version 10.0.17763.5830]\r\n", 0),
         ("@echo quiet", "quiet\r\n", 0),
         ("echo a | more", "", 255),
+        ("copy /y notes.txt n2.txt & type n2.txt", "        1 file(s) copied.\r\none\r\ntwo\r\n", 0),
+        (
+            "copy notes.txt n3.txt >nul && move /y n3.txt n4.txt & type n4.txt",
+            "        1 file(s) moved.\r\none\r\ntwo\r\n",
+            0,
+        ),
+        ('findstr /c:"tw" notes.txt', "two\r\n", 0),
+        ('findstr /v /b /l /c:"one" notes.txt', "two\r\n", 0),
+        ('findstr /x /c:"on" notes.txt', "", 1),
+        ("findstr /i ONE notes.txt", "one\r\n", 0),
     ],
 )
 def test_cmd_semantics(shell: Callable[..., tuple[int, str, str]], line: str, out: str, code: int) -> None:
@@ -224,6 +234,10 @@ def test_cmd_semantics(shell: Callable[..., tuple[int, str, str]], line: str, ou
         ("& echo x", "& was unexpected at this time.\r\n", 255),
         ("echo a | more", "The pipe operator | is not supported", 255),
         ("call :label", "Invalid attempt to call batch label outside of batch script.\r\n", 1),
+        ("copy /y missing.txt x.txt", "The system cannot find the file specified.\r\n", 1),
+        ("move /y ..\\notes.txt x.txt", "The system cannot find the file specified.\r\n", 1),
+        ("findstr /r ^o notes.txt", "literal strings only", 2),
+        ("findstr x missing.txt", "FINDSTR: Cannot open missing.txt\r\n", 1),
     ],
 )
 def test_cmd_errors(shell: Callable[..., tuple[int, str, str]], line: str, err: str, code: int) -> None:

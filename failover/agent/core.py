@@ -57,6 +57,7 @@ from failover.agent.takeover import TakeOverActs
 from failover.agent.tenure import Tenure
 from failover.inventory import Cluster
 from failover.moves import ClusterView, CycleMove, Next, RequestView, leader_move, next_move
+from failover.notify import notifier
 from failover.rules import (
     Action,
     Decision,
@@ -136,6 +137,7 @@ class Agent(
         threading.Thread(target=self._watchdog, name="self-fence-watchdog", daemon=True).start()
         threading.Thread(target=self._lease_path_loop, name="lease-path", daemon=True).start()
         threading.Thread(target=self._peer_fence_loop, name="continuous-fencing", daemon=True).start()
+        notifier.start(self.c, self.me, self.store, self.state_dir, self.stop_event)  # docs/monitoring.md
         try:
             while not self.stop_event.is_set():
                 t0 = time.monotonic()

@@ -3,8 +3,12 @@
 Four threads touch it: the cycle (reads `leader`, takes it, promotes), the
 watchdog (reads `leader` every 0.2 s, self-fences on time), kazoo's listener
 (a lost connection revokes at once) and the HTTP server (the failsafe grant,
-/primary). So every field lives here, behind one lock, and changes only
-through these methods; nothing else in the agent keeps a copy."""
+/primary). So every field lives here and changes only through these methods;
+nothing else in the agent keeps a copy. One lock makes the compound changes
+whole (self-fence, resume, take, confirm); two changes never wait for it: a
+revocation (kazoo's listener runs on its connection thread and must not block
+behind a self-fence's SSH stops; revoking is always safe) and the time of the
+last contact (a single write)."""
 
 from __future__ import annotations
 
@@ -49,18 +53,23 @@ class Tenure:
 
     # ----- changes ----------------------------------------------------------------
     def contact(self) -> None:
-        """ZooKeeper answered."""
-        with self.lock:
-            self._last_contact = time.monotonic()
+        """ZooKeeper answered (lock-free: one write)."""
+        self._last_contact = time.monotonic()
 
     def confirm(self, holds: bool) -> None:
-        """What this cycle's (or the watchdog's) read of P/leader said."""
+        """What this cycle's read of P/leader said. Confirming waits for a
+        self-fence in progress to finish: never primary again half-way
+        through stopping CTI/IVR."""
+        if not holds:
+            self.revoke()
+            return
         with self.lock:
-            self._confirmed = holds
+            self._confirmed = True
 
     def revoke(self) -> None:
-        """Stop acting as primary at once (a lost connection, `leader` not ours)."""
-        self.confirm(False)
+        """Stop acting as primary at once (a lost connection, `leader` not
+        ours). Lock-free: it must never wait behind a self-fence."""
+        self._confirmed = False
 
     def start_taking(self) -> None:
         """P/leader taken for a takeover (kept across cycles until it is done)."""

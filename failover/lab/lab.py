@@ -497,6 +497,10 @@ class Lab:
             # a port of its own.
             out["http"] = {"bind": i.address, "port": i.http_port}
         out.update(channels=i.channels, fax_channels=i.fax_channels, preferred_role=i.preferred_role)
+        # The IPC's database connection configuration (the plan's DB DR edits it):
+        # on the Windows stand-in a path on its "disk", elsewhere the file itself.
+        conf = "datasource.conf" if self.platform == "windows" else str(Path(i.dir) / "datasource.conf")
+        out["config_files"] = {"datasource": conf}
         if self.fence:
             out["fence"] = self.fence_commands(i.name)
         return out

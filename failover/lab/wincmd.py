@@ -18,9 +18,11 @@ cmd.exe, as the product relies on it:
   - `cmd /q` with no /c reads command lines from stdin with echo off (what the
     product's long-lived status session runs).
   - builtins: echo (the rest of its command verbatim, the space before & included),
-    echo. , rem, set, exit [/b] [N], type FILE (inside IPC_DIR), ver.
+    echo. , rem, set, exit [/b] [N], type FILE, copy [/y] SRC DST, move [/y] SRC DST
+    (files inside IPC_DIR, its "disk"), ver.
   - programs, by base name (any path, .exe optional): sc, taskkill, timeout, cmd,
-    linestat, labcall, labfault, labcalls; anything else is 'not recognized' (9009).
+    linestat, labcall, labfault, labcalls, findstr (literal strings only);
+    anything else is 'not recognized' (9009).
   - the exit status is the ERRORLEVEL at the end of the line. Linux's sshd carries
     only its low 8 bits (1060 arrives as 36); the full code is what
     `call echo %^errorlevel%` prints and what sc.exe prints after FAILED.
@@ -105,6 +107,10 @@ TEXT = {
         "to_range": "ERROR: Invalid value for timeout (/T) specified. Valid range is -1 to 99999.\n",
         "to_wait": "\nWaiting for {0} seconds, press CTRL+C to quit ...",
         "to_key": "ERROR: Input redirection is not supported, exiting the process immediately.\n",
+        "copied": "        {0} file(s) copied.\n",
+        "moved": "        {0} file(s) moved.\n",
+        "fs_open": "FINDSTR: Cannot open {0}\n",
+        "fs_only": "FINDSTR: the lab's stand-in searches literal strings only (/l, /c:)\n",
     },
     "zh": {
         "failed": "失败",
@@ -129,6 +135,10 @@ TEXT = {
         "to_range": "错误: 指定的超时 (/T) 值无效。有效范围是 -1 到 99999。\n",
         "to_wait": "\n等待 {0} 秒，按 CTRL+C 退出 ...",  # noqa: RUF001 - the full-width comma Windows prints
         "to_key": "错误: 不支持输入重新定向，立即退出此进程。\n",  # noqa: RUF001 - the full-width comma Windows prints
+        "copied": "已复制         {0} 个文件。\n",
+        "moved": "移动了         {0} 个文件。\n",
+        "fs_open": "FINDSTR: 无法打开 {0}\n",
+        "fs_only": "FINDSTR: 实验室的替身只搜索字面字符串 (/l, /c:)\n",
     },
 }
 
@@ -1002,7 +1012,50 @@ def b_call(sh: Shell, rest: str, handles: Handles) -> int:
     return sh.simple(text, handles)
 
 
+# copy and move are cmd.exe's own commands: one source file to one target file
+# (no wildcards, no directories, no /a /b), /y to overwrite without asking;
+# what the drills' configuration backup, edit and restore need.
+def _file_pair(sh: Shell, rest: str, handles: Handles) -> tuple[str, str] | None:
+    args = [a for a in split_args(rest) if a.lower() not in ("/y", "/-y")]
+    if len(args) != 2 or any(a.startswith("/") for a in args):
+        handles[2].write(sh.t("syntax"))
+        return None
+    src, dst = sh.host.path(args[0]), sh.host.path(args[1])
+    if src is None or dst is None or not os.path.isfile(src):
+        handles[2].write(sh.t("no_file"))
+        return None
+    return src, dst
+
+
+def b_copy(sh: Shell, rest: str, handles: Handles) -> int:
+    pair = _file_pair(sh, rest, handles)
+    if pair is None:
+        handles[1].write(sh.t("copied", 0))
+        sh.errorlevel = 1
+        return 1
+    with open(pair[0], "rb") as f:
+        data = f.read()
+    with open(pair[1], "wb") as f:
+        f.write(data)
+    handles[1].write(sh.t("copied", 1))
+    sh.errorlevel = 0
+    return 0
+
+
+def b_move(sh: Shell, rest: str, handles: Handles) -> int:
+    pair = _file_pair(sh, rest, handles)
+    if pair is None:
+        sh.errorlevel = 1
+        return 1
+    os.replace(pair[0], pair[1])  # one volume: a rename, replacing the target as /y does
+    handles[1].write(sh.t("moved", 1))
+    sh.errorlevel = 0
+    return 0
+
+
 BUILTINS = {
+    "copy": b_copy,
+    "move": b_move,
     "rem": b_rem,
     "ver": b_ver,
     "exit": b_exit,
@@ -1428,6 +1481,58 @@ def p_labfault(sh: Shell, args: list[str], rest: str, handles: Handles) -> int:
     return 1
 
 
+def p_findstr(sh: Shell, args: list[str], rest: str, handles: Handles) -> int:
+    """findstr with literal strings: /c:"STRING" (or space-separated words, any
+    matching), /b /e /x anchors, /v inverts, /i ignores case; matching lines are
+    printed as they are in the file. Exit 0 when a line was printed, else 1."""
+    flags, strings, files = set(), [], []
+    for a in args:
+        low = a.lower()
+        if low.startswith("/c:"):
+            strings.append(a[3:])
+        elif low in ("/v", "/b", "/e", "/x", "/l", "/i"):
+            flags.add(low[1])
+        elif low.startswith("/"):
+            handles[2].write(sh.t("fs_only"))
+            return 2
+        elif not strings and not files:
+            strings = a.split()
+        else:
+            files.append(a)
+    found = False
+    for name in files:
+        path = sh.host.path(name)
+        try:
+            with open(path or "", "rb") as f:
+                lines = f.read().splitlines(keepends=True)
+        except OSError:
+            handles[2].write(sh.t("fs_open", name))
+            continue
+        for raw in lines:
+            text = raw.decode(sh.host.encoding, "replace").rstrip("\r\n")
+            if _fs_match(text, strings, flags) != ("v" in flags):
+                handles[1].write_bytes(raw if raw.endswith(b"\n") else raw + b"\r\n")
+                found = True
+    return 0 if found else 1
+
+
+def _fs_match(text: str, strings: list[str], flags: set[str]) -> bool:
+    if "i" in flags:
+        text, strings = text.lower(), [s.lower() for s in strings]
+    for s in strings:
+        if "x" in flags or ("b" in flags and "e" in flags):
+            hit = text == s
+        elif "b" in flags:
+            hit = text.startswith(s)
+        elif "e" in flags:
+            hit = text.endswith(s)
+        else:
+            hit = s in text
+        if hit:
+            return True
+    return False
+
+
 Program = type(p_sc)
 PROGRAMS = {
     "sc": p_sc,
@@ -1438,6 +1543,7 @@ PROGRAMS = {
     "labcall": p_labcall,
     "labfault": p_labfault,
     "labcalls": p_labcalls,
+    "findstr": p_findstr,
 }
 
 

@@ -1,0 +1,93 @@
+"""The shared record of what was notified: the znode P/notified, changed only
+with conditional (versioned) writes, so two agents never both claim an event.
+
+  {"history": "h-0000000012",            the last history entry claimed
+   "active": {key: {id, type, ipc, text, since}},   raised conditions
+   "pending": {key: first seen},          conditions not lasting long enough yet
+   "outbox": [{"event": {...}, "owner": {ipc, host, pid}, "claimed": ts}]}
+
+An event is written to the outbox *before* it is sent (the claim) and removed
+once every receiver has it or dead-lettered it. An agent that dies between the
+two leaves it there; the sending agent adopts entries whose owner is no longer
+running (its member record names another process, or is gone) and sends them
+again with the same id: at least once, never lost (docs/monitoring.md).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+
+from failover import zkstore
+from failover.notify.events import Event, Seen
+
+
+@dataclass(frozen=True)
+class Ledger:
+    seen: Seen
+    outbox: list[dict[str, Any]]
+    version: int
+
+
+def path_of(store: zkstore.Store) -> str:
+    return f"{store.path}/notified"
+
+
+def read(store: zkstore.Store) -> Ledger | None:
+    got = store.get(path_of(store))
+    if got is None:
+        return None
+    data, stat = got
+    data = data or {}
+    seen = Seen(data.get("history", ""), data.get("active") or {}, data.get("pending") or {})
+    return Ledger(seen, data.get("outbox") or [], stat.version)
+
+
+def create(store: zkstore.Store, seen: Seen) -> bool:
+    """The first cursor. False: another agent created it first."""
+    rec = {"history": seen.history, "active": seen.active, "pending": seen.pending, "outbox": []}
+    try:
+        store.call(store.zk.create_async, path_of(store), zkstore.dumps(rec), acl=store.acl)
+        return True
+    except NodeExistsError:
+        return False
+
+
+def write(store: zkstore.Store, old: Ledger, seen: Seen, outbox: list[dict[str, Any]]) -> bool:
+    """Conditional write over `old`; False when another agent wrote first."""
+    rec = {"history": seen.history, "active": seen.active, "pending": seen.pending, "outbox": outbox}
+    try:
+        store.call(store.zk.set_async, path_of(store), zkstore.dumps(rec), version=old.version)
+        return True
+    except (BadVersionError, NoNodeError):
+        return False
+
+
+def claim(store: zkstore.Store, old: Ledger, seen: Seen, events: list[Event], owner: dict[str, Any]) -> bool:
+    """Advance the cursor and put `events` in the outbox, owned by `owner`."""
+    now = round(time.time(), 3)
+    entries = [{"event": e.payload(), "owner": owner, "claimed": now} for e in events]
+    return write(store, old, seen, [*old.outbox, *entries])
+
+
+def adopt(store: zkstore.Store, old: Ledger, orphans: list[str], owner: dict[str, Any]) -> bool:
+    """Make `owner` the owner of the outbox entries with these event ids."""
+    ids = set(orphans)
+    box = [{**e, "owner": owner} if e["event"]["id"] in ids else e for e in old.outbox]
+    return write(store, old, old.seen, box)
+
+
+def finish(store: zkstore.Store, event_id: str, attempts: int = 5) -> bool:
+    """Remove a sent (or dead-lettered) event from the outbox; a conflicting
+    write is read again and retried. False: ZooKeeper did not let us now."""
+    for _ in range(attempts):
+        cur = read(store)
+        if cur is None:
+            return True
+        box = [e for e in cur.outbox if e["event"]["id"] != event_id]
+        if len(box) == len(cur.outbox) or write(store, cur, cur.seen, box):
+            return True
+    return False

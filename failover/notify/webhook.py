@@ -1,0 +1,121 @@
+"""Delivering one notification to one generic JSON webhook: POST with a
+timeout, retried with exponential backoff, and after the last attempt a line
+in the dead-letter file (JSON lines in the agent's state dir), so nothing is
+lost silently.
+
+The event id goes in the body and in the `Idempotency-Key` header: a receiver
+that keeps the ids it has seen shows each event once, even when an agent
+crashed between sending and recording it (docs/monitoring.md). The token is
+read at send time from its reference and is never logged nor dead-lettered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from failover.inventory import Webhook
+
+log = logging.getLogger("failover.notify")
+# Answers worth another attempt: the receiver is down, overloaded or slow.
+# Any other 4xx will not get better by retrying: dead-lettered at once.
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+USER_AGENT = "failover-notify/1"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivered: bool
+    attempts: int
+    why: str = ""  # the last failure
+    retry: bool = True  # False: the receiver refused it for good (a 4xx)
+
+
+def post(hook: Webhook, body: bytes, event_id: str) -> Outcome:
+    """One attempt."""
+    req = urllib.request.Request(hook.url, data=body, method="POST")
+    req.add_header("Content-Type", "application/json")
+    req.add_header("User-Agent", USER_AGENT)
+    req.add_header("Idempotency-Key", event_id)
+    req.add_header("X-Failover-Event-Id", event_id)
+    try:
+        token = hook.token()
+    except OSError as e:  # an unreadable token file: say which, never its content
+        return Outcome(False, 1, f"cannot read token_file {hook.token_file}: {e.strerror}", retry=True)
+    if token:
+        req.add_header(hook.header, f"Bearer {token}" if hook.header.lower() == "authorization" else token)
+    try:
+        with urllib.request.urlopen(req, timeout=hook.timeout) as r:
+            r.read()
+            return Outcome(True, 1)
+    except urllib.error.HTTPError as e:
+        return Outcome(False, 1, f"HTTP {e.code} {e.reason}", retry=e.code in RETRY_STATUS)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        return Outcome(False, 1, f"{type(e).__name__}: {getattr(e, 'reason', e)}")
+
+
+@dataclass
+class WebhookSender:
+    hook: Webhook
+    dead_letter: Path
+    stop: threading.Event  # set: give up waiting between attempts (the event stays claimed in ZooKeeper)
+
+    def deliver(self, payload: dict[str, Any]) -> Outcome:
+        """Every attempt the receiver's policy allows; dead-lettered after the
+        last one (not when the agent is stopping: then another agent or this
+        one restarted sends it again)."""
+        body = json.dumps(payload, sort_keys=True).encode()
+        wait = self.hook.backoff
+        why = ""
+        for n in range(1, self.hook.attempts + 1):
+            got = post(self.hook, body, payload["id"])
+            if got.delivered:
+                return Outcome(True, n)
+            why = got.why
+            log.warning(
+                "webhook %s: event %s attempt %d/%d failed: %s",
+                self.hook.name,
+                payload["id"],
+                n,
+                self.hook.attempts,
+                why,
+            )
+            if not got.retry or n == self.hook.attempts:
+                self._dead(payload, n, why)
+                return Outcome(False, n, why, retry=False)
+            if self.stop.wait(wait):
+                return Outcome(False, n, "agent stopping", retry=True)
+            wait = min(wait * 2, self.hook.max_backoff)
+        return Outcome(False, self.hook.attempts, why, retry=False)  # not reached: the loop returns
+
+    def _dead(self, payload: dict[str, Any], attempts: int, why: str) -> None:
+        rec = {
+            "at": round(time.time(), 3),
+            "receiver": self.hook.name,  # not its URL: some receivers' URLs are secrets themselves
+            "attempts": attempts,
+            "error": why,
+            "event": payload,
+        }
+        self.dead_letter.parent.mkdir(parents=True, exist_ok=True)
+        # One write of one line, appended: a crash never leaves half a record.
+        fd = os.open(self.dead_letter, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, (json.dumps(rec, sort_keys=True) + "\n").encode())
+        finally:
+            os.close(fd)
+        log.error(
+            "webhook %s: event %s dead-lettered to %s after %d attempts: %s",
+            self.hook.name,
+            payload["id"],
+            self.dead_letter,
+            attempts,
+            why,
+        )
