@@ -132,3 +132,58 @@ def test_runbook_drained_switchover_step(tmp_path: Path) -> None:
     rb.write_text(RUNBOOK.replace("proceed", "ask"))
     with pytest.raises(Exception, match="on_deadline"):  # a drill never asks: nobody would answer
         runbook.load(rb)
+
+
+def _drain_view(calls: dict | None, busy: dict | None = None) -> dict:
+    """The example pair as status sees it, the primary's agent reporting `calls`."""
+    import time as _time
+
+    from failover import status
+    from tests.conftest import REPO
+    from tests.test_line_states import PRIMARY, STANDBY, _member
+
+    c = inv_mod.load(REPO / "inventory" / "example-windows.yaml").cluster()
+    members = {
+        "ipc-new": {**_member("ipc-new", "primary", PRIMARY, "up"), "calls": calls, "busy_out": busy},
+        "ipc-old": _member("ipc-old", "standby", STANDBY, "up"),
+    }
+    rec = {"primary": "ipc-new", "epoch": 3, "roles": {"ipc-new": "primary", "ipc-old": "standby"}, "board_down": []}
+    request = {
+        "id": "r1",
+        "kind": "switchover",
+        "to": "ipc-old",
+        "operator": "t",
+        "state": "running",
+        "drain": DrainSpec(0, 600, "ask").record(),
+        "draining": {"started": _time.time(), "at_start": 17, "calls": calls},
+        "question": "the drain reached its deadline (600 s) with 17 active: proceed (cutting them) or cancel?",
+    }
+    return status.view(c, rec, ({"ipc": "ipc-new"}, 1), members, None, request, [])
+
+
+def test_active_calls_in_status_check_and_metrics_with_the_x_plus_2y_headroom() -> None:
+    from failover import api, check, status
+
+    v = _drain_view(ActiveCalls(17, 12, 5).record(), {"ipc": "ipc-new", "request": "r1", "since": 1.0})
+    calls = v["calls"]
+    lines = sum(v["capacity"]["lines"].values())
+    assert calls["active"] == 17 and calls["channels_used"] == 12 + 2 * 5
+    assert calls["channels_free"] == lines - 22
+    text = status.render(v)
+    assert "calls: 17 active on ipc-new (ivr 12, agent 5), 22 line channels in use" in text
+    assert "BUSIED OUT" in text and "drain: hand-over at 0 or fewer calls" in text and "QUESTION" in text
+    _code, out = check.verdict(v)
+    assert "17 calls active, BUSIED OUT" in out and "active_calls=17" in out and f"channels_free={lines - 22}" in out
+    state = {"cluster": "cc", "ipc": "ipc-new", "role": "primary", "zookeeper": {"connected": True}, "healthy": True}
+    m = api.metrics({**state, "view": v})
+    assert 'failover_active_calls{cluster="cc",kind="agent"} 5' in m and 'failover_busy_out{cluster="cc"} 1' in m
+
+
+def test_unsplit_calls_count_as_agent_calls_and_no_calls_show_nothing() -> None:
+    from failover import check, status
+
+    v = _drain_view(ActiveCalls(10).record())
+    assert v["calls"]["channels_used"] == 20  # never overstate the headroom
+    assert "calls:" in status.render(v) and "BUSIED OUT" not in status.render(v)
+    v = _drain_view(None)
+    assert v["calls"] is None and "active_calls" not in check.verdict(v)[1]
