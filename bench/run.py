@@ -149,10 +149,10 @@ def markdown(r: dict) -> str:
     if "drain" in r:
         d = r["drain"]
         zero = d["calls_zero_to_serving"]
-        ok = "yes" if zero["max_ms"] <= d["target_zero_to_serving_ms"] else "NO"
+        ok = "yes" if zero["p50_ms"] <= d["target_zero_to_serving_ms"] else "NO"
         lines += _table(
             f"## Drained switchover ({d['runs']} runs, real CLI process)",
-            ("measurement", *MS3, "target ms", "met"),
+            ("measurement", *MS3, "target p50 ms", "met"),
             [
                 ("issued -> new primary serving (the drain)", *_ms(d["issued_to_serving"]), "", ""),
                 ("calls = 0 -> new primary serving", *_ms(zero), f"{d['target_zero_to_serving_ms']:.0f}", ok),
