@@ -234,3 +234,18 @@ def test_drain_refused_without_calls_in_the_inventory(tmp_path: Path) -> None:
     inv = _write(tmp_path, GOOD)
     r = subprocess.run([FAILOVER, "switchover", "--drain", "-i", str(inv)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "has no `calls` in the inventory" in r.stderr, r.stderr
+
+
+def test_drained_switchover_on_windows_ipcs_with_agents_apart(tmp_path: Path) -> None:
+    """The plan's shape: `labcalls.exe` through the cmd.exe stand-in over
+    Win32-OpenSSH, agents on hosts of their own; no call cut."""
+    with Harness(tmp_path, platform="windows", apart=True) as w:
+        w.steady()
+        ready(w, "ipc-b")
+        sim(w, "ipc-a", action="load", count=5, min=1.0, max=2.5, rate=2.0)
+        got = final(w, drain(w, "ipc-b", 60, "cancel"))
+        assert got["state"] == "done" and any("busied out (no new calls)" in x for x in got["progress"]), got
+        assert sim(w, "ipc-a", action="stats")["cut"] == 0
+        released(w, "ipc-a")
+        assert switchover_entry(w, "ipc-b")["calls"]["cut"] == 0
+        w.assert_never_both()
