@@ -61,7 +61,7 @@ def _steady(h: Harness, primary: str) -> None:
 def _history_for(h: Harness, epoch: int) -> dict:
     return wait_for(
         lambda: next(
-            (e for e in h.store.history(200) if e.get("epoch") == epoch and e.get("kind") in ("failover", "takeover")),
+            (e.to_json() for e in h.store.history(200) if e.epoch == epoch and e.kind in ("failover", "takeover")),
             None,
         ),
         10,

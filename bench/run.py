@@ -44,6 +44,33 @@ def _ms(s: dict) -> tuple[str, str, str]:
 MS3 = ("p50 ms", "p95 ms", "max ms")
 
 
+def _http(h: dict) -> list[str]:
+    """The health endpoint's section, with the status page's figures."""
+    lines: list[str] = []
+    lines += _table(
+        "## Health endpoint (wrk, 64 connections, 10 s)",
+        ("endpoint", "req/s", "p50 ms", "p99 ms"),
+        [(p, h[p]["requests_per_s"], h[p]["p50_ms"], h[p]["p99_ms"]) for p in http_bench.PATHS if p in h],
+    )
+    if http_bench.BESIDE in h:
+        b = h[http_bench.BESIDE]
+        ok = "yes" if b["p99_ms"] <= b["limit_p99_ms"] else "NO"
+        lines += [
+            f"Status page: `/health` beside {b['streams']['count']} page update streams (/desk.json every "
+            f"{b['streams']['period_s']:g} s each): {b['requests_per_s']} req/s, p50 {b['p50_ms']} ms, "
+            f"p99 {b['p99_ms']} ms (limit {b['limit_p99_ms']:g} ms: met {ok}); the streams' p99 "
+            f"{b['streams']['p99_ms']} ms, {b['streams']['errors']} errors.",
+            "",
+        ]
+    if "desk_page_lag" in h:
+        lines += _table(
+            "### Status page in a browser after a failover (kill -9 of CTI; headless Chromium)",
+            ("measurement", "n", *MS3),
+            [(k, s["n"], *_ms(s)) for k, s in h["desk_page_lag"].items()],
+        )
+    return lines
+
+
 def markdown(r: dict) -> str:
     lines = ["# Benchmark results (`make bench`; this 2-core machine)", ""]
     if "executor" in r:
@@ -75,12 +102,7 @@ def markdown(r: dict) -> str:
             intro=(f"settings: {a['settings']}", ""),
         )
     if "http" in r:
-        h = r["http"]
-        lines += _table(
-            "## Health endpoint (wrk, 64 connections, 10 s)",
-            ("endpoint", "req/s", "p50 ms", "p99 ms"),
-            [(p, h[p]["requests_per_s"], h[p]["p50_ms"], h[p]["p99_ms"]) for p in ("/health", "/cluster")],
-        )
+        lines += _http(r["http"])
     if "switchover" in r:
         s = r["switchover"]
         lines += _table(

@@ -46,13 +46,11 @@ def trials(root: Path, platform: PlatformName = "lab", apart: bool = False) -> d
             # CTI/IVR answering on the new one (without the CLI's start-up).
             epoch = h.record()["epoch"]
             entry = wait_for(
-                lambda e=epoch: next(
-                    (x for x in h.store.history(50) if x.get("epoch") == e and x.get("kind") == "switchover"), None
-                ),
+                lambda e=epoch: next((x for x in h.store.history(50) if x.epoch == e and x.kind == "switchover"), None),
                 10,
                 what="switchover history",
             )
-            agents.append(float(entry["duration_s"]))
+            agents.append(float(entry.get("duration_s")))
             primary = target
         h.assert_never_both()
     return {

@@ -7,10 +7,12 @@ agent's cached state (never waits on ZooKeeper or SSH).
   GET /cluster   roles, epoch, services, line, capacity, pause, last change
   GET /history   role changes, switchovers, pauses, drills
   GET /metrics   Prometheus text format
+  GET /desk      the status page (HTML, polls /desk.json); /desks: the inventory's clusters
   POST /failsafe  agent to agent only: the failsafe lease (docs/resilience.md)
 HEAD is supported everywhere; unknown path 404; other methods 405. /failsafe is
 the one endpoint that changes state (the standby's promise not to promote).
-/cluster and /history may require a bearer token or basic auth (inventory).
+/cluster, /history and the status page may require a bearer token or basic
+auth (inventory); with basic auth the 401 challenges a browser to ask for it.
 
 Responses are rendered once per agent cycle (`render`, pure) and the server
 only writes the cached bytes; the role-dependent answers (/primary, /health's
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hmac
 import json
 import threading
@@ -28,11 +31,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from failover import desk, desk_page
 from failover.layouts import SERVICES
 
 Response = tuple[int, bytes, str]  # status, body, content type
 JSON = "application/json"
 PROM = "text/plain; version=0.0.4; charset=utf-8"
+HTML = "text/html; charset=utf-8"
+PAGE = desk_page.page()  # static: the data comes from /desk.json
 REASONS = {
     200: "OK",
     401: "Unauthorized",
@@ -41,7 +47,12 @@ REASONS = {
     503: "Service Unavailable",
     400: "Bad Request",
 }
-PROTECTED = ("/cluster", "/history", "/failsafe")
+PROTECTED = ("/cluster", "/history", "/failsafe", "/desk", "/desk.json", "/desks")
+# A browser cannot send a bearer token: say what the operator must configure.
+DESK_NEEDS_BASIC = (
+    "a browser signs in with basic auth only: give this endpoint http.auth.basic_file (docs/monitoring.md)"
+)
+ENDPOINTS = ["/health", "/primary", "/standby", "/cluster", "/history", "/metrics", "/desk", "/desk.json", "/desks"]
 
 
 def _json(code: int, data: Any) -> Response:
@@ -53,6 +64,7 @@ def render(state: dict) -> dict[str, Response]:
     /primary is rendered both ways: key '/primary' (holder) and '/primary:no'."""
     me, role = state["ipc"], state["role"]
     zk = state["zookeeper"]
+    cluster = {**state.get("view", {}), "zookeeper": zk, "reported_by": me}
     health = {
         "cluster": state["cluster"],
         "ipc": me,
@@ -71,9 +83,12 @@ def render(state: dict) -> dict[str, Response]:
         "/primary": _json(200, {**health, "primary": True}),
         "/primary:no": _json(503, {**health, "primary": False}),
         "/standby": _json(200 if role == "standby" and state.get("eligible") else 503, health),
-        "/cluster": _json(200, {**state.get("view", {}), "zookeeper": zk, "reported_by": me}),
+        "/cluster": _json(200, cluster),
         "/history": _json(200, state.get("history", [])),
         "/metrics": (200, metrics(state).encode(), PROM),
+        "/desk": (200, PAGE, HTML),
+        "/desk.json": _json(200, desk.payload(cluster, state)),
+        "/desks": (200, desk_page.index(state.get("desks") or []), HTML),
     }
     return out
 
@@ -230,7 +245,16 @@ class HttpServer:
 
     def stop(self) -> None:
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            with contextlib.suppress(RuntimeError):  # stopped already: its loop is closed
+                self._loop.call_soon_threadsafe(self._shutdown)
+
+    def _shutdown(self) -> None:
+        # Close the listening socket too: a stopped server refuses connections
+        # (clients see it at once) and its port is free again.
+        if self._server is not None:
+            self._server.close()
+        if self._loop is not None:
+            self._loop.stop()
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -245,6 +269,14 @@ class HttpServer:
             return
         self._ready.set()
         loop.run_forever()
+        # Stopped: end the kept-alive connections too (their clients see them
+        # closed, not hanging), then the loop.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()
 
     def lookup(self, method: str, path: str, authorization: str | None) -> Response:
         path = path.split("?", 1)[0]
@@ -252,14 +284,13 @@ class HttpServer:
         if key not in self.responses or path.endswith(":no"):
             return _json(
                 404,
-                {
-                    "error": f"no such endpoint {path}",
-                    "endpoints": ["/health", "/primary", "/standby", "/cluster", "/history", "/metrics"],
-                },
+                {"error": f"no such endpoint {path}", "endpoints": ENDPOINTS},
             )
         if method not in ("GET", "HEAD"):
             return _json(405, {"error": f"{method} not allowed: this endpoint is read-only"})
         if path in PROTECTED and not self.auth.ok(authorization):
+            if path.startswith("/desk") and not self.auth.basic:
+                return _json(401, {"error": "authentication required", "hint": DESK_NEEDS_BASIC})
             return _json(401, {"error": "authentication required"})
         return self.responses[key]
 
@@ -310,10 +341,16 @@ class HttpServer:
         assert self.failsafe is not None
         return _json(200, self.failsafe(body))
 
-    @staticmethod
-    async def _send(writer: asyncio.StreamWriter, method: str, resp: Response, keep: bool) -> None:
+    def _challenge(self) -> str:
+        # A browser cannot send a bearer token on its own, but it asks for basic
+        # auth when challenged (and Basic is the challenge it picks among several):
+        # that is how the status page is opened on an endpoint with auth.
+        basic = 'WWW-Authenticate: Basic realm="failover", charset="UTF-8"\r\n' if self.auth.basic else ""
+        return 'WWW-Authenticate: Bearer realm="failover"\r\n' + basic
+
+    async def _send(self, writer: asyncio.StreamWriter, method: str, resp: Response, keep: bool) -> None:
         code, body, ctype = resp
-        extra = 'WWW-Authenticate: Bearer realm="failover"\r\n' if code == 401 else ""
+        extra = self._challenge() if code == 401 else ""
         head = (
             f"HTTP/1.1 {code} {REASONS.get(code, 'OK')}\r\nContent-Type: {ctype}\r\n"
             f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n{extra}"

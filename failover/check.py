@@ -21,11 +21,14 @@ def _app_running(i: dict) -> list[str]:
     return [s for s in ("cti", "ivr") if i["services"].get(s, {}).get("state") not in (None, "STOPPED", "UNKNOWN")]
 
 
-def verdict(v: dict, warn: int | None = None, crit: int | None = None) -> tuple[int, str]:
+def problems(v: dict, warn: int | None = None, crit: int | None = None) -> tuple[list[str], list[str]]:
+    """(critical, warning) findings of the view, each one sentence: the
+    plugin's verdict and the status page's banner are the same list."""
     ipcs = v.get("ipcs") or {}
     cap = v.get("capacity") or {}
     ivr = int(cap.get("max_ivr") or 0)
-    crits, warns = [], []
+    crits: list[str] = []
+    warns: list[str] = []
     primary = v.get("primary")
     serving = [n for n, i in ipcs.items() if set(_app_running(i)) == {"cti", "ivr"}]
     if len(serving) > 1 or len([n for n, i in ipcs.items() if _app_running(i)]) > 1:
@@ -65,6 +68,13 @@ def verdict(v: dict, warn: int | None = None, crit: int | None = None) -> tuple[
     if v.get("paused"):
         p = v["paused"]
         warns.append(f"paused by {p.get('operator')}: {p.get('reason') or 'no reason'}")
+    return crits, warns
+
+
+def verdict(v: dict, warn: int | None = None, crit: int | None = None) -> tuple[int, str]:
+    ipcs = v.get("ipcs") or {}
+    primary = v.get("primary")
+    crits, warns = problems(v, warn, crit)
     code = CRITICAL if crits else WARNING if warns else OK
     what = "; ".join(crits + warns) or f"primary {primary} serving, standby eligible"
     unmonitored = sorted(n for n, i in ipcs.items() if i.get("line") == "unmonitored")

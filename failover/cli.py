@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,6 +17,9 @@ from failover import __version__
 from failover import inventory as inv_mod
 from failover.exits import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from failover.exits import Fail as Fail  # re-exported: `from failover.cli import Fail` keeps working
+
+if TYPE_CHECKING:
+    from failover.records import Request
 
 DEFAULT_INVENTORY = "/etc/failover/inventory.yaml"
 
@@ -152,7 +155,7 @@ def agent_cmd(inventory_path: str, ipc: str, state_dir: str, log_level: str) -> 
     except inv_mod.InventoryError as e:
         click.echo(str(e), err=True)
         sys.exit(EXIT_USAGE)
-    sys.exit(agent_mod.main_loop(cluster, ipc, Path(state_dir)))
+    sys.exit(agent_mod.main_loop(cluster, ipc, Path(state_dir), inv.clusters))
 
 
 # ----- on-call commands ------------------------------------------------------------
@@ -297,7 +300,7 @@ def switchover_cmd(
                 )
                 sys.exit(EXIT_OK)
             click.echo(f"requested by {who}; following it:")
-            result = _follow_switchover(s, req["id"], timeout, spec, who)
+            result = _follow_switchover(s, req.id, timeout, spec, who)
             sys.exit(oncall.finish(c, s, result, "switchover"))
     except oncall.Fail as e:
         oncall.die(e)
@@ -344,7 +347,7 @@ def _follow_switchover(s: Any, rid: str, timeout: float, spec: Any, who: str) ->
         return {"state": "cancelled", "why": "Ctrl-C while draining"}
 
 
-def _confirm_and_submit(s: Any, yes: bool, make: Callable[[], dict], question: str = "Proceed?") -> dict:
+def _confirm_and_submit(s: Any, yes: bool, make: Callable[[], Request], question: str = "Proceed?") -> Request:
     """Ask (unless --yes), then file the request the agents act on; refused if
     another is pending. The request is made only after the answer, so its
     timestamp is not the operator's reading time."""
@@ -355,7 +358,7 @@ def _confirm_and_submit(s: Any, yes: bool, make: Callable[[], dict], question: s
     req = make()
     other = ops.submit(s, req)
     if other is not None:
-        raise oncall.Fail(EXIT_REFUSED, f"refused: {oncall.scheduled_text(other)}")
+        raise oncall.Fail(EXIT_REFUSED, f"refused: {oncall.scheduled_text(other.to_json())}")
     return req
 
 
@@ -411,7 +414,7 @@ def failover_cmd(
                 lambda: ops.new_request("failover", to, who, reason, force=force, frm=old, confirm_dead=confirm_dead),
                 question,
             )
-            result = oncall.follow(s, req["id"], timeout)
+            result = oncall.follow(s, req.id, timeout)
             sys.exit(oncall.finish(c, s, result, "failover"))
     except oncall.Fail as e:
         oncall.die(e)
@@ -443,16 +446,14 @@ def rejoin_cmd(
             while time.monotonic() < deadline:
                 m = ops.rejoined(s, ipc)
                 if m is not None:
-                    click.echo(
-                        click.style(f"rejoin done: {ipc} is an eligible standby: {m.get('sentence')}", fg="green")
-                    )
+                    click.echo(click.style(f"rejoin done: {ipc} is an eligible standby: {m.sentence}", fg="green"))
                     sys.exit(EXIT_OK)
                 time.sleep(0.2)
             m = s.member(ipc)
             raise oncall.Fail(
                 EXIT_FAILED,
                 f"rejoin FAILED: {ipc} is marked standby but not eligible after "
-                f"{timeout:g} s: " + ((m or {}).get("sentence") or "its agent is not reporting"),
+                f"{timeout:g} s: " + ((m.sentence if m else "") or "its agent is not reporting"),
             )
     except oncall.Fail as e:
         oncall.die(e)
@@ -512,18 +513,17 @@ def history_cmd(inventory_path: str, cluster_name: str | None, limit: int, as_js
     except oncall.Fail as e:
         oncall.die(e)
     if as_json:
-        emit_json(entries)
+        emit_json([e.to_json() for e in entries])
         return
     for e in entries:
-        dur = f" {e['duration_s']:.1f} s" if e.get("duration_s") is not None else ""
-        move = f"{e.get('from') or '-'} -> {e.get('to') or '-'}" if e.get("to") or e.get("from") else ""
-        epoch = f" epoch {e['epoch']}" if e.get("epoch") is not None else ""
+        dur = f" {e.get('duration_s'):.1f} s" if e.get("duration_s") is not None else ""
+        move = f"{e.frm or '-'} -> {e.to or '-'}" if e.to or e.frm else ""
+        epoch = f" epoch {e.epoch}" if e.epoch is not None else ""
         click.echo(
-            f"{st._when(e.get('when'))}  {e.get('kind', '?'):<20} {move:<18}{epoch:<10} "
-            f"{e.get('outcome', ''):<9}{dur:>8}  by {e.get('who', '?')}: {e.get('why', '')}"
+            f"{st._when(e.when)}  {e.kind:<20} {move:<18}{epoch:<10} {e.outcome:<9}{dur:>8}  by {e.who}: {e.why}"
         )
-        if e.get("proof"):  # a takeover's proof that the old primary's CTI/IVR were not running
-            click.echo(f"{'':<21}proof {st.proof_text(e['proof'])}")
+        if e.proof:  # a takeover's proof that the old primary's CTI/IVR were not running
+            click.echo(f"{'':<21}proof {st.proof_text(e.proof)}")
 
 
 @main.command("check")

@@ -69,26 +69,32 @@ def main() -> int:
         zk.start(timeout=15)
         store = zkstore.Store(zk, c.zookeeper.path)
 
-        def record() -> dict:
+        def primary() -> str | None:
             v = store.cluster()
-            return v.data if v else {}
+            return v.data.primary if v else None
 
-        def settled(primary: str) -> bool:
-            other = "ipc-b" if primary == "ipc-a" else "ipc-a"
-            m = store.member(other) or {}
-            return record().get("primary") == primary and m.get("decision") == "none"
+        def settled(want: str) -> bool:
+            other = "ipc-b" if want == "ipc-a" else "ipc-a"
+            m = store.member(other)
+            return primary() == want and m is not None and m.decision == "none"
 
-        wait(lambda: settled("ipc-a") and (store.member("ipc-b") or {}).get("eligible"), 30, "the agents")
+        def eligible(ipc: str) -> bool:
+            m = store.member(ipc)
+            return m is not None and m.eligible
+
+        wait(lambda: settled("ipc-a") and eligible("ipc-b"), 30, "the agents")
         run("status", env=env)
         print("\n# The plan's rule 2: CTI dies on the primary ...", flush=True)
         run("lab", "fault", "ipc-a", "kill", "cti", env=env)
 
         def promoted() -> bool:
-            m = store.member("ipc-b") or {}
-            cti = ((m.get("obs") or {}).get("services") or {}).get("cti", {}).get("state")
-            return m.get("role") == "primary" and m.get("decision") == "none" and cti == "RUNNING"
+            m = store.member("ipc-b")
+            if m is None:
+                return False
+            cti = ((m.obs or {}).get("services") or {}).get("cti", {}).get("state")
+            return m.role == "primary" and m.decision == "none" and cti == "RUNNING"
 
-        wait(lambda: record().get("primary") == "ipc-b" and promoted(), 30, "the failover")
+        wait(lambda: primary() == "ipc-b" and promoted(), 30, "the failover")
         time.sleep(0.6)  # one more cycle: both agents' sentences describe the new state
         run("status", env=env)
         print("\n# ipc-a is repaired: it rejoins as standby; then a planned switchover back ...", flush=True)

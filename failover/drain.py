@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from failover.calls import ActiveCalls
 
@@ -28,9 +30,8 @@ class DrainSpec:
     on_deadline: str = "ask"
 
     @classmethod
-    def of(cls, request: dict) -> DrainSpec | None:
-        """The request's `drain` (None: a plain switchover)."""
-        d = request.get("drain")
+    def of(cls, d: Mapping[str, Any] | None) -> DrainSpec | None:
+        """A request's `drain` (None: a plain switchover)."""
         if not d:
             return None
         return cls(int(d.get("below", 0)), float(d.get("max_wait", DEFAULT_MAX_WAIT)), str(d.get("on_deadline", "ask")))

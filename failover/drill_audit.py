@@ -14,6 +14,7 @@ from failover import executor as exe
 from failover import zkstore
 from failover.inventory import Cluster
 from failover.layouts import APP_SERVICES
+from failover.records import ClusterRecord
 from failover.rules import Role, State, Topology
 
 Wait = Callable[[Callable[[], bool], float, str, Callable[[], str] | None], None]
@@ -38,9 +39,9 @@ class Audits:
     def __init__(self, cluster: Cluster, topo: Topology, ex: exe.Executor, store: zkstore.Store, wait: Wait) -> None:
         self.c, self.topo, self.ex, self.store, self.wait = cluster, topo, ex, store, wait
 
-    def _record(self) -> dict:
+    def _record(self) -> ClusterRecord:
         v = self.store.cluster()
-        return v.data if v else {}
+        return v.data if v else ClusterRecord()
 
     def run(self, settled: bool) -> list[dict]:
         out = []
@@ -63,9 +64,7 @@ class Audits:
             return out
         try:
             self.wait(lambda: self._one_primary(), 20, "one primary")
-            out.append(
-                {"audit": "exactly one primary", "ok": True, "detail": f"primary {self._record().get('primary')}"}
-            )
+            out.append({"audit": "exactly one primary", "ok": True, "detail": f"primary {self._record().primary}"})
         except AssertionError as e:
             out.append({"audit": "exactly one primary", "ok": False, "detail": str(e)})
         if self.store.pause() is not None:
@@ -89,14 +88,14 @@ class Audits:
     def _one_primary(self) -> bool:
         rec = self._record()
         leader = self.store.leader()
-        return bool(rec.get("primary") and leader and leader[0].get("ipc") == rec.get("primary"))
+        return bool(rec.primary and leader and leader[0].ipc == rec.primary)
 
     def _layout_mismatch(self) -> str:
         rec = self._record()
         bad = []
         for i in self.c.ipcs:
-            role = Role(rec.get("roles", {}).get(i.name, "standby"))
-            want = self.topo.expected(i.name, role, i.name in rec.get("board_down", []))
+            role = rec.roles.get(i.name, Role.STANDBY)
+            want = self.topo.expected(i.name, role, i.name in rec.board_down)
             st = self.ex.status_fast(i.name).states
             up = {s for s, v in st.items() if v is State.RUNNING}
             if up != set(want):

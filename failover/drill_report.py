@@ -21,8 +21,9 @@ from typing import Any
 
 from failover.drill_svg import FaultTimes, Marker, TimelineData, render
 from failover.drill_timeline import Sample, answering_intervals, answers_calls
+from failover.records import ROLE_CHANGE_KINDS, HistoryEntry
 
-ROLE_CHANGES = ("failover", "takeover", "switchover", "manual-failover", "board-down", "standby-fault")
+ROLE_CHANGES = ROLE_CHANGE_KINDS  # what a drill counts as the cluster's reaction to a fault
 
 
 @dataclass
@@ -42,7 +43,7 @@ class StepResult:
 # ----- what each fault cost ---------------------------------------------------------
 def fault_metrics(
     faults: list[dict],
-    history: list[dict],
+    history: list[HistoryEntry],
     samples: list[Sample],
     results: list[StepResult],
     is_home_expect: Callable[[int], bool],
@@ -54,12 +55,12 @@ def fault_metrics(
     for n, f in enumerate(faults):
         t = f["at"]
         t_next = faults[n + 1]["at"] if n + 1 < len(faults) else float("inf")
-        change = next((h for h in history if h.get("kind") in ROLE_CHANGES and t <= h.get("when", 0) < t_next), None)
+        change = next((h for h in history if h.kind in ROLE_CHANGES and t <= (h.when or 0) < t_next), None)
         detect = None
         if change is not None:
             detect = change.get("detection_s")
             if detect is None:
-                detect = round(change["when"] - t, 3)
+                detect = round((change.when or t) - t, 3)
         normal = next(
             (
                 r.started + r.duration
@@ -78,7 +79,7 @@ def fault_metrics(
                 "time_to_detect_s": detect,
                 "calls_served_again_s": _served_again(samples, t, t_next),
                 "back_to_normal_s": round(normal - t, 3) if normal else None,
-                "reaction": change.get("kind") if change else "none",
+                "reaction": change.kind if change else "none",
             }
         )
     return out

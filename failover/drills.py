@@ -24,6 +24,7 @@ from failover.drill_window import Window as DrillWindow
 from failover.inventory import Cluster
 from failover.layouts import SERVICES
 from failover.platforms import UnsafeArgument
+from failover.records import ClusterRecord, HistoryEntry
 from failover.rules import State, Topology
 from failover.runbook import Runbook, Step
 
@@ -79,10 +80,10 @@ class Drill:
                 return n
         raise DrillRefused(f"--from {from_step!r}: no such step (1..{len(self.rb.steps)} or a step name)")
 
-    def record(self) -> dict:
+    def record(self) -> ClusterRecord:
         assert self.store is not None
         v = self.store.cluster()
-        return v.data if v else {}
+        return v.data if v else ClusterRecord()
 
     def resolve(self, ref: str) -> str:
         if ref == "home-primary":
@@ -91,11 +92,7 @@ class Drill:
             return self.topo.peer(self.topo.home_primary)
         if ref in ("primary", "standby"):
             # (a dry run reads nothing: the preferred roles)
-            p = (
-                self.topo.home_primary
-                if self.store is None
-                else (self.record().get("primary") or self.topo.home_primary)
-            )
+            p = self.topo.home_primary if self.store is None else (self.record().primary or self.topo.home_primary)
             return p if ref == "primary" else self.topo.peer(p)
         return ref
 
@@ -191,7 +188,7 @@ class Drill:
         timeline = None
         try:
             if not self.dry_run:
-                self.start_epoch = int(self.record().get("epoch", 0))
+                self.start_epoch = int(self.record().epoch)
                 timeline = Timeline(self.c)
                 timeline.start()
             failed = self._run_steps(self.rb.steps, "steps", self.start_from)
@@ -219,14 +216,14 @@ class Drill:
         if self.store is None or self.dry_run:
             return
         self.store.add_history(
-            {
-                "kind": "drill",
-                "who": self.operator,
-                "why": f"runbook {self.rb.name}",
-                "outcome": report["outcome"],
-                "report": report.get("files", {}).get("md"),
-                "epoch": self.record().get("epoch"),
-            }
+            HistoryEntry.of(
+                "drill",
+                self.operator,
+                f"runbook {self.rb.name}",
+                report["outcome"],
+                report=report.get("files", {}).get("md"),
+                epoch=self.record().epoch,
+            )
         )
 
     def _close(self, ctx: Any) -> None:
@@ -422,7 +419,7 @@ class Drill:
                 "service": inj.service,
                 "ipc": ipc,
                 "at": t,
-                "epoch_before": int(self.record().get("epoch", 0)),
+                "epoch_before": int(self.record().epoch),
             }
         )
         return f"{inj.fault} {inj.service or ''} on {ipc}: {detail}".replace("  ", " ")
@@ -470,8 +467,8 @@ class Drill:
         req = ops.new_request(kind, to, self.operator, reason, **kw)
         other = ops.submit(self.store, req)
         if other is not None:
-            raise AssertionError(f"refused: {oncall.scheduled_text(other)}")
-        res = oncall.follow(self.store, req["id"], follow_s, echo=lambda line: self.echo(f"         {line}"))
+            raise AssertionError(f"refused: {oncall.scheduled_text(other.to_json())}")
+        res = oncall.follow(self.store, req.id, follow_s, echo=lambda line: self.echo(f"         {line}"))
         if res.get("state") != "done":
             raise AssertionError(f"{kind} {res.get('state')}: {res.get('why')}")
         return str(res.get("why"))

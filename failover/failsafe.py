@@ -28,6 +28,7 @@ the standby takes over after the promise has ended (with fencing, as always).
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -35,6 +36,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from failover.inventory import HttpAuth
 
 
 @dataclass
@@ -110,16 +115,29 @@ class Grantor:
         return max(0.0, self.promised_until + self.hold_after - now) if self.promised_until else 0.0
 
 
-def ask(url: str, body: dict, token: str | None, timeout: float) -> dict:
-    """POST /failsafe to the peer's agent; raises OSError/ValueError."""
+def authorization(auth: HttpAuth | None) -> str | None:
+    """The Authorization header for the peer's endpoint: its bearer token, or
+    its basic credentials when it has only those (an endpoint opened to
+    browsers for the status page); read now, never logged."""
+    if auth is None:
+        return None
+    token, basic = auth.secrets()
+    if token:
+        return f"Bearer {token}"
+    return f"Basic {base64.b64encode(basic.encode()).decode()}" if basic else None
+
+
+def ask(url: str, body: dict, authorization: str | None, timeout: float) -> dict:
+    """POST /failsafe to the peer's agent (`authorization`: the header's
+    value, see `authorization()`); raises OSError/ValueError."""
     req = urllib.request.Request(
         url.rstrip("/") + "/failsafe",
         data=json.dumps(body).encode(),
         method="POST",
         headers={"Content-Type": "application/json"},
     )
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
+    if authorization:
+        req.add_header("Authorization", authorization)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             answer = json.loads(r.read())
@@ -140,10 +158,10 @@ def wrong_grantor(answer: dict, grantor: str) -> str:
     return f"the answer came from {who or 'an unnamed agent'}, not {grantor}'s agent: check http.advertise"
 
 
-def probe_path(url: str, requester: str, grantor: str, token: str | None, timeout: float) -> tuple[bool, str]:
+def probe_path(url: str, requester: str, grantor: str, authorization: str | None, timeout: float) -> tuple[bool, str]:
     """Test the lease path without asking for a lease (nothing is promised)."""
     try:
-        answer = ask(url, {"from": requester, "probe": True}, token, timeout)
+        answer = ask(url, {"from": requester, "probe": True}, authorization, timeout)
     except (OSError, ValueError) as e:
         return False, f"{grantor}'s agent at {url} cannot be reached ({e})"
     bad = wrong_grantor(answer, grantor)
@@ -160,10 +178,12 @@ class Lease:
     def valid(self, now: float | None = None) -> bool:
         return (time.monotonic() if now is None else now) < self.valid_until
 
-    def renew(self, url: str, requester: str, epoch: int, token: str | None, timeout: float, grantor: str) -> bool:
+    def renew(
+        self, url: str, requester: str, epoch: int, authorization: str | None, timeout: float, grantor: str
+    ) -> bool:
         sent = time.monotonic()
         try:
-            answer = ask(url, {"from": requester, "epoch": epoch}, token, timeout)
+            answer = ask(url, {"from": requester, "epoch": epoch}, authorization, timeout)
         except (OSError, ValueError) as e:
             self.last_answer = f"standby unreachable ({e})"
             return False

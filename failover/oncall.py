@@ -20,6 +20,7 @@ from failover import switchover as sw
 from failover import zkstore
 from failover.exits import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Fail
 from failover.inventory import Cluster
+from failover.records import Request
 from failover.rules import IpcObs, Observation, Policy, Role, ServiceObs, State, Topology, failover_plan
 
 
@@ -254,7 +255,7 @@ def follow(
     req_id: str,
     timeout: float,
     echo: Any = click.echo,
-    on_request: Callable[[dict], bool] | None = None,
+    on_request: Callable[[Request], bool] | None = None,
 ) -> dict:
     """Print the request's progress as the agents write it, until a final
     state. `on_request`: shown each request as read (a drain's question);
@@ -264,19 +265,19 @@ def follow(
     started = time.monotonic()
     while time.monotonic() < deadline:
         cur = s.request()
-        if cur is None or cur.data.get("id") != req_id:
+        if cur is None or cur.data.id != req_id:
             return {"state": "failed", "why": "the request disappeared (cancelled by someone else?)"}
-        prog = cur.data.get("progress", [])
+        prog = cur.data.progress
         for line in prog[seen:]:
             echo(f"  [{time.monotonic() - started:5.1f} s] {line}")
         seen = len(prog)
-        if cur.data.get("state") in zkstore.FINAL_STATES:
-            return cur.data.get("result") or {"state": cur.data.get("state"), "why": ""}
+        if cur.data.state in zkstore.FINAL_STATES:
+            return dict(cur.data.result or {"state": cur.data.state, "why": ""})
         if on_request is not None and on_request(cur.data):
             deadline = time.monotonic() + timeout
         time.sleep(0.1)
     cur = s.request()
-    if cur is not None and cur.data.get("id") == req_id and cur.data.get("state") == "pending":
+    if cur is not None and cur.data.id == req_id and cur.data.state == "pending":
         with contextlib.suppress(zkstore.Conflict):
             s.delete_request(cur.version)
         return {
@@ -285,7 +286,7 @@ def follow(
         }
     return {
         "state": "failed",
-        "why": f"no final answer within {timeout:g} s (request state {cur.data.get('state') if cur else 'gone'})",
+        "why": f"no final answer within {timeout:g} s (request state {cur.data.state if cur else 'gone'})",
     }
 
 
@@ -327,10 +328,10 @@ def scheduled_text(r: dict) -> str:
     )
 
 
-def cancelled_text(r: dict, operator: str) -> str:
+def cancelled_text(r: Request, operator: str) -> str:
     """What `switchover --cancel` did, and what happens next."""
-    what = f"the {r.get('kind') or 'switchover'} to {r.get('to')} requested by {r.get('operator')}"
-    if r.get("state") == "running":
+    what = f"the {r.kind or 'switchover'} to {r.to} requested by {r.operator}"
+    if r.state == "running":
         return (
             f"cancelled by {operator}: {what}, which was running; the agents keep the role where it is now "
             "or hand it back (see `failover status`)"

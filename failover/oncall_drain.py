@@ -14,6 +14,7 @@ from failover import ops, zkstore
 from failover.drain import DrainSpec, parse_duration
 from failover.exits import EXIT_REFUSED, EXIT_USAGE, Fail
 from failover.inventory import Cluster
+from failover.records import Request
 
 
 def spec_of(c: Cluster, max_wait: str, below: int, on_deadline: str | None, yes: bool, cancel: bool) -> DrainSpec:
@@ -50,13 +51,13 @@ def plan_line(spec: DrainSpec, frm: str) -> str:
     )
 
 
-def asker(s: zkstore.Store, who: str) -> Callable[[dict], bool]:
+def asker(s: zkstore.Store, who: str) -> Callable[[Request], bool]:
     """The follow hook: ask the deadline's question once, write the answer."""
     asked: set[str] = set()
 
-    def hook(r: dict) -> bool:
-        q = r.get("question")
-        if not q or r.get("answer") or q in asked:
+    def hook(r: Request) -> bool:
+        q = r.question
+        if not q or r.answer or q in asked:
             return False
         asked.add(q)
         go = click.confirm(click.style(f"{q} Proceed?", fg="yellow", bold=True), default=False)

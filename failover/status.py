@@ -11,6 +11,15 @@ import click
 from failover import capacity as cap
 from failover.inventory import Cluster
 from failover.layouts import SERVICES
+from failover.records import (
+    PRIMARY_CHANGE_KINDS,
+    ClusterRecord,
+    HistoryEntry,
+    LeaderRecord,
+    MemberRecord,
+    Pause,
+    Request,
+)
 
 SHORT = {
     "RUNNING": "run",
@@ -26,22 +35,22 @@ STALE_S = 10.0  # a member record older than this is shown as stale
 
 def view(
     c: Cluster,
-    rec: dict | None,
-    leader: tuple[dict, int] | None,
-    members: dict[str, dict | None],
-    pause: dict | None,
-    request: dict | None,
-    history: list[dict],
+    rec: ClusterRecord | None,
+    leader: tuple[LeaderRecord, int] | None,
+    members: dict[str, MemberRecord | None],
+    pause: Pause | None,
+    request: Request | None,
+    history: list[HistoryEntry],
     now: float | None = None,
 ) -> dict:
     now = now or time.time()
-    rec = rec or {}
-    roles = rec.get("roles", {})
+    roles = rec.roles if rec else {}
     ipcs: dict[str, Any] = {}
-    boards, serving = [], False
+    boards: list[str] = []
+    answering: list[str] = []
     for i in c.ipcs:
         m = members.get(i.name)
-        obs = (m or {}).get("obs") or {}
+        obs = (m.obs if m else None) or {}
         svcs = {s: v for s, v in (obs.get("services") or {}).items()}
         driver_up = (svcs.get("driver") or {}).get("state") == "RUNNING"
         if driver_up:
@@ -54,59 +63,60 @@ def view(
             # Calls are answered wherever CTI and IVR run and answer, whatever
             # the record says at this instant (it changes before the promotion
             # ends): capacity must never read 0 while an IPC serves.
-            serving = True
+            answering.append(i.name)
         ipcs[i.name] = {
-            "role": roles.get(i.name, "unknown"),
-            "leader": bool(leader and leader[0].get("ipc") == i.name),
-            "eligible": bool(m and m.get("eligible")),
-            "agent": "absent" if m is None else ("stale" if now - float(m.get("updated", 0)) > STALE_S else "alive"),
-            "agent_age_s": None if m is None else round(now - float(m.get("updated", now)), 1),
+            "role": roles[i.name].value if i.name in roles else "unknown",
+            "leader": bool(leader and leader[0].ipc == i.name),
+            "eligible": bool(m and m.eligible),
+            "agent": "absent" if m is None else ("stale" if now - float(m.updated or 0) > STALE_S else "alive"),
+            "agent_age_s": None if m is None else round(now - float(now if m.updated is None else m.updated), 1),
             "line": obs.get("line", "unknown"),
-            "board_down": i.name in rec.get("board_down", []),
+            "board_down": bool(rec and i.name in rec.board_down),
             "reachable": obs.get("reachable"),
             "services": {
                 s: {"state": (svcs.get(s) or {}).get("state", "UNKNOWN"), "probe": (svcs.get(s) or {}).get("healthy")}
                 for s in SERVICES
                 if s in c.services
             },
-            "sentence": (m or {}).get("sentence", ""),
+            "sentence": m.sentence if m else "",
             # "" while automatic action is still possible; else what is stuck and
             # the exact command that gets out (published by the IPC's agent)
-            "way_out": str((m or {}).get("way_out") or ""),
-            "alerts": (m or {}).get("alerts", []),
-            "self_fenced": bool((m or {}).get("self_fenced")),
-            "failsafe_path": (m or {}).get("failsafe_path"),
+            "way_out": str((m.way_out if m else "") or ""),
+            "alerts": list(m.alerts) if m else [],
+            "self_fenced": bool(m and m.self_fenced),
+            "failsafe_path": m.failsafe_path if m else None,
             "channels": i.channels,
             "fax_channels": i.fax_channels,
         }
-    capa = cap.compute({i.name: i.channels for i in c.ipcs}, {i.name: i.fax_channels for i in c.ipcs}, boards, serving)
-    changes = [
-        h for h in history if h.get("kind") in ("failover", "takeover", "switchover", "manual-failover", "bootstrap")
-    ]
+    capa = cap.compute(
+        {i.name: i.channels for i in c.ipcs}, {i.name: i.fax_channels for i in c.ipcs}, boards, bool(answering)
+    )
+    changes = [h for h in history if h.kind in PRIMARY_CHANGE_KINDS]
+    req = request.to_json() if request else None
     return {
         "cluster": c.name,
-        "primary": rec.get("primary"),
-        "epoch": rec.get("epoch"),
-        "leader": None if leader is None else leader[0].get("ipc"),
-        "paused": pause,
-        "switchover": request
-        if request and request.get("state") not in ("done", "failed", "refused", "cancelled")
-        else None,
-        "last_request": request,
-        "last_change": changes[-1] if changes else None,
+        "primary": rec.primary if rec else None,
+        "epoch": rec.epoch if rec else None,
+        "leader": None if leader is None else leader[0].ipc,
+        # where CTI and IVR run and answer their probes: who answers calls now
+        "answering": answering,
+        "paused": pause.to_json() if pause else None,
+        "switchover": req if request and request.state not in ("done", "failed", "refused", "cancelled") else None,
+        "last_request": req,
+        "last_change": changes[-1].to_json() if changes else None,
         "capacity": {**capa.as_dict(), "ivr_with_10_agents": capa.ivr_headroom(10)},
-        "calls": calls_view(members, rec.get("primary"), capa),
+        "calls": calls_view(members, rec.primary if rec else None, capa),
         "ipcs": ipcs,
     }
 
 
-def calls_view(members: dict[str, dict | None], primary: str | None, capa: cap.Capacity) -> dict | None:
+def calls_view(members: dict[str, MemberRecord | None], primary: str | None, capa: cap.Capacity) -> dict | None:
     """The primary's active calls as its agent last read them (the inventory's
     `calls`), the line channels they hold (X + 2Y) and those left; None when
     not observed. `busy_out`: its marker while a drain holds new calls off."""
-    m = members.get(primary or "") or {}
-    got = m.get("calls") or {}
-    if got.get("active") is None:
+    m = members.get(primary or "")
+    got = (m.calls if m else None) or {}
+    if m is None or got.get("active") is None:
         return None
     used = cap.channels_in_use(got.get("ivr"), got.get("agent"), int(got["active"]))
     lines = sum(capa.lines.values())
@@ -117,7 +127,7 @@ def calls_view(members: dict[str, dict | None], primary: str | None, capa: cap.C
         "agent": got.get("agent"),
         "channels_used": used,
         "channels_free": max(0, lines - used),
-        "busy_out": m.get("busy_out"),
+        "busy_out": m.busy_out,
     }
 
 

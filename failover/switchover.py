@@ -21,6 +21,7 @@ Everything here is pure; the agent and the CLI call it."""
 
 from __future__ import annotations
 
+from failover.records import Request
 from failover.rules import (
     IpcObs,
     Observation,
@@ -62,14 +63,14 @@ def plan(topo: Topology, frm: str, to: str, board_down: frozenset[str] = frozens
     )
 
 
-def due(request: dict, obs: Observation, me: str, peer: str, now: float) -> str:
+def due(request: Request, obs: Observation, me: str, peer: str, now: float) -> str:
     """'go', '' (not yet: scheduled for later), or why the primary `me`
     refuses the request now."""
-    if request.get("to") != peer:
-        return f"{request.get('to')} is not the standby of primary {me}"
-    if request.get("at") and now < float(request["at"]):
+    if request.to != peer:
+        return f"{request.to} is not the standby of primary {me}"
+    if request.at and now < float(request.at):
         return ""
-    if obs.policy.paused and not request.get("allow_paused"):
+    if obs.policy.paused and not request.allow_paused:
         return f"paused ({obs.policy.pause_reason}); give --to to switch over while paused"
     target = obs.ipcs[peer]
     faults = faults_of(obs, peer)

@@ -25,7 +25,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
@@ -34,10 +34,12 @@ from kazoo.protocol.states import ZnodeStat
 from kazoo.retry import KazooRetry
 
 from failover.inventory import Cluster
+from failover.records import BusyOut, ClusterRecord, HistoryEntry, LeaderRecord, MemberRecord, Pause, Request
 
 OP_TIMEOUT = 2.0
 log = logging.getLogger("failover.zkstore")
 FINAL_STATES = ("done", "failed", "refused", "cancelled")
+T = TypeVar("T")
 
 
 class ZkUnavailable(Exception):
@@ -149,8 +151,8 @@ def loads(raw: bytes | None) -> Any:
 
 
 @dataclass
-class Versioned:
-    data: dict
+class Versioned(Generic[T]):
+    data: T
     version: int  # -1 when the node does not exist yet
 
 
@@ -270,19 +272,19 @@ class Store:
                 pass
 
     # ----- leader ----------------------------------------------------------------
-    def leader(self, timeout: float = OP_TIMEOUT) -> tuple[dict, int] | None:
-        """(data, ephemeralOwner session id) of the leader znode, or None."""
+    def leader(self, timeout: float = OP_TIMEOUT) -> tuple[LeaderRecord, int] | None:
+        """(record, ephemeralOwner session id) of the leader znode, or None."""
         got = self.get(self.leader_path, timeout)
         if got is None:
             return None
         data, stat = got
-        return data or {}, stat.ephemeralOwner
+        return LeaderRecord.from_json(data), stat.ephemeralOwner
 
-    def take_leader(self, data: dict, owner: int | None = None) -> bool:
+    def take_leader(self, rec: LeaderRecord, owner: int | None = None) -> bool:
         """Create the ephemeral leader znode. True also when it exists and is
         owned by session `owner` (ours, resumed after an agent restart)."""
         try:
-            self.call(self.zk.create_async, self.leader_path, dumps(data), acl=self.acl, ephemeral=True)
+            self.call(self.zk.create_async, self.leader_path, dumps(rec.to_json()), acl=self.acl, ephemeral=True)
             return True
         except NodeExistsError:
             if owner is None:
@@ -299,34 +301,30 @@ class Store:
                 pass
 
     # ----- the cluster record (CAS) ----------------------------------------------
-    def cluster(self) -> Versioned | None:
+    def cluster(self) -> Versioned[ClusterRecord] | None:
         got = self.get(self.cluster_path)
         if got is None:
             return None
-        return Versioned(got[0] or {}, got[1].version)
+        return Versioned(ClusterRecord.from_json(got[0]), got[1].version)
 
-    def create_cluster(self, data: dict) -> bool:
+    def create_cluster(self, rec: ClusterRecord) -> bool:
         try:
-            self.call(self.zk.create_async, self.cluster_path, dumps({**data, "updated": time.time()}), acl=self.acl)
+            self.call(self.zk.create_async, self.cluster_path, _stamped(rec), acl=self.acl)
             return True
         except NodeExistsError:
             return False
 
-    def update_cluster(self, expected_version: int, data: dict) -> int:
+    def update_cluster(self, expected_version: int, rec: ClusterRecord) -> int:
         try:
-            stat = self.call(
-                self.zk.set_async,
-                self.cluster_path,
-                dumps({**data, "updated": time.time()}),
-                version=expected_version,
-            )
+            stat = self.call(self.zk.set_async, self.cluster_path, _stamped(rec), version=expected_version)
         except (BadVersionError, NoNodeError):
             raise Conflict("the cluster record changed meanwhile") from None
         return stat.version
 
     # ----- members -----------------------------------------------------------------
-    def publish_member(self, ipc: str, record: dict) -> None:
+    def publish_member(self, ipc: str, rec: MemberRecord) -> None:
         path = self.member_path(ipc)
+        record = rec.to_json()
         try:
             self.call(self.zk.set_async, path, dumps(record))
         except NoNodeError:
@@ -335,21 +333,21 @@ class Store:
             except NodeExistsError:
                 self.call(self.zk.set_async, path, dumps(record))
 
-    def member_owner(self, ipc: str) -> tuple[dict, int] | None:
+    def member_owner(self, ipc: str) -> tuple[MemberRecord, int] | None:
         """(record, ephemeralOwner session id) of an IPC's member znode."""
         got = self.get(self.member_path(ipc))
-        return None if got is None else (got[0] or {}, got[1].ephemeralOwner)
+        return None if got is None else (MemberRecord.from_json(got[0]), got[1].ephemeralOwner)
 
-    def member(self, ipc: str) -> dict | None:
+    def member(self, ipc: str) -> MemberRecord | None:
         got = self.get(self.member_path(ipc))
-        return None if got is None else got[0]
+        return None if got is None or got[0] is None else MemberRecord.from_json(got[0])
 
     # ----- history ------------------------------------------------------------------
-    def add_history(self, entry: dict) -> None:
+    def add_history(self, entry: HistoryEntry) -> None:
         self.call(
             self.zk.create_async,
             f"{self.history_path}/h-",
-            dumps({"when": time.time(), **entry}),
+            dumps({"when": time.time(), **entry.to_json()}),
             acl=self.acl,
             sequence=True,
         )
@@ -359,37 +357,44 @@ class Store:
         stat = self.call(self.zk.exists_async, self.history_path)
         return int(stat.numChildren) if stat else 0
 
-    def history(self, limit: int = 50) -> list[dict]:
+    def history_names(self) -> list[str]:
+        """The history entries' znode names, oldest first."""
         try:
-            names = sorted(self.call(self.zk.get_children_async, self.history_path))
+            return sorted(self.call(self.zk.get_children_async, self.history_path))
         except NoNodeError:
             return []
+
+    def history(self, limit: int = 50, after: str | None = None) -> list[HistoryEntry]:
+        """The newest `limit` entries; with `after` (a znode name), the oldest
+        `limit` entries that came after it instead."""
+        names = self.history_names()
+        names = [n for n in names if n > after][:limit] if after is not None else names[-limit:]
         out = []
-        for n in names[-limit:]:
+        for n in names:
             got = self.get(f"{self.history_path}/{n}")
             if got is not None:
-                out.append({"id": n, **(got[0] or {})})
+                out.append(HistoryEntry.from_json({"id": n, **(got[0] or {})}))
         return out
 
     # ----- requests (switchover / manual failover) --------------------------------
-    def request(self) -> Versioned | None:
+    def request(self) -> Versioned[Request] | None:
         got = self.get(self.switchover_path)
         if got is None:
             return None
-        return Versioned(got[0] or {}, got[1].version)
+        return Versioned(Request.from_json(got[0]), got[1].version)
 
-    def create_request(self, data: dict) -> Versioned | None:
+    def create_request(self, req: Request) -> Versioned[Request] | None:
         """Create the request, replacing a finished one. Returns None on
         success, or the pending request that blocks this one."""
         for _ in range(3):
             try:
-                self.call(self.zk.create_async, self.switchover_path, dumps(data), acl=self.acl)
+                self.call(self.zk.create_async, self.switchover_path, dumps(req.to_json()), acl=self.acl)
                 return None
             except NodeExistsError:
                 cur = self.request()
                 if cur is None:
                     continue
-                if cur.data.get("state") not in FINAL_STATES:
+                if cur.data.state not in FINAL_STATES:
                     return cur
                 try:
                     self.call(self.zk.delete_async, self.switchover_path, version=cur.version)
@@ -397,9 +402,9 @@ class Store:
                     continue
         return self.request()
 
-    def update_request(self, version: int, data: dict) -> int:
+    def update_request(self, version: int, req: Request) -> int:
         try:
-            stat = self.call(self.zk.set_async, self.switchover_path, dumps(data), version=version)
+            stat = self.call(self.zk.set_async, self.switchover_path, dumps(req.to_json()), version=version)
         except (BadVersionError, NoNodeError):
             raise Conflict("the request changed meanwhile") from None
         return stat.version
@@ -411,12 +416,12 @@ class Store:
             raise Conflict("the request changed meanwhile") from None
 
     # ----- pause ----------------------------------------------------------------------
-    def pause(self) -> dict | None:
+    def pause(self) -> Pause | None:
         got = self.get(self.pause_path)
-        return None if got is None else got[0]
+        return None if got is None or got[0] is None else Pause.from_json(got[0])
 
     def set_pause(self, reason: str, operator: str) -> None:
-        data = dumps({"reason": reason, "operator": operator, "since": time.time()})
+        data = dumps(Pause(reason, operator, time.time()).to_json())
         try:
             self.call(self.zk.create_async, self.pause_path, data, acl=self.acl)
         except NodeExistsError:
@@ -426,15 +431,15 @@ class Store:
     def busy_out_path(self, ipc: str) -> str:
         return f"{self.path}/busy-out-{ipc}"
 
-    def busy_out(self, ipc: str) -> dict | None:
+    def busy_out(self, ipc: str) -> BusyOut | None:
         """ "IPC busied out since T by request R", written before the busy-out
         command runs and removed once it is released: whatever ends the
         switchover (or restarts the agent) finds it here."""
         got = self.get(self.busy_out_path(ipc))
-        return None if got is None else got[0]
+        return None if got is None or got[0] is None else BusyOut.from_json(got[0])
 
     def set_busy_out(self, ipc: str, request: str | None) -> None:
-        data = dumps({"ipc": ipc, "request": request, "since": time.time()})
+        data = dumps(BusyOut(ipc, request, time.time()).to_json())
         try:
             self.call(self.zk.create_async, self.busy_out_path(ipc), data, acl=self.acl)
         except NodeExistsError:
@@ -451,3 +456,8 @@ class Store:
             self.call(self.zk.delete_async, self.pause_path)
         except NoNodeError:
             pass
+
+
+def _stamped(rec: ClusterRecord) -> bytes:
+    """P/cluster's bytes, with the time of this write (whatever `rec` says)."""
+    return dumps({**rec.to_json(), "updated": time.time()})

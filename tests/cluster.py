@@ -156,15 +156,17 @@ class Harness:
 
     # ----- reading the cluster --------------------------------------------------
     def record(self) -> dict:
+        """The cluster record as its JSON (what the tests compare)."""
         got = self.store.cluster()
-        return got.data if got else {}
+        return got.data.to_json() if got else {}
 
     def url(self, ipc: str, path: str = "") -> str:
         """The URL of `path` on the IPC's agent endpoint (its agent host's address with apart)."""
         return self.lab.agent_url(ipc) + path
 
     def member(self, ipc: str) -> dict:
-        return self.store.member(ipc) or {}
+        m = self.store.member(ipc)
+        return m.to_json() if m else {}
 
     def running(self, ipc: str) -> dict[str, str]:
         return snapshot(self.lab.labid).get(ipc, {})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from failover.drill_report import StepResult, build, fault_metrics
 from failover.drill_timeline import Sample
+from failover.records import HistoryEntry
 
 T0 = 1_800_000_000.0
 IPCS = ["ipc-a", "ipc-b"]
@@ -62,8 +63,8 @@ FAULTS = [
     {"step": "primary CTI fault", "fault": "kill", "service": "cti", "ipc": "ipc-a", "at": T0 + 20.0},
 ]
 HISTORY = [
-    {"kind": "board-down", "when": T0 + 2.6, "detection_s": 0.5},
-    {"kind": "failover", "when": T0 + 21.5, "detection_s": 0.5},
+    HistoryEntry.from_json({"kind": "board-down", "when": T0 + 2.6, "detection_s": 0.5}),
+    HistoryEntry.from_json({"kind": "failover", "when": T0 + 21.5, "detection_s": 0.5}),
 ]
 
 

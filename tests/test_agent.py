@@ -24,7 +24,7 @@ def assert_failed_over(h: Harness) -> None:
     wait_for(lambda: h.running("ipc-a") == {}, 10, what="everything stopped on ipc-a")
     rec = h.record()
     assert rec["epoch"] == 2 and rec["roles"] == {"ipc-a": "fenced", "ipc-b": "primary"}
-    hist = wait_for(lambda: [e for e in h.store.history() if e["kind"] == "failover"], 5, what="history")
+    hist = wait_for(lambda: [e.to_json() for e in h.store.history() if e.kind == "failover"], 5, what="history")
     assert len(hist) == 1 and hist[0]["from"] == "ipc-a" and hist[0]["to"] == "ipc-b" and hist[0]["epoch"] == 2
     assert hist[0]["outcome"] == "done"
 
@@ -97,7 +97,7 @@ def test_6_primary_agent_killed_not_restarted_takeover_after_fencing(h: Harness)
     wait_for(lambda: h.record().get("primary") == "ipc-b", 30, what="takeover")
     wait_for(lambda: set(h.running("ipc-b")) == PROMOTED, 10, what="ipc-b serving")
     assert h.running("ipc-a") == {}  # fenced over SSH by ipc-b's agent before promotion
-    hist = wait_for(lambda: [e for e in h.store.history() if e["to"] == "ipc-b"], 5, what="history")
+    hist = wait_for(lambda: [e.to_json() for e in h.store.history() if e.to == "ipc-b"], 5, what="history")
     assert hist[-1]["proof"]["kind"] == "verified", hist[-1]
     assert "CTI and IVR verified stopped on ipc-a" in hist[-1]["fencing"]
     assert h.record()["epoch"] == 2

@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from failover import inventory as inv_mod
 from failover import status as st
 from failover.exits import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from failover.lab.lab import Lab
+from failover.records import ClusterRecord, HistoryEntry, LeaderRecord, MemberRecord, Request
 from tests.cluster import FAILOVER, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -69,10 +71,12 @@ class Records:
 
     def cluster(self, primary: str = "ipc-a", epoch: int = 1) -> None:
         roles = {"ipc-a": "standby", "ipc-b": "standby", primary: "primary"}
-        self.store.create_cluster({"epoch": epoch, "primary": primary, "roles": roles, "board_down": []})
+        self.store.create_cluster(
+            ClusterRecord.from_json({"epoch": epoch, "primary": primary, "roles": roles, "board_down": []})
+        )
 
     def leader(self, ipc: str, epoch: int = 1) -> None:
-        assert self.store.take_leader({"ipc": ipc, "epoch": epoch, "since": time.time()})
+        assert self.store.take_leader(LeaderRecord(ipc=ipc, epoch=epoch, since=time.time()))
 
     def member(
         self, ipc: str, role: str, services: dict[str, str], reachable: bool = True, way_out: str = "", **extra: object
@@ -98,7 +102,7 @@ class Records:
             "way_out": way_out,
             **extra,
         }
-        self.store.publish_member(ipc, rec)
+        self.store.publish_member(ipc, MemberRecord.from_json(rec))
 
     def dead_primary_held(self) -> None:
         """ipc-a dead (its agent, on a host of its own, reports it unreachable)
@@ -110,7 +114,7 @@ class Records:
 
     def request(self) -> dict | None:
         r = self.store.request()
-        return None if r is None else r.data
+        return None if r is None else r.data.to_json()
 
 
 @pytest.fixture
@@ -221,12 +225,13 @@ def test_confirm_dead_allowed_while_the_old_primary_holds_the_role(rec: Records)
     )
     try:
         req = wait_for(lambda: rec.store.request(), 20, what="the request")
-        d = req.data
+        d = req.data.to_json()
         assert d["kind"] == "failover" and d["to"] == "ipc-b" and d["from"] == "ipc-a"
         assert d["confirm_dead"] == "ipc-a" and d["operator"] == "alice" and d["force"] is False
         assert d["reason"] == "checked at the PDU: outlet 7 off" and d["state"] == "pending"
         v = rec.store.update_request(
-            req.version, {**d, "state": "running", "progress": ["ipc-a: role handed to ipc-b (operator's word)"]}
+            req.version,
+            Request.from_json({**d, "state": "running", "progress": ["ipc-a: role handed to ipc-b (operator's word)"]}),
         )
         d2 = {
             **d,
@@ -234,7 +239,7 @@ def test_confirm_dead_allowed_while_the_old_primary_holds_the_role(rec: Records)
             "progress": [*rec.request()["progress"], "done: ipc-b is primary, epoch 2, in 0.4 s"],
             "result": {"state": "done", "why": "ipc-b is primary, epoch 2, in 0.4 s", "primary": "ipc-b", "epoch": 2},
         }
-        rec.store.update_request(v, d2)
+        rec.store.update_request(v, Request.from_json(d2))
         out, err = p.communicate(timeout=30)
     finally:
         if p.poll() is None:
@@ -267,18 +272,18 @@ def test_cancel_a_running_request(rec: Records) -> None:
     rec.cluster("ipc-a")
     rec.leader("ipc-a")
     req = ops.new_request("switchover", "ipc-b", "carol", "monthly test", frm="ipc-a")
-    req.update(state="running", progress=["ipc-a: switchover to ipc-b started (epoch 1)"])
+    req = replace(req, state="running", progress=("ipc-a: switchover to ipc-b started (epoch 1)",))
     assert rec.store.create_request(req) is None
     r = cli(rec.lab, "switchover", "--cancel", "--operator", "bob", "--reason", "ipc-b cannot start CTI")
     assert r.returncode == EXIT_OK, r.stdout + r.stderr
     assert "the switchover to ipc-b requested by carol, which was running" in r.stdout
     assert "the agents keep the role where it is now or hand it back" in r.stdout
     d = rec.request()
-    assert d is not None and d["id"] == req["id"] and d["state"] == "cancelled"
+    assert d is not None and d["id"] == req.id and d["state"] == "cancelled"
     assert d["result"] == {"state": "cancelled", "why": "cancelled by bob: ipc-b cannot start CTI"}
     h = rec.store.history(5)[-1]
-    assert h["kind"] == "switchover-cancelled" and h["who"] == "bob" and h["outcome"] == "cancelled"
-    assert "cancelled the running switchover to ipc-b requested by carol" in h["why"]
+    assert h.kind == "switchover-cancelled" and h.who == "bob" and h.outcome == "cancelled"
+    assert "cancelled the running switchover to ipc-b requested by carol" in h.why
     assert "switchover to ipc-b" not in cli(rec.lab, "status").stdout  # no longer shown as pending
     again = cli(rec.lab, "switchover", "--cancel")
     assert again.returncode == EXIT_REFUSED
@@ -297,7 +302,7 @@ def test_a_following_cli_says_cancelled(rec: Records) -> None:
     p = cli_bg(rec.lab, *CONFIRMED, "--timeout", "30")
     try:
         req = wait_for(lambda: rec.store.request(), 20, what="the request")
-        rec.store.update_request(req.version, {**req.data, "state": "running"})
+        rec.store.update_request(req.version, replace(req.data, state="running"))
         r = cli(rec.lab, "switchover", "--cancel", "--operator", "dan")
         assert r.returncode == EXIT_OK and "the failover to ipc-b" in r.stdout, r.stdout + r.stderr
         out, err = p.communicate(timeout=30)
@@ -318,10 +323,10 @@ def test_cancel_retries_a_lost_conditional_write() -> None:
             self.data = {"id": "r1", "kind": "switchover", "to": "ipc-b", "operator": "x", "state": "running"}
             self.version, self.writes, self.history = 0, [], []
 
-        def request(self) -> zkstore.Versioned:
-            return zkstore.Versioned(dict(self.data), self.version)
+        def request(self) -> zkstore.Versioned[Request]:
+            return zkstore.Versioned(Request.from_json(self.data), self.version)
 
-        def update_request(self, version: int, data: dict) -> int:
+        def update_request(self, version: int, req: Request) -> int:
             if not self.writes:  # the agent's progress line lands first
                 self.writes.append("agent")
                 self.data = {**self.data, "progress": ["agent line"]}
@@ -329,11 +334,11 @@ def test_cancel_retries_a_lost_conditional_write() -> None:
             if version != self.version:
                 raise zkstore.Conflict("changed")
             self.writes.append("cli")
-            self.data, self.version = data, self.version + 1
+            self.data, self.version = req.to_json(), self.version + 1
             return self.version
 
-        def add_history(self, entry: dict) -> None:
-            self.history.append(entry)
+        def add_history(self, entry: HistoryEntry) -> None:
+            self.history.append(entry.to_json())
 
     s = FakeStore()
     ops.cancel(s, "bob")  # type: ignore[arg-type]
@@ -392,7 +397,8 @@ def test_check_from_the_agents_endpoint_reads_the_way_out(rec: Records) -> None:
         "ipc-b": {"eligible": True, "updated": time.time(), "obs": {"reachable": True}, "way_out": "stuck | run x"},
     }
     rec_ = {"epoch": 3, "primary": "ipc-a", "roles": {"ipc-a": "primary", "ipc-b": "standby"}}
-    view = st.view(rec.c, rec_, ({"ipc": "ipc-a"}, 1), members, None, None, [])
+    typed = {n: None if m is None else MemberRecord.from_json(m) for n, m in members.items()}
+    view = st.view(rec.c, ClusterRecord.from_json(rec_), (LeaderRecord(ipc="ipc-a"), 1), typed, None, None, [])
     assert view["ipcs"]["ipc-b"]["way_out"] == "stuck | run x" and view["ipcs"]["ipc-a"]["way_out"] == ""
     body = json.dumps({**view, "zookeeper": {"connected": True}}).encode()
 
@@ -428,20 +434,22 @@ def test_history_and_status_show_the_proof(rec: Records) -> None:
     rec.cluster("ipc-b", epoch=2)
     detail = "ipc-a confirmed powered off by alice: checked at the PDU"
     rec.store.add_history(
-        {
-            "kind": "manual-failover",
-            "from": "ipc-a",
-            "to": "ipc-b",
-            "epoch": 2,
-            "why": "manual failover by alice: checked at the PDU",
-            "who": "alice",
-            "fencing": detail,
-            "proof": {"kind": "operator", "detail": detail},
-            "outcome": "done",
-            "duration_s": 1.2,
-        }
+        HistoryEntry.from_json(
+            {
+                "kind": "manual-failover",
+                "from": "ipc-a",
+                "to": "ipc-b",
+                "epoch": 2,
+                "why": "manual failover by alice: checked at the PDU",
+                "who": "alice",
+                "fencing": detail,
+                "proof": {"kind": "operator", "detail": detail},
+                "outcome": "done",
+                "duration_s": 1.2,
+            }
+        )
     )
-    rec.store.add_history({"kind": "pause", "who": "bob", "why": "night", "outcome": "done"})
+    rec.store.add_history(HistoryEntry.of("pause", "bob", "night"))
     out = cli(rec.lab, "history").stdout
     lines = out.splitlines()
     i = next(k for k, line in enumerate(lines) if "manual-failover" in line)

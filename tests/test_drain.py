@@ -83,14 +83,14 @@ def drain(h: Harness, to: str, max_wait: float, on_deadline: str) -> str:
     spec = DrainSpec(0, max_wait, on_deadline).record()
     req = ops.new_request("switchover", to, "test", "drain test", frm=roles(h)[0], drain=spec)
     assert ops.submit(h.store, req) is None
-    return req["id"]
+    return str(req.id)
 
 
 def final(h: Harness, rid: str, timeout: float = 30) -> dict:
     def done() -> dict | None:
         cur = h.store.request()
-        assert cur is not None and cur.data["id"] == rid
-        return cur.data if cur.data["state"] in zkstore.FINAL_STATES else None
+        assert cur is not None and cur.data.id == rid
+        return cur.data.to_json() if cur.data.state in zkstore.FINAL_STATES else None
 
     return wait_for(done, timeout, what=f"request {rid} final")
 
@@ -106,10 +106,8 @@ def released(h: Harness, ipc: str) -> None:
 
 
 def switchover_entry(h: Harness, to: str) -> dict:
-    got = wait_for(
-        lambda: [e for e in h.store.history() if e["kind"] == "switchover" and e["to"] == to], 10, what="history"
-    )
-    return got[-1]
+    got = wait_for(lambda: [e for e in h.store.history() if e.kind == "switchover" and e.to == to], 10, what="history")
+    return got[-1].to_json()
 
 
 def test_drained_switchover_cuts_no_call(h: Harness) -> None:
@@ -156,7 +154,7 @@ def test_deadline_reports_what_it_would_cut_and_does_as_chosen(h: Harness) -> No
     assert h.record()["primary"] == p and sim(h, p, action="stats")["cut"] == cut0
     # Ask at the deadline: the question says what would be cut; the operator proceeds.
     rid = drain(h, s, 1.0, "ask")
-    q = wait_for(lambda: h.store.request().data.get("question") or "", 15, what="the deadline's question")
+    q = wait_for(lambda: h.store.request().data.question or "", 15, what="the deadline's question")
     assert "4 active" in q and "proceed" in q
     ops.answer(h.store, "proceed", "t")
     assert final(h, rid)["state"] == "done"
@@ -199,10 +197,10 @@ def test_busy_out_never_outlives_the_switchover_across_an_agent_restart(h: Harne
     ready(h, s)
     rid = drain(h, s, 60, "ask")
     busied_out(h, p)
-    since = h.store.busy_out(p)["since"]
+    since = h.store.busy_out(p).since
     h.kill9_and_restart_agent(p, down=0.5)  # mid-drain: it carries on, no second busy-out
     wait_for(lambda: h.member(p).get("calls") is not None, 10, what="calls observed again")
-    assert h.store.request().data["state"] == "running" and h.store.busy_out(p)["since"] == since
+    assert h.store.request().data.state == "running" and h.store.busy_out(p).since == since
     h.agents[p].kill9()  # the switchover ends while the agent is down ...
     ops.cancel(h.store, "t", "while the agent was down")
     assert sim(h, p, action="stats")["busy_out"]
@@ -223,8 +221,8 @@ def test_cti_fault_during_a_drain_fails_over_at_once(h: Harness) -> None:
     wait_for(lambda: h.record()["primary"] == s and h.serving(s), 20, what=f"{s} serving after the fault")
     assert h.record()["epoch"] == epoch + 1
     released(h, p)
-    entry = [e for e in h.store.history() if e.get("to") == s][-1]
-    assert entry["kind"] != "switchover", entry  # the rules' failover, not the plan
+    entry = [e for e in h.store.history() if e.to == s][-1]
+    assert entry.kind != "switchover", entry  # the rules' failover, not the plan
 
 
 def test_drain_refused_without_calls_in_the_inventory(tmp_path: Path) -> None:

@@ -72,8 +72,8 @@ def test_drain_move_says_what_it_waits_for_and_what_it_would_cut() -> None:
 
 def test_drain_spec_round_trip_and_checks() -> None:
     spec = DrainSpec(below=1, max_wait=120, on_deadline="proceed")
-    assert DrainSpec.of({"drain": spec.record()}) == spec
-    assert DrainSpec.of({}) is None and DrainSpec.of({"drain": None}) is None
+    assert DrainSpec.of(spec.record()) == spec
+    assert DrainSpec.of({}) is None and DrainSpec.of(None) is None
     assert spec.check() == ""
     assert "--below" in DrainSpec(below=-1).check()
     assert "--max-wait" in DrainSpec(max_wait=0).check()
@@ -158,7 +158,18 @@ def _drain_view(calls: dict | None, busy: dict | None = None) -> dict:
         "draining": {"started": _time.time(), "at_start": 17, "calls": calls},
         "question": "the drain reached its deadline (600 s) with 17 active: proceed (cutting them) or cancel?",
     }
-    return status.view(c, rec, ({"ipc": "ipc-new"}, 1), members, None, request, [])
+    from failover.records import ClusterRecord, LeaderRecord, MemberRecord, Request
+
+    typed = {n: MemberRecord.from_json(m) for n, m in members.items()}
+    return status.view(
+        c,
+        ClusterRecord.from_json(rec),
+        (LeaderRecord(ipc="ipc-new"), 1),
+        dict(typed),
+        None,
+        Request.from_json(request),
+        [],
+    )
 
 
 def test_active_calls_in_status_check_and_metrics_with_the_x_plus_2y_headroom() -> None:

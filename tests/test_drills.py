@@ -113,7 +113,7 @@ def test_dry_run_executes_nothing(h: Harness) -> None:
     assert {i: h.pids(i) for i in ("ipc-a", "ipc-b")} == before  # same service processes
     assert snapshot(h.lab.labid) == seen  # the independent observer: nothing changed
     assert h.record()["epoch"] == epoch and not (h.root / "reports").exists()
-    assert not any(e.get("kind") == "drill" for e in h.store.history())
+    assert not any(e.kind == "drill" for e in h.store.history())
 
 
 BAD = [

@@ -49,6 +49,35 @@ def test_answer_from_the_peer_is_a_lease() -> None:
         srv.stop()
 
 
+@pytest.mark.parametrize("kind", ["token", "basic"])
+def test_the_path_carries_whichever_credential_the_peer_endpoint_has(kind: str, tmp_path: Path) -> None:
+    """An endpoint opened to browsers for the status page may have only basic
+    auth: the primary's agent must still reach it for its lease."""
+    from failover.inventory import HttpAuth
+
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret-token" if kind == "token" else "desk:pa ss")
+    auth = HttpAuth(token_file=str(secret)) if kind == "token" else HttpAuth(basic_file=str(secret))
+    port = free_ports(1, "127.0.0.1")[0]
+    answer = {"ipc": "ipc-b", "granted": True, "lease_s": 5.0, "why": "test grant"}
+    srv = api.HttpServer(
+        "127.0.0.1",
+        port,
+        auth=api.Auth(*auth.secrets()),
+        failsafe=lambda req: answer if not req.get("probe") else {"ipc": "ipc-b"},
+    )
+    srv.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert not failsafe.probe_path(url, "ipc-a", "ipc-b", None, 1.0)[0]  # without it: refused
+        header = failsafe.authorization(auth)
+        assert failsafe.probe_path(url, "ipc-a", "ipc-b", header, 1.0)[0]
+        lease = failsafe.Lease()
+        assert lease.renew(url, "ipc-a", 1, header, 1.0, grantor="ipc-b") and lease.valid()
+    finally:
+        srv.stop()
+
+
 def test_nothing_listening_is_a_broken_path() -> None:
     port = free_ports(1, "127.0.0.1")[0]
     ok, why = failsafe.probe_path(f"http://127.0.0.1:{port}", "ipc-a", "ipc-b", None, 0.5)
@@ -75,12 +104,13 @@ def test_agent_alerts_on_a_broken_path(tmp_path: Path) -> None:
             metrics = r.read().decode()
         assert 'failover_failsafe_path_ok{cluster="lab",ipc="ipc-a"} 0' in metrics
         from failover import check, status
+        from failover.records import ClusterRecord
 
         v = status.view(
             h.cluster,
-            h.record(),
+            ClusterRecord.from_json(h.record()),
             h.store.leader(),
-            {n: h.member(n) for n in ("ipc-a", "ipc-b")},
+            {n: h.store.member(n) for n in ("ipc-a", "ipc-b")},
             h.store.pause(),
             None,
             [],

@@ -12,6 +12,7 @@ import pytest
 from failover import check, explain, oncall, plan_runner, status
 from failover import executor as ex
 from failover import inventory as inv_mod
+from failover.records import ClusterRecord, LeaderRecord, MemberRecord
 from failover.rules import Step
 from tests.conftest import REPO
 
@@ -39,7 +40,10 @@ def _view(line_b: str = "unmonitored") -> tuple[inv_mod.Cluster, dict]:
         "ipc-old": _member("ipc-old", "standby", STANDBY, line_b),
     }
     rec = {"primary": "ipc-new", "epoch": 3, "roles": {"ipc-new": "primary", "ipc-old": "standby"}, "board_down": []}
-    return c, status.view(c, rec, ({"ipc": "ipc-new"}, 1), members, None, None, [])
+    typed = {n: MemberRecord.from_json(m) for n, m in members.items()}
+    return c, status.view(
+        c, ClusterRecord.from_json(rec), (LeaderRecord(ipc="ipc-new"), 1), dict(typed), None, None, []
+    )
 
 
 def test_unmonitored_line_never_blocks_nor_warns() -> None:

@@ -28,7 +28,7 @@ def _shape(tmp_path: Path, **kw: object) -> Harness:
 
 def _takeover(h: Harness, to: str) -> dict:
     return wait_for(
-        lambda: ([e for e in h.store.history() if e.get("to") == to and e.get("proof")] or [None])[-1],
+        lambda: ([e.to_json() for e in h.store.history() if e.to == to and e.proof] or [None])[-1],
         10,
         what=f"the history entry of the takeover by {to}",
     )
@@ -103,7 +103,7 @@ def test_windows_auto_start_after_a_reboot_is_stopped_by_continuous_fencing(tmp_
         ]
         stray_for = max(window, default=0.0)
         assert stray_for < 4.0, f"stray CTI/IVR ran {stray_for:.1f} s after the reboot"
-        wait_for(lambda: any(e.get("kind") == "stray-stopped" for e in h.store.history()), 10, what="history")
+        wait_for(lambda: any(e.kind == "stray-stopped" for e in h.store.history()), 10, what="history")
         late = [t - t_boot for t, _, _ in h.recorder.violations() if t - t_boot > stray_for + 0.1]
         assert not late, f"CTI/IVR on both IPCs outside the reboot's window: {late[:3]}"
         print(f"stray CTI/IVR after the reboot stopped within {stray_for:.1f} s")

@@ -441,7 +441,9 @@ def test_reason_is_one_sentence(obs: Observation) -> None:
     assert d.reason and d.reason[0].isupper() and d.reason.endswith(".") and "\n" not in d.reason
 
 
-@settings(max_examples=300, deadline=None)
+# Derandomized: which actions 300 random examples reach must not depend on
+# the run (it failed once in a few hundred runs with a random seed).
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(near_healthy())
 def test_generator_reaches_every_action(obs: Observation) -> None:
     # Not an invariant: feeds the coverage check below.

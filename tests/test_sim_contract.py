@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from kazoo.client import KazooClient
 
 from failover import zkstore
 from failover.lab.lab import Lab
+from failover.records import ClusterRecord, HistoryEntry, LeaderRecord, MemberRecord
 from tests.sim.world import Clock, FakeStore, FakeZkClient, ZkServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -89,13 +90,13 @@ def _wait(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 def test_leader_is_ephemeral_owned_and_exclusive(side: Side) -> None:
     a, b = side.one, side.two
-    assert a.take_leader({"ipc": "a"})  # type: ignore[attr-defined]
-    assert not b.take_leader({"ipc": "b"})  # type: ignore[attr-defined]
+    assert a.take_leader(LeaderRecord(ipc="a"))  # type: ignore[attr-defined]
+    assert not b.take_leader(LeaderRecord(ipc="b"))  # type: ignore[attr-defined]
     data, owner = b.leader()  # type: ignore[attr-defined]
-    assert data["ipc"] == "a" and owner == side.sid_one
+    assert data.ipc == "a" and owner == side.sid_one
     # A session's own leader is its own (an agent that resumed its session).
-    assert a.take_leader({"ipc": "a"}, owner=side.sid_one)  # type: ignore[attr-defined]
-    assert not b.take_leader({"ipc": "b"}, owner=side.sid_two)  # type: ignore[attr-defined]
+    assert a.take_leader(LeaderRecord(ipc="a"), owner=side.sid_one)  # type: ignore[attr-defined]
+    assert not b.take_leader(LeaderRecord(ipc="b"), owner=side.sid_two)  # type: ignore[attr-defined]
     # Releasing someone else's leader does nothing.
     b.release_leader(side.sid_two)  # type: ignore[attr-defined]
     assert b.leader() is not None  # type: ignore[attr-defined]
@@ -105,25 +106,59 @@ def test_leader_is_ephemeral_owned_and_exclusive(side: Side) -> None:
 
 def test_ephemerals_go_with_their_session(side: Side) -> None:
     a, b = side.one, side.two
-    assert a.take_leader({"ipc": "a"})  # type: ignore[attr-defined]
-    a.publish_member("ipc-a", {"ipc": "ipc-a"})  # type: ignore[attr-defined]
+    assert a.take_leader(LeaderRecord(ipc="a"))  # type: ignore[attr-defined]
+    a.publish_member("ipc-a", MemberRecord(ipc="ipc-a"))  # type: ignore[attr-defined]
     got = b.member_owner("ipc-a")  # type: ignore[attr-defined]
     assert got is not None and got[1] == side.sid_one
     side.end_one()
     assert _wait(lambda: b.leader() is None and b.member("ipc-a") is None)  # type: ignore[attr-defined]
     # A new session (kazoo after LOST, or a new agent) owns what it creates.
     c = side.new_one()
-    assert c.take_leader({"ipc": "a"})  # type: ignore[attr-defined]
+    assert c.take_leader(LeaderRecord(ipc="a"))  # type: ignore[attr-defined]
     assert b.leader()[1] != side.sid_one  # type: ignore[attr-defined,index]
 
 
 def test_cluster_record_writes_are_conditional(side: Side) -> None:
     a, b = side.one, side.two
-    assert a.create_cluster({"epoch": 1, "primary": "ipc-a"})  # type: ignore[attr-defined]
-    assert not b.create_cluster({"epoch": 1, "primary": "ipc-b"})  # type: ignore[attr-defined]
+    assert a.create_cluster(ClusterRecord(epoch=1, primary="ipc-a"))  # type: ignore[attr-defined]
+    assert not b.create_cluster(ClusterRecord(epoch=1, primary="ipc-b"))  # type: ignore[attr-defined]
     v = a.cluster()  # type: ignore[attr-defined]
     w = b.cluster()  # type: ignore[attr-defined]
-    a.update_cluster(v.version, {**v.data, "epoch": 2})  # type: ignore[attr-defined]
+    a.update_cluster(v.version, replace(v.data, epoch=2))  # type: ignore[attr-defined]
     with pytest.raises(zkstore.Conflict):
-        b.update_cluster(w.version, {**w.data, "epoch": 2, "primary": "ipc-b"})  # type: ignore[attr-defined]
-    assert b.cluster().data["epoch"] == 2 and b.cluster().data["primary"] == "ipc-a"  # type: ignore[attr-defined]
+        b.update_cluster(w.version, replace(w.data, epoch=2, primary="ipc-b"))  # type: ignore[attr-defined]
+    assert b.cluster().data.epoch == 2 and b.cluster().data.primary == "ipc-a"  # type: ignore[attr-defined]
+
+
+def test_records_read_back_as_written(side: Side) -> None:
+    """Both stores give back the typed record another session wrote (the Store
+    stamps `updated` on the cluster record and `when` on history entries)."""
+    a, b = side.one, side.two
+    rec = ClusterRecord.from_json(
+        {
+            "epoch": 3,
+            "primary": "ipc-b",
+            "roles": {"ipc-a": "fenced", "ipc-b": "primary"},
+            "board_down": ["ipc-a"],
+            "failovers": [1.5],
+            "handoff": None,
+            "counts": {"failover": 1},
+        }
+    )
+    assert a.create_cluster(rec)  # type: ignore[attr-defined]
+    assert replace(b.cluster().data, updated=None) == rec  # type: ignore[attr-defined]
+    member = MemberRecord(ipc="ipc-a", role="standby", eligible=True, alerts=("x",), obs={"line": "up"}, updated=2.0)
+    a.publish_member("ipc-a", member)  # type: ignore[attr-defined]
+    assert b.member("ipc-a") == member  # type: ignore[attr-defined]
+    entry = HistoryEntry.of("rejoin", "alice", "repaired", frm="ipc-a", to="ipc-a", epoch=3)
+    a.add_history(entry)  # type: ignore[attr-defined]
+    got = b.history(1)[-1]  # type: ignore[attr-defined]
+    assert (got.kind, got.who, got.why, got.outcome, got.frm, got.to, got.epoch) == (
+        "rejoin",
+        "alice",
+        "repaired",
+        "done",
+        "ipc-a",
+        "ipc-a",
+        3,
+    )

@@ -10,6 +10,7 @@ import pytest
 
 from failover import explain, inventory
 from failover import switchover as sw
+from failover.records import Request
 from failover.rules import IpcObs, Role, ServiceObs, State, Topology
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "inventory" / "example-windows.yaml"
@@ -57,12 +58,12 @@ def test_hand_back_why() -> None:
 def test_due(cluster: inventory.Cluster) -> None:
     a, b = (i.name for i in cluster.ipcs)
     obs = explain.hypothetical(cluster, [])
-    req = {"to": b}
+    req = Request(to=b)
     assert sw.due(req, obs, a, b, 100.0) == "go"
-    assert sw.due({**req, "at": 200.0}, obs, a, b, 100.0) == ""
-    assert "not the standby" in sw.due({"to": a}, obs, a, b, 100.0)
+    assert sw.due(replace(req, at=200.0), obs, a, b, 100.0) == ""
+    assert "not the standby" in sw.due(Request(to=a), obs, a, b, 100.0)
     paused = replace(obs, policy=replace(obs.policy, paused=True, pause_reason="drill"))
     assert "paused (drill)" in sw.due(req, paused, a, b, 100.0)
-    assert sw.due({**req, "allow_paused": True}, paused, a, b, 100.0) == "go"
+    assert sw.due(replace(req, allow_paused=True), paused, a, b, 100.0) == "go"
     down = replace(obs, ipcs={**obs.ipcs, b: replace(obs.ipcs[b], reachable=False)})
     assert "unreachable" in sw.due(req, down, a, b, 100.0)

@@ -12,6 +12,7 @@ from failover.agent.state import (
 )
 from failover.layouts import APP_SERVICES, LABELS, stop_order
 from failover.platforms import State
+from failover.records import HistoryEntry
 from failover.rules import (
     Step,
 )
@@ -41,7 +42,7 @@ class ContinuousFencing:
         own leadership is fresh (a stale primary must not stop a legitimately
         promoted one)."""
         crec = self._zk_snapshot.get("cluster")
-        if not self.tenure.confirmed or not crec or crec.data.get("primary") != self.me:
+        if not self.tenure.confirmed or not crec or crec.data.primary != self.me:
             self.mem.stray = ""
             return ""
         try:
@@ -56,7 +57,7 @@ class ContinuousFencing:
             return ""
         if self.guard(Step(self.me, "start", "cti")):
             return ""
-        return self._stop_stray(stray, int(crec.data.get("epoch", 0)))
+        return self._stop_stray(stray, int(crec.data.epoch))
 
     def _answers(self, host: str, service: str) -> bool:
         """The service's probe, without SSH (a TCP probe from this host)."""
@@ -70,7 +71,7 @@ class ContinuousFencing:
         action on the peer (a stop may take its whole timeout, and the peer
         may be promoted legitimately meanwhile)."""
         crec = self._zk_snapshot.get("cluster")
-        now_epoch = int((crec.data if crec else {}).get("epoch", -1))
+        now_epoch = int(crec.data.epoch) if crec else -1
         return self.tenure.confirmed and now_epoch == epoch and not self.guard(Step(self.me, "start", "cti"))
 
     def _stop_stray(self, stray: list[str], epoch: int) -> str:
@@ -98,14 +99,14 @@ class ContinuousFencing:
         )
         assert self.store is not None
         self.store.add_history(
-            {
-                "kind": "stray-stopped",
-                "from": self.peer,
-                "to": self.me,
-                "epoch": epoch,
-                "why": f"{what} found running on {self.peer} while {self.me} is primary: {how}",
-                "who": f"agent {self.me}",
-                "outcome": "failed" if failed else "done",
-            }
+            HistoryEntry.of(
+                "stray-stopped",
+                f"agent {self.me}",
+                f"{what} found running on {self.peer} while {self.me} is primary: {how}",
+                "failed" if failed else "done",
+                frm=self.peer,
+                to=self.me,
+                epoch=epoch,
+            )
         )
         return f"Continuous fencing: {what} found running on {self.peer} while {self.me} is primary, {how}."

@@ -31,11 +31,12 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from failover import api, failsafe, fencing, zkstore
+from failover import api, desk_page, failsafe, fencing, zkstore
 from failover import executor as exe
 from failover.agent.continuous import ContinuousFencing
 from failover.agent.drain import DrainActs
@@ -58,6 +59,7 @@ from failover.agent.tenure import Tenure
 from failover.inventory import Cluster
 from failover.moves import ClusterView, CycleMove, Next, RequestView, leader_move, next_move
 from failover.notify import notifier
+from failover.records import ClusterRecord, Handoff, HistoryEntry, MemberRecord
 from failover.rules import (
     Action,
     Decision,
@@ -79,8 +81,18 @@ class Agent(
     TakeOverActs,
     ContinuousFencing,
 ):
-    def __init__(self, cluster: Cluster, ipc: str, state_dir: Path, out: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        ipc: str,
+        state_dir: Path,
+        out: TextIO | None = None,
+        clusters: Sequence[Cluster] = (),
+    ) -> None:
+        """clusters: every cluster of the inventory, for the status page's
+        index (/desks); an agent knows only its own cluster's state."""
         self.c = cluster
+        self.desks = desk_page.links(clusters or (cluster,), cluster.name)
         self.me = ipc
         self.peer = cluster.peer(ipc).name
         self.topo = Topology.from_cluster(cluster)
@@ -102,8 +114,8 @@ class Agent(
         self.host = socket.gethostname()
         self.http: api.HttpServer | None = None
         self._zk_snapshot: dict = {}  # the last successful ZooKeeper read
-        self._member_rec: dict | None = None  # our last published member record
-        self._history: list[dict] = []
+        self._member_rec: MemberRecord | None = None  # our last published member record
+        self._history: list[HistoryEntry] = []
         self._history_count = -1
         # As standby: its promises survive a restart of this agent.
         self.grantor = failsafe.Grantor(
@@ -114,7 +126,7 @@ class Agent(
         peer = cluster.ipc(self.peer).http
         # The peer's endpoint as the peer advertises it (never our own bind).
         self._peer_url = peer.url() if peer.enabled else None
-        self._peer_token = peer.auth.secrets()[0] if peer.auth else None
+        self._peer_auth = failsafe.authorization(peer.auth)  # bearer token, or basic when it has only that
         self.lease_path = LeasePath()
         self.refused = ""  # why this agent refused to run (a duplicate)
 
@@ -203,7 +215,7 @@ class Agent(
         if first is Next.BOOTSTRAP:
             return self._bootstrap(zk, own_raw)
         crec = zk["cluster"].data
-        roles = {k: Role(v) for k, v in crec.get("roles", {}).items()}
+        roles = dict(crec.roles)
         if first is Next.RECLAIM:
             sentence = self._reclaim(zk, crec, own_raw)
             if sentence:
@@ -229,27 +241,25 @@ class Agent(
         """The records part of the snapshot: who holds `leader`, the record's
         primary and our role in it, the operator's active request."""
         leader = zk["leader"]
-        crec = zk["cluster"].data if zk["cluster"] is not None else {}
+        crec: ClusterRecord | None = zk["cluster"].data if zk["cluster"] is not None else None
         req = _active(zk.get("request"))
         return ClusterView(
             me=self.me,
             peer=self.peer,
-            has_record=zk["cluster"] is not None,
+            has_record=crec is not None,
             leader="none" if leader is None else "mine" if leader[1] == self.session_id else "other",
-            recorded_primary=crec.get("primary"),
-            my_role=Role(crec.get("roles", {}).get(self.me, Role.STANDBY.value)),
+            recorded_primary=crec.primary if crec else None,
+            my_role=crec.roles.get(self.me, Role.STANDBY) if crec else Role.STANDBY,
             request=None
             if req is None
-            else RequestView(
-                req.data.get("id"), req.data.get("kind", ""), req.data.get("to"), req.data.get("confirm_dead")
-            ),
+            else RequestView(req.data.id, req.data.kind, req.data.to, req.data.confirm_dead),
         )
 
-    def _full_view(self, view: ClusterView, zk: dict, crec: dict, roles: dict[str, Role]) -> ClusterView:
+    def _full_view(self, view: ClusterView, zk: dict, crec: ClusterRecord, roles: dict[str, Role]) -> ClusterView:
         """The parts of the snapshot that need our observation of this cycle."""
         req = _active(zk.get("request"))
         if view.leader == "mine" and view.recorded_primary == self.me:
-            if req is not None and req.data.get("kind") == "switchover":
+            if req is not None and req.data.kind == "switchover":
                 return replace(view, switchover_verdict=self._switchover_due(req, self._observation(zk, crec, roles)))
             return view
         if view.leader != "none":
@@ -261,24 +271,23 @@ class Agent(
             leaderless=self._leaderless_view(zk, crec, roles, handoff),
         )
 
-    def _act(self, move: CycleMove, zk: dict, crec: dict, roles: dict[str, Role]) -> str:
+    def _act(self, move: CycleMove, zk: dict, crec: ClusterRecord, roles: dict[str, Role]) -> str:
         req = _active(zk.get("request"))
         if move.refuse and req is not None:
-            self._finish_request(req.data.get("id"), "refused", move.refuse)
+            self._finish_request(req.data.id, "refused", move.refuse)
         n = move.next
         if n is Next.FINISH_TAKEOVER:
-            manual = (
-                _manual_meta(req.data)
-                if req is not None and req.data.get("kind") == "failover" and req.data.get("to") == self.me
-                else None
-            )
+            to_me = req is not None and req.data.kind == "failover" and req.data.to == self.me
+            manual = _manual_meta(req.data) if to_me and req is not None else None
             return self._take_over(zk, crec, self._handoff_to_me(crec), manual=manual)
         if n in (Next.SWITCH_OVER, Next.CONFIRMED_DEAD, Next.SERVE):
             return self._as_primary(zk, crec, roles, n, req)
         if n is Next.MANUAL_FAILOVER and req is not None:
             return self._manual_failover(zk, crec, req)
         if n is Next.HAND_BACK:
-            return self._hand_back(zk, crec, self._handoff_to_me(crec) or {}, move.sentence)
+            handoff = self._handoff_to_me(crec)
+            assert handoff is not None, "a hand-back needs the switchover's hand-over"
+            return self._hand_back(zk, crec, handoff, move.sentence)
         if n is Next.HOLD:
             self.mem.way_out = move.way_out
             self._publish(zk, crec, Decision(Action.HOLD, move.sentence), move.sentence)
@@ -287,32 +296,31 @@ class Agent(
             return self._take_over(zk, crec, self._handoff_to_me(crec))
         return self._as_standby(zk, crec, roles)
 
-    def _reclaim(self, zk: dict, crec: dict, own_raw: Any) -> str:
+    def _reclaim(self, zk: dict, crec: ClusterRecord, own_raw: Any) -> str:
         """The recorded primary without P/leader (our session expired, or a
         restart): take it back; nothing is started or stopped for that. ''
         when another session was quicker."""
-        if not self.store.take_leader(self._leader_data(crec["epoch"])):  # type: ignore[union-attr]
+        if not self.store.take_leader(self._leader_data(crec.epoch)):  # type: ignore[union-attr]
             return ""
         self._observe_update(own_raw, Role.PRIMARY, crec)
         self._publish(zk, crec, Decision(Action.NONE, ""))
         return (
-            f"{self.me} took P/leader back as the recorded primary (epoch {crec['epoch']}); "
-            "no service started or stopped."
+            f"{self.me} took P/leader back as the recorded primary (epoch {crec.epoch}); no service started or stopped."
         )
 
-    def _handoff_to_me(self, crec: dict) -> dict | None:
+    def _handoff_to_me(self, crec: ClusterRecord) -> Handoff | None:
         """The peer's hand-over to us, if it is for the current epoch: one left
         from an earlier epoch is history, not a licence to promote."""
-        h = crec.get("handoff") or {}
-        if h.get("to") == self.me and h.get("from") == self.peer and h.get("epoch") == crec.get("epoch"):
+        h = crec.handoff
+        if h is not None and h.to == self.me and h.frm == self.peer and h.epoch == crec.epoch:
             return h
         return None
 
 
-def main_loop(cluster: Cluster, ipc: str, state_dir: Path) -> int:
+def main_loop(cluster: Cluster, ipc: str, state_dir: Path, clusters: Sequence[Cluster] = ()) -> int:
     import signal
 
-    agent = Agent(cluster, ipc, state_dir)
+    agent = Agent(cluster, ipc, state_dir, clusters=clusters)
 
     def stop(*_: object) -> None:
         agent.stop_event.set()

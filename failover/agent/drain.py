@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from failover import executor as exe
@@ -25,6 +26,7 @@ from failover import zkstore
 from failover.agent.state import _active
 from failover.calls import ActiveCalls, Unreadable, parse_active
 from failover.drain import DrainMove, DrainSpec, Step, cut_count, drain_move
+from failover.records import BusyOut, Request
 from failover.rules import Action, Observation, decide
 
 log = logging.getLogger("failover.agent")
@@ -39,8 +41,8 @@ DRAIN_POLL = 0.1
 CALLS_EVERY = 5.0
 
 
-def _data(req: zkstore.Versioned | None) -> dict:
-    return {} if req is None else dict(req.data)
+def _request(req: zkstore.Versioned[Request] | None) -> Request:
+    return Request() if req is None else req.data
 
 
 class DrainActs:
@@ -90,11 +92,11 @@ class DrainActs:
         An agent restarted right after busying out finds its marker and keeps
         its time: the drain's deadline counts from the first busy-out."""
         assert self.store is not None
-        mark = self._zk_snapshot.get("busy_out") or {}
-        if mark.get("request") != rid:
+        mark: BusyOut | None = self._zk_snapshot.get("busy_out")
+        if mark is None or mark.request != rid:
             self.store.set_busy_out(self.me, rid)  # the intent first: whoever ends the switchover finds it
-            mark = {"since": time.time()}
-        return self._calls_command("busy_out"), float(mark.get("since") or time.time())
+            mark = BusyOut(self.me, rid, time.time())
+        return self._calls_command("busy_out"), mark.since
 
     def _release_busy_out(self, why: str) -> str:
         """Release the busy-out; a sentence part saying so (or why it failed:
@@ -109,28 +111,28 @@ class DrainActs:
 
     def _sweep_busy_out(self, zk: dict, primary: bool) -> str:
         """Release a busy-out whose drain is over; '' or a sentence prefix."""
-        mark = zk.get("busy_out")
-        if not mark:
+        mark: BusyOut | None = zk.get("busy_out")
+        if mark is None:
             return ""
-        r = _data(_active(zk.get("request")))
-        if primary and r.get("id") == mark.get("request") and r.get("drain"):
+        r = _request(_active(zk.get("request")))
+        if primary and r.id == mark.request and r.drain:
             return ""  # our drain goes on
-        return self._release_busy_out(f"request {mark.get('request')} is over") + ". "
+        return self._release_busy_out(f"request {mark.request} is over") + ". "
 
     # ----- the drain, cycle by cycle --------------------------------------------------
     def _fault_beats_drain(self, req: zkstore.Versioned, obs: Observation) -> bool:
         """During a drain a fault on the primary fails over at once: the
         request ends failed, the busy-out is released, and the cycle goes on
         as the rules say (True)."""
-        r = _data(req)
-        if DrainSpec.of(r) is None:
+        r = _request(req)
+        if DrainSpec.of(r.drain) is None:
             return False
         d = decide(obs)
         if not d.execute or d.action in (Action.NONE, Action.HOLD):
             return False
         note = self._release_busy_out("a fault ended the drain") if self.c.calls is not None else ""
         why = f"a fault beats the plan: {d.reason}" + (f"; {note}" if note else "")
-        self._finish_request(r.get("id"), "failed", why, primary=self.me, superseded=True)
+        self._finish_request(r.id, "failed", why, primary=self.me, superseded=True)
         return True
 
     def _suspected_fault(self) -> str:
@@ -146,13 +148,13 @@ class DrainActs:
     def _drain(self, req: zkstore.Versioned, spec: DrainSpec) -> str:
         """'' to hand over now (drained, or as chosen at the deadline); else
         this cycle's sentence (still draining, or the switchover ended here)."""
-        r = _data(req)
-        rid = r.get("id")
-        draining = r.get("draining")
+        r = _request(req)
+        rid = r.id
+        draining = r.draining
         if draining is None:
             return self._start_drain(rid, spec)
         now = time.time()
-        m = drain_move(spec, self.calls_seen, float(draining["started"]), now, str(r.get("answer") or ""))
+        m = drain_move(spec, self.calls_seen, float(draining["started"]), now, r.answer or "")
         suspect = self._suspected_fault()
         if m.step is Step.PROCEED and suspect:
             # A CTI that just died cut its calls: "0 active" is the fault's
@@ -197,32 +199,32 @@ class DrainActs:
         self.mem.wake_at = time.monotonic() + min(self.t.interval, DRAIN_POLL)
         return f"{self.me} busied out for a drained switchover to {self.peer}: {count} in progress."
 
-    def _drain_progress(self, r: dict, step: Step, why: str) -> None:
+    def _drain_progress(self, r: Request, step: Step, why: str) -> None:
         """The calls as they drain, in the request (the CLI shows them live):
         a progress line when the count changes, and the question once."""
         seen = self.calls_seen.record() if self.calls_seen else None
-        draining = dict(r["draining"])
+        draining = dict(r.draining or {})
         change: dict[str, Any] = {}
         line = ""
         if draining.get("calls") != seen:
             change["draining"] = {**draining, "calls": seen}
             line = f"{self.me}: {why}"
-        if step is Step.ASK and not r.get("question"):
+        if step is Step.ASK and not r.question:
             change["question"] = why
             line = f"{self.me}: {why} (answer: failover switchover --answer proceed|cancel)"
         if change:
-            self._request_edit(r.get("id"), change, line)
+            self._request_edit(r.id, change, line)
 
-    def _request_edit(self, rid: str | None, change: dict, line: str = "") -> None:
-        """Merge `change` into the operator's request (not once it is final)."""
+    def _request_edit(self, rid: str | None, change: dict[str, Any], line: str = "") -> None:
+        """Apply `change` (Request fields) to the operator's request, not once it is final."""
         assert self.store is not None
         for _ in range(5):
             cur = self.store.request()
-            if cur is None or cur.data.get("id") != rid or cur.data.get("state") in zkstore.FINAL_STATES:
+            if cur is None or cur.data.id != rid or cur.data.state in zkstore.FINAL_STATES:
                 return
-            data = {**cur.data, **change}
+            data = replace(cur.data, **change)
             if line:
-                data["progress"] = [*cur.data.get("progress", []), line]
+                data = replace(data, progress=(*data.progress, line))
             try:
                 self.store.update_request(cur.version, data)
                 return

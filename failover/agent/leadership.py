@@ -24,6 +24,7 @@ from failover.agent.state import (
 )
 from failover.layouts import APP_SERVICES, LABELS, stop_order
 from failover.platforms import State
+from failover.records import LeaderRecord, MemberRecord
 from failover.rules import (
     Role,
     Step,
@@ -72,7 +73,8 @@ class Leadership:
                 rec = zkstore.loads(data)
             except ValueError:
                 return not self.stop_event.is_set()
-            self._zk_snapshot = {**self._zk_snapshot, "peer": rec}
+            peer = None if rec is None else MemberRecord.from_json(rec)
+            self._zk_snapshot = {**self._zk_snapshot, "peer": peer}
             self._publish_api()
         return not self.stop_event.is_set()
 
@@ -118,7 +120,7 @@ class Leadership:
             if self._peer_url is None:
                 self.lease_path = LeasePath(False, f"{self.peer}'s agent has no HTTP endpoint (http.enabled: false)")
             else:
-                ok, why = failsafe.probe_path(self._peer_url, self.me, self.peer, self._peer_token, timeout=1.0)
+                ok, why = failsafe.probe_path(self._peer_url, self.me, self.peer, self._peer_auth, timeout=1.0)
                 if ok != self.lease_path.ok:
                     (log.info if ok else log.error)("failsafe lease path: %s", why)
                 self.lease_path = LeasePath(ok, why)
@@ -135,7 +137,7 @@ class Leadership:
         connected = bool(self.store and self.store.connected() and fresh)
         taking = self.tenure.confirmed or self.tenure.taking_since is not None
         leader = self._zk_snapshot.get("leader")
-        alive = bool(leader and leader[0].get("ipc") == req.get("from"))
+        alive = bool(leader and leader[0].ipc == req.get("from"))
         answer = self.grantor.ask(str(req.get("from", "?")), connected, alive, taking)
         log.info("failsafe request from %s: %s", req.get("from"), answer["why"])
         return {**answer, "ipc": self.me}
@@ -146,9 +148,9 @@ class Leadership:
             self.lease.last_answer = "the standby's agent has no HTTP endpoint (http.enabled: false)"
             return
         rec = self._zk_snapshot.get("cluster")
-        epoch = int((rec.data if rec else {}).get("epoch", 0))
+        epoch = int(rec.data.epoch) if rec else 0
         self.lease.renew(
-            self._peer_url, self.me, epoch, self._peer_token, timeout=min(0.5, self.t.lease / 4), grantor=self.peer
+            self._peer_url, self.me, epoch, self._peer_auth, timeout=min(0.5, self.t.lease / 4), grantor=self.peer
         )
 
     def _believes_primary(self) -> bool:
@@ -187,9 +189,7 @@ class Leadership:
             stray = [s for s in sorted(APP_SERVICES) if raw.states.get(s) not in (State.STOPPED, State.UNKNOWN, None)]
             crec = self._zk_snapshot.get("cluster")
             known_not_primary = (
-                crec is not None
-                and crec.data.get("primary") != self.me
-                and crec.data.get("roles", {}).get(self.me) != Role.PRIMARY.value
+                crec is not None and crec.data.primary != self.me and crec.data.roles.get(self.me) is not Role.PRIMARY
             )
             if raw.reachable and stray and known_not_primary:
                 # Not the primary when this process last read the record, and
@@ -259,5 +259,5 @@ class Leadership:
         return f"stopped {' and '.join(stopped)} on {self.me} (self-fencing)", True
 
     # ----- publishing ----------------------------------------------------------
-    def _leader_data(self, epoch: int) -> dict:
-        return {"ipc": self.me, "epoch": epoch, "since": time.time(), "host": self.host, "pid": os.getpid()}
+    def _leader_data(self, epoch: int) -> LeaderRecord:
+        return LeaderRecord(self.me, epoch, time.time(), self.host, os.getpid())

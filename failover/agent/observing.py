@@ -14,6 +14,7 @@ from failover.agent.state import (
     _failed_starts,
     _pause_text,
 )
+from failover.records import ClusterRecord
 from failover.rules import (
     IpcObs,
     Observation,
@@ -34,8 +35,8 @@ class Observing:
             log.warning("cannot observe %s: %s", self.me, e)
             return monitor.Raw(False)
 
-    def _observe_update(self, raw: monitor.Raw, role: Role, crec: dict) -> IpcObs:
-        board_down = self.me in crec.get("board_down", [])
+    def _observe_update(self, raw: monitor.Raw, role: Role, crec: ClusterRecord) -> IpcObs:
+        board_down = self.me in crec.board_down
         prev = self.mem.obs
         if prev is not None and self.mem.disarmed:
             # Services we stopped ourselves are not crashes: forget their history
@@ -100,23 +101,23 @@ class Observing:
             if got is None or got[1] == self.session_id:
                 return
             if time.monotonic() > deadline:
-                other = got[0].get("agent") or {}
+                other = got[0].agent or {}
                 raise DuplicateAgent(
                     f"another agent for {self.me} is running (host {other.get('host', '?')}, pid "
                     f"{other.get('pid', '?')}, its ZooKeeper session still alive): this one refuses to run"
                 )
             time.sleep(0.2)
 
-    def _observation(self, zk: dict, crec: dict, roles: dict[str, Role]) -> Observation:
+    def _observation(self, zk: dict, crec: ClusterRecord, roles: dict[str, Role]) -> Observation:
         assert self.mem.obs is not None
         peer_role = roles.get(self.peer, Role.STANDBY)
-        if crec.get("primary") == self.peer and peer_role is Role.PRIMARY and not self.tenure.confirmed:
+        if crec.primary == self.peer and peer_role is Role.PRIMARY and not self.tenure.confirmed:
             peer_role = Role.PRIMARY
-        peer = monitor.from_record((zk["peer"] or {}).get("obs"), self.topo, peer_role)
+        peer = monitor.from_record(zk["peer"].obs if zk["peer"] else None, self.topo, peer_role)
         pause = zk["pause"]
         pol = self.c.policy
         window = time.time() - pol.failover_window
-        recent = [t for t in crec.get("failovers", []) if t >= window]
+        recent = [t for t in crec.failovers if t >= window]
         restarts = {k: len([t for t in v if t >= window]) for k, v in self.mem.restarts.items()}
         policy = Policy(
             mode=pol.mode,
@@ -132,12 +133,12 @@ class Observing:
         return Observation(
             self.topo,
             {self.me: self.mem.obs, self.peer: peer},
-            crec.get("primary"),
-            int(crec.get("epoch", 0)),
+            crec.primary,
+            int(crec.epoch),
             policy,
         )
 
-    def _after_plan(self, rep: exe.PlanReport | None, crec: dict) -> None:
+    def _after_plan(self, rep: exe.PlanReport | None, crec: ClusterRecord) -> None:
         """What our own plan did is not a fault. A service it stopped is
         disarmed until seen running again, so that when the layout changes
         later (a rejoin clears board_down, a role changes) converge starts it
@@ -152,7 +153,7 @@ class Observing:
             self.mem.obs = _failed_starts(self.mem.obs, rep, self.n)
             self._refresh_obs(crec)
 
-    def _refresh_obs(self, crec: dict) -> None:
+    def _refresh_obs(self, crec: ClusterRecord) -> None:
         """Observe our IPC again after acting on it, so that the record we
         publish next (and every endpoint built from it) shows what runs now, not
         what ran before the plan: right after a promotion CTI and IVR run."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from failover import fencing, monitor, zkstore
 from failover.agent.state import (
@@ -20,6 +21,7 @@ from failover.agent.state import (
 )
 from failover.layouts import stop_order
 from failover.moves import Next
+from failover.records import ClusterRecord, Handoff, HistoryEntry
 from failover.rules import (
     Action,
     Decision,
@@ -40,47 +42,32 @@ class PrimaryActs:
         preferred = self.topo.home_primary == self.me
         waited = time.monotonic() - self.mem.started
         if not preferred and (zk["peer"] is not None or waited < self.t.bootstrap_grace):
-            self._observe_update(raw, Role.STANDBY, {})
+            self._observe_update(raw, Role.STANDBY, ClusterRecord())
             return (
                 f"No cluster record yet: waiting for the preferred primary {self.peer} to bootstrap "
                 f"({waited:.0f}/{self.t.bootstrap_grace:g} s)."
             )
-        obs = self._observe_update(raw, Role.PRIMARY, {})
+        obs = self._observe_update(raw, Role.PRIMARY, ClusterRecord())
         if not obs.reachable:
             return f"No cluster record yet, and {self.me} is unreachable over SSH: not bootstrapping."
         if not self.store.take_leader(self._leader_data(1), owner=self.session_id):
             return "No cluster record yet; another agent is bootstrapping."
         self.tenure.confirm(True)
-        roles = {self.me: Role.PRIMARY.value, self.peer: Role.STANDBY.value}
-        if not self.store.create_cluster(
-            {
-                "epoch": 1,
-                "primary": self.me,
-                "roles": roles,
-                "board_down": [],
-                "failovers": [],
-                "handoff": None,
-            }
-        ):
+        roles = {self.me: Role.PRIMARY, self.peer: Role.STANDBY}
+        if not self.store.create_cluster(ClusterRecord(epoch=1, primary=self.me, roles=roles)):
             return "No cluster record yet; another agent created it first."
         self.store.add_history(
-            {
-                "kind": "bootstrap",
-                "from": None,
-                "to": self.me,
-                "epoch": 1,
-                "why": "first start of the cluster",
-                "who": f"agent {self.me}",
-                "outcome": "done",
-            }
+            HistoryEntry.of(
+                "bootstrap", f"agent {self.me}", "first start of the cluster", frm=None, to=self.me, epoch=1
+            )
         )
         return f"Bootstrapped the cluster: {self.me} is primary, epoch 1."
 
     # ----- primary ------------------------------------------------------------------
     def _as_primary(
-        self, zk: dict, crec: dict, roles: dict[str, Role], move: Next, req: zkstore.Versioned | None
+        self, zk: dict, crec: ClusterRecord, roles: dict[str, Role], move: Next, req: zkstore.Versioned | None
     ) -> str:
-        epoch = crec["epoch"]
+        epoch = crec.epoch
         resumed = ""
         if self.tenure.resumed():
             # Our session may have expired meanwhile: what matters is that
@@ -114,46 +101,38 @@ class PrimaryActs:
                 for s in st.steps:
                     self.mem.restarts.setdefault(f"{self.me}/{s.service}", []).append(time.time())
         if d.action is Action.BOARD_DOWN and rep.ok:
-            self._cas(zk, {"board_down": sorted({*crec.get("board_down", []), self.me})})
-            self.store.add_history(
-                {
-                    "kind": "board-down",
-                    "from": self.me,
-                    "to": self.me,
-                    "epoch": epoch,  # type: ignore[union-attr]
-                    "why": d.reason,
-                    "who": f"agent {self.me}",
-                    "outcome": "done",
-                }
+            self._cas(zk, board_down=tuple(sorted({*crec.board_down, self.me})))
+            self.store.add_history(  # type: ignore[union-attr]
+                HistoryEntry.of("board-down", f"agent {self.me}", d.reason, frm=self.me, to=self.me, epoch=epoch)
             )
         result = "done" if rep.ok else f"FAILED: {rep.summary()}"
         sentence = f"{resumed}{self.me} is primary (epoch {epoch}): {d.reason} Result: {result}."
         self._publish(zk, crec, d, sentence)
         return sentence
 
-    def _confirmed_dead(self, zk: dict, crec: dict, req: zkstore.Versioned) -> str:
+    def _confirmed_dead(self, zk: dict, crec: ClusterRecord, req: zkstore.Versioned) -> str:
         """`failover failover --to PEER --confirm-dead ME` while this agent
         holds the role: a person says this IPC is powered off (its agent is
         alive on its own host). Stop what can still be stopped, then hand over
         on the operator's word; without it, the primary's agent is alive and a
         switchover is the way."""
         r = req.data
-        if r.get("confirm_dead") != self.me:
+        if r.confirm_dead != self.me:
             why = f"{self.me}'s agent is alive and holds the role: use `failover switchover`"
-            self._finish_request(r.get("id"), "refused", why)
+            self._finish_request(r.id, "refused", why)
             return f"Manual failover to {self.peer} refused: {why}."
-        peer_role = crec.get("roles", {}).get(self.peer)
-        if peer_role != Role.STANDBY.value:
+        peer_role = crec.roles.get(self.peer)
+        if peer_role is not Role.STANDBY:
             why = f"{self.peer} is {peer_role}: it cannot take the role (rejoin it first); nothing was stopped"
-            self._finish_request(r.get("id"), "refused", why)
+            self._finish_request(r.id, "refused", why)
             return f"Manual failover to {self.peer} refused: {why}."
         meta = _manual_meta(r)
-        self._request_progress(r.get("id"), f"{self.me}: handing the role over ({meta['reason']})", "running")
+        self._request_progress(r.id, f"{self.me}: handing the role over ({meta['reason']})", "running")
         stops = tuple(Step(self.me, "stop", s) for s in stop_order(set(self.topo.services), self.topo.after))
         d = Decision(Action.FAILOVER, meta["reason"], plan=(Stage(f"stop all services on {self.me}", stops),))
         return self._hand_over(zk, crec, d, manual=meta)
 
-    def _hand_over(self, zk: dict, crec: dict, d: Decision, manual: dict | None = None) -> str:
+    def _hand_over(self, zk: dict, crec: ClusterRecord, d: Decision, manual: dict | None = None) -> str:
         """Rule 2 on the primary's side: stop CTI and IVR here (or power this
         IPC off through its fence device), give the role up with a hand-over
         naming that proof, then stop the rest. `manual`: an operator's
@@ -186,18 +165,19 @@ class PrimaryActs:
                 tried = fencing.Attempt(None, why, alive=alive)
                 return self._cannot_hand_over(zk, crec, d, tried)
             rest = ()  # powered off (or confirmed so): nothing more to stop there
-        handoff = {
-            "from": self.me,
-            "to": self.peer,
-            "reason": (manual or {}).get("reason") or d.reason,
-            "fault_seen_at": seen,
-            "decided_at": decided,
-            "stopped_at": time.time(),
-            "epoch": crec["epoch"],
-            "kind": (manual or {}).get("kind", "failover"),
-            "proof": proof.record(),
-            **{k: v for k, v in (manual or {}).items() if k in ("who", "request")},
-        }
+        handoff = Handoff(
+            frm=self.me,
+            to=self.peer,
+            reason=(manual or {}).get("reason") or d.reason,
+            fault_seen_at=seen,
+            decided_at=decided,
+            stopped_at=time.time(),
+            epoch=crec.epoch,
+            kind=(manual or {}).get("kind", "failover"),
+            proof=proof.record(),
+            who=(manual or {}).get("who"),
+            request=(manual or {}).get("request"),
+        )
         crec = self._write_handoff(zk, crec, handoff, Role.FENCED)
         if crec is None:
             if manual and manual.get("request"):
@@ -208,24 +188,24 @@ class PrimaryActs:
         rest_text = "" if done is None or done.ok else f" Stopping the rest FAILED ({done.summary()}): ALERT."
         sentence = (
             f"{d.reason.rstrip('.')}. Done on {self.me}: {proof.detail}; the role handed to {self.peer} "
-            f"(epoch {crec['epoch']}); {self.me} is now fenced until `failover rejoin`.{rest_text}"
+            f"(epoch {crec.epoch}); {self.me} is now fenced until `failover rejoin`.{rest_text}"
         )
         self._publish(zk, crec, d, sentence)
         return sentence
 
-    def _write_handoff(self, zk: dict, crec: dict, handoff: dict, my_role: Role) -> dict | None:
+    def _write_handoff(self, zk: dict, crec: ClusterRecord, handoff: Handoff, my_role: Role) -> ClusterRecord | None:
         """The hand-over, with a conditional write retried on a fresh read
         (the standby may have written its own rule-3 change meanwhile); None
         when the standby cannot take the role any more. Then P/leader goes."""
         assert self.store is not None and self.mem.obs is not None
         for _ in range(5):
             current = self.store.cluster()
-            if current is None or current.data.get("epoch") != handoff["epoch"]:
+            if current is None or current.data.epoch != handoff.epoch:
                 return None
-            if current.data.get("roles", {}).get(self.peer) != Role.STANDBY.value:
+            if current.data.roles.get(self.peer) is not Role.STANDBY:
                 return None
-            roles = {**current.data["roles"], self.me: my_role.value, self.peer: Role.STANDBY.value}
-            new = {**current.data, "roles": roles, "handoff": handoff}
+            roles = {**current.data.roles, self.me: my_role, self.peer: Role.STANDBY}
+            new = replace(current.data, roles=roles, handoff=handoff)
             try:
                 self.store.update_cluster(current.version, new)
             except zkstore.Conflict:
@@ -238,12 +218,12 @@ class PrimaryActs:
             return new
         return None
 
-    def _cannot_hand_over(self, zk: dict, crec: dict, d: Decision, tried: fencing.Attempt | None) -> str:
+    def _cannot_hand_over(self, zk: dict, crec: ClusterRecord, d: Decision, tried: fencing.Attempt | None) -> str:
         """Hold the role and say what a person can do."""
         if tried is None:
             self.mem.way_out = (
                 f"No automatic action: CTI/IVR are stopped on {self.me} but {self.peer} can no longer take the role "
-                f"(role {crec.get('roles', {}).get(self.peer)}). Repair {self.peer} and run `failover rejoin "
+                f"(role {crec.roles.get(self.peer)}). Repair {self.peer} and run `failover rejoin "
                 f"{self.peer}`, or start {self.me} again with `failover rejoin {self.me}`."
             )
             sentence = f"{d.reason} Stopped CTI/IVR on {self.me}, but {self.peer} cannot take the role: holding, ALERT."

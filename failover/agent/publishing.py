@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 from failover import api, monitor, zkstore
 from failover import executor as exe
 from failover import status as status_view
+from failover.records import PROMOTION_KINDS, ClusterRecord, MemberRecord
 from failover.rules import (
     Decision,
     Role,
@@ -55,6 +57,7 @@ class Publishing:
         view = status_view.view(
             self.c, crec, zk.get("leader"), members, zk.get("pause"), req.data if req else None, self._history
         )
+        pause = zk.get("pause")
         o = self.mem.obs
         healthy = False
         if o is not None and o.reachable:
@@ -62,68 +65,83 @@ class Publishing:
             ok = {s for s, v in o.services.items() if v.ok}
             running = {s for s, v in o.services.items() if v.state.value != "STOPPED"}
             healthy = expected <= ok and not (running - expected)
-        changes = [
-            h for h in self._history if h.get("kind") in ("failover", "takeover", "switchover", "manual-failover")
-        ]
+        changes = [h for h in self._history if h.kind in PROMOTION_KINDS]
         connected = bool(self.store and self.store.connected())
         return {
             "cluster": self.c.name,
             "ipc": self.me,
             "role": o.role.value if o else "unknown",
             "leader": self.primary_now(),
-            "epoch": (crec or {}).get("epoch"),
+            "epoch": crec.epoch if crec else None,
             "zookeeper": {"connected": connected, "last_contact_s": round(self.tenure.contact_age(), 2)},
             "healthy": healthy,
-            "eligible": bool((self._member_rec or {}).get("eligible")),
-            "paused": zk.get("pause"),
+            "eligible": bool(self._member_rec and self._member_rec.eligible),
+            "paused": pause.to_json() if pause else None,
             "sentence": self.mem.sentence,
-            "alerts": (self._member_rec or {}).get("alerts", []),
+            "alerts": list(self._member_rec.alerts) if self._member_rec else [],
             "self_fenced": self.tenure.self_fenced,
             "failsafe_path": {"ok": self.lease_path.ok, "why": self.lease_path.why},
+            "failsafe": self._failsafe_state(connected),
+            "desks": self.desks,
             "view": view,
-            "history": self._history,
-            "failovers_total": (crec or {}).get("counts", {}),
-            "last_failover": changes[-1] if changes else None,
+            "history": [h.to_json() for h in self._history],
+            "failovers_total": (crec.counts if crec else None) or {},
+            "last_failover": changes[-1].to_json() if changes else None,
         }
 
-    def _publish(self, zk: dict, crec: dict, d: Decision, sentence: str = "") -> None:
+    def _failsafe_state(self, connected: bool) -> dict:
+        """For the status page's banner: serving on the standby's lease (as a
+        primary without ZooKeeper), or holding a promise not to take the role
+        (as the standby that granted one)."""
+        fresh = connected and self.tenure.contact_age() < self.t.self_fence_after / 2
+        on_lease = not fresh and not self.tenure.self_fenced and self._believes_primary() and self.lease.valid()
+        left = self.grantor.holds_back()
+        return {
+            "serving_on_lease": on_lease,
+            "why": self.lease.last_answer if on_lease else "",
+            "promised_to": self.grantor.promised_to if left > 0 else "",
+            "promise_left_s": round(left, 1),
+        }
+
+    def _publish(self, zk: dict, crec: ClusterRecord, d: Decision, sentence: str = "") -> None:
         assert self.store is not None and self.mem.obs is not None
         o = self.mem.obs
         own_faults = [str(f) for f in d.faults if f.ipc == self.me]
-        rec = {
-            "ipc": self.me,
-            "cluster": self.c.name,
-            "role": o.role.value,
-            "leader": self.tenure.confirmed,
-            "epoch": crec.get("epoch", 0),
-            "eligible": o.role is Role.STANDBY and not own_faults and o.reachable,
-            "obs": monitor.to_record(o),
-            "sentence": sentence or self.mem.sentence,
-            "decision": d.action.value,
-            "alerts": list(
+        rec = MemberRecord(
+            ipc=self.me,
+            cluster=self.c.name,
+            role=o.role.value,
+            leader=self.tenure.confirmed,
+            epoch=crec.epoch,
+            eligible=o.role is Role.STANDBY and not own_faults and o.reachable,
+            obs=monitor.to_record(o),
+            sentence=sentence or self.mem.sentence,
+            decision=d.action.value,
+            alerts=tuple(
                 dict.fromkeys([*d.alerts, *filter(None, [self.lease_path.alert(), self.mem.way_out, self.mem.stray])])
             ),
-            "way_out": self.mem.stray or self.mem.way_out,
-            "failsafe_path": {"ok": self.lease_path.ok, "why": self.lease_path.why},
-            "faults": own_faults,
-            "paused": zk.get("pause") is not None,
-            "self_fenced": self.tenure.self_fenced,
-            "calls": self.calls_seen.record() if self.calls_seen is not None else None,
-            "busy_out": zk.get("busy_out"),
-            "updated": time.time(),
-            "agent": {"host": self.host, "pid": os.getpid()},
-        }
+            way_out=self.mem.stray or self.mem.way_out,
+            failsafe_path={"ok": self.lease_path.ok, "why": self.lease_path.why},
+            faults=tuple(own_faults),
+            paused=zk.get("pause") is not None,
+            self_fenced=self.tenure.self_fenced,
+            calls=self.calls_seen.record() if self.calls_seen is not None else None,
+            busy_out=busy.to_json() if (busy := zk.get("busy_out")) is not None else None,
+            updated=time.time(),
+            agent={"host": self.host, "pid": os.getpid()},
+        )
         self._member_rec = rec
         try:
             self.store.publish_member(self.me, rec)
         except zkstore.ZkUnavailable as e:
             log.warning("cannot publish member record: %s", e)
 
-    def _cas(self, zk: dict, change: dict) -> dict | None:
-        """Apply `change` to P/cluster with a conditional write; None if it lost."""
+    def _cas(self, zk: dict, **change: Any) -> ClusterRecord | None:
+        """Apply `change` (fields of ClusterRecord) to P/cluster with a conditional
+        write; None if it lost."""
         assert self.store is not None
         v = zk["cluster"]
-        new = {**v.data, **change}
+        new = replace(v.data, **change)
         try:
             self.store.update_cluster(v.version, new)
         except zkstore.Conflict:
@@ -141,17 +159,17 @@ class Publishing:
                 cur = self.store.request()
             except zkstore.ZkUnavailable:
                 return
-            if cur is None or cur.data.get("id") != req_id:
+            if cur is None or cur.data.id != req_id:
                 return
-            if cur.data.get("state") in zkstore.FINAL_STATES:
+            if cur.data.state in zkstore.FINAL_STATES:
                 return  # finished (or cancelled by the operator): its outcome is not ours to rewrite
-            data = dict(cur.data)
+            data = cur.data
             if line:
-                data["progress"] = [*data.get("progress", []), line]
+                data = replace(data, progress=(*data.progress, line))
             if state:
-                data["state"] = state
+                data = replace(data, state=state)
             if result is not None:
-                data["result"] = result
+                data = replace(data, result=result)
             try:
                 self.store.update_request(cur.version, data)
                 return

@@ -11,6 +11,7 @@ from failover import executor as exe
 from failover import zkstore
 from failover.inventory import Cluster
 from failover.layouts import APP_SERVICES
+from failover.records import Pause, Request
 from failover.rules import (
     Action,
     Decision,
@@ -100,7 +101,7 @@ class DuplicateAgent(Exception):
 
 
 def _active(req: zkstore.Versioned | None) -> zkstore.Versioned | None:
-    return req if req is not None and req.data.get("state") in ("pending", "running") else None
+    return req if req is not None and req.data.state in ("pending", "running") else None
 
 
 def _failed_starts(obs: IpcObs, rep: exe.PlanReport, n: int) -> IpcObs:
@@ -145,16 +146,16 @@ def _split_app_stops(stages: Sequence[Stage]) -> tuple[tuple[Stage, ...], tuple[
     )
 
 
-def _manual_meta(r: dict) -> dict:
+def _manual_meta(r: Request) -> dict:
     """An operator's `failover failover` request, as hand-over metadata."""
-    who = r.get("operator", "?")
+    who = r.operator
     return {
         "kind": "manual-failover",
         "who": who,
-        "request": r.get("id"),
-        "reason": f"manual failover by {who}: {r.get('reason') or 'no reason given'}",
-        "confirm_dead": r.get("confirm_dead"),
-        "confirmed_by": f"{who} ({r.get('reason') or 'no reason given'})" if r.get("confirm_dead") else "",
+        "request": r.id,
+        "reason": f"manual failover by {who}: {r.reason or 'no reason given'}",
+        "confirm_dead": r.confirm_dead,
+        "confirmed_by": f"{who} ({r.reason or 'no reason given'})" if r.confirm_dead else "",
     }
 
 
@@ -167,10 +168,10 @@ def _own_stages(plan: Sequence[Stage], host: str) -> tuple[Stage, ...]:
     return tuple(out)
 
 
-def _pause_text(pause: dict | None) -> str:
+def _pause_text(pause: Pause | None) -> str:
     if not pause:
         return ""
-    return f"paused by {pause.get('operator', '?')}: {pause.get('reason') or 'no reason given'}"
+    return f"paused by {pause.operator}: {pause.reason or 'no reason given'}"
 
 
 def _standby_text(d: Decision, me: str, role: str) -> str:

@@ -11,6 +11,7 @@ import time
 from failover import fencing, zkstore
 from failover import switchover as plan
 from failover.drain import DrainSpec
+from failover.records import ClusterRecord, Handoff
 from failover.rules import Action, Decision, Observation, Role, faults_of
 
 log = logging.getLogger("failover.agent")
@@ -20,19 +21,19 @@ class SwitchoverActs:
     def _switchover_due(self, req: zkstore.Versioned, obs: Observation) -> str:
         """'go', '' (not yet: scheduled), or why the request is refused now."""
         verdict = plan.due(req.data, obs, self.me, self.peer, time.time())
-        if verdict == "":  # wake when it is due, not a whole interval later
-            self.mem.wake_at = time.monotonic() + max(0.0, float(req.data["at"]) - time.time())
+        if verdict == "" and req.data.at is not None:  # wake when it is due, not a whole interval later
+            self.mem.wake_at = time.monotonic() + max(0.0, float(req.data.at) - time.time())
         return verdict
 
-    def _switch_over(self, zk: dict, crec: dict, req: zkstore.Versioned, obs: Observation) -> str:
+    def _switch_over(self, zk: dict, crec: ClusterRecord, req: zkstore.Versioned, obs: Observation) -> str:
         """A planned switchover, on the primary's side: converge this IPC to the
         standby layout (CTI and IVR stopped, KCXP/KCBP running: it stays
         eligible), then hand the role over to the standby."""
         assert self.store is not None and self.mem.obs is not None
         r = req.data
-        rid = r.get("id")
-        epoch = crec["epoch"]
-        spec = DrainSpec.of(r)
+        rid = r.id
+        epoch = crec.epoch
+        spec = DrainSpec.of(r.drain)
         if spec is not None:
             held = self._drain(req, spec)  # the calls finish first, over as many cycles as they take
             if held:
@@ -42,7 +43,7 @@ class SwitchoverActs:
             self.drained = None
         decided = time.time()
         self._request_progress(rid, f"{self.me}: switchover to {self.peer} started (epoch {epoch})", "running")
-        demote = plan.demote_stage(self.topo, self.me, self.mem.obs, self.me in crec.get("board_down", []))
+        demote = plan.demote_stage(self.topo, self.me, self.mem.obs, self.me in crec.board_down)
         rep = self.ex.execute((demote,), progress=self._progress_to(rid)) if demote.steps else None
         self._after_plan(rep, crec)
         if rep is not None and not rep.ok:
@@ -51,22 +52,22 @@ class SwitchoverActs:
             )
             self._finish_request(rid, "failed", why, primary=self.me, epoch=epoch)
             return f"Switchover to {self.peer} FAILED: {why}."
-        handoff = {
-            "from": self.me,
-            "to": self.peer,
-            "kind": "switchover",
-            "who": r.get("operator", "?"),
-            "reason": f"switchover requested by {r.get('operator', '?')}: {r.get('reason') or 'no reason given'}",
-            "request": rid,
-            "fault_seen_at": float(r.get("requested_at", decided)),
-            "decided_at": decided,
-            "stopped_at": time.time(),
-            "epoch": epoch,
-            "proof": fencing.Proof(
+        handoff = Handoff(
+            frm=self.me,
+            to=self.peer,
+            kind="switchover",
+            who=r.operator,
+            reason=f"switchover requested by {r.operator}: {r.reason or 'no reason given'}",
+            request=rid,
+            fault_seen_at=float(decided if r.requested_at is None else r.requested_at),
+            decided_at=decided,
+            stopped_at=time.time(),
+            epoch=epoch,
+            proof=fencing.Proof(
                 "verified", self.me, f"CTI and IVR stopped on {self.me} by its agent", self.me
             ).record(),
-            "calls": self._switchover_calls(),
-        }
+            calls=self._switchover_calls(),
+        )
         if self._write_handoff(zk, crec, handoff, Role.STANDBY) is None:
             why = f"{self.peer} can no longer take the role; {self.me} converges back to the primary layout"
             self._finish_request(rid, "failed", why, primary=self.me, epoch=epoch)
@@ -75,7 +76,7 @@ class SwitchoverActs:
         if spec is not None:  # CTI and IVR are stopped: no call can come in any more
             self._request_progress(rid, f"{self.me}: " + self._release_busy_out("handed over"))
         return (
-            f"Switchover to {self.peer} requested by {r.get('operator', '?')}: {self.me} demoted to standby "
+            f"Switchover to {self.peer} requested by {r.operator}: {self.me} demoted to standby "
             f"and the role handed over (epoch {epoch})."
         )
 
@@ -90,39 +91,37 @@ class SwitchoverActs:
         self.drained = None
         return {**drained, "cut": drained.get("at_handover")}
 
-    def _hand_back_why(self, zk: dict, crec: dict, roles: dict[str, Role], handoff: dict | None) -> str:
+    def _hand_back_why(self, zk: dict, crec: ClusterRecord, roles: dict[str, Role], handoff: Handoff | None) -> str:
         """A switchover handed to us that we must not finish: we cannot serve,
         or the operator cancelled it meanwhile ('' = go on)."""
-        if handoff is None or handoff.get("kind") != "switchover":
+        if handoff is None or handoff.kind != "switchover":
             return ""
         req = zk.get("request")
         cancelled = ""
-        if req is not None and req.data.get("id") == handoff.get("request") and req.data.get("state") == "cancelled":
-            cancelled = (req.data.get("result") or {}).get("why") or "cancelled"
+        if req is not None and req.data.id == handoff.request and req.data.state == "cancelled":
+            cancelled = (req.data.result or {}).get("why") or "cancelled"
         reachable = self.mem.obs is not None and self.mem.obs.reachable
         own = faults_of(self._observation(zk, crec, roles), self.me) if reachable and not cancelled else ()
         return plan.hand_back_why(cancelled, reachable, tuple(map(str, own)), self.me)
 
-    def _hand_back(self, zk: dict, crec: dict, handoff: dict, why: str) -> str:
+    def _hand_back(self, zk: dict, crec: ClusterRecord, handoff: Handoff, why: str) -> str:
         """Give a switchover's role back to the old primary (its CTI/IVR were
         stopped for the switchover; ours never started): it takes it back."""
         assert self.store is not None
-        rid = handoff.get("request")
-        back = {
-            "from": self.me,
-            "to": self.peer,
-            "kind": "switch-back",
-            "who": f"agent {self.me}",
-            "reason": f"switchover to {self.me} not done: {why}",
-            "decided_at": time.time(),
-            "stopped_at": time.time(),
-            "epoch": crec["epoch"],
-            "proof": fencing.Proof(
-                "verified", self.me, f"{self.me} is a standby: CTI/IVR not started", self.me
-            ).record(),
-        }
-        if self._cas(zk, {"handoff": back}) is None:
+        rid = handoff.request
+        back = Handoff(
+            frm=self.me,
+            to=self.peer,
+            kind="switch-back",
+            who=f"agent {self.me}",
+            reason=f"switchover to {self.me} not done: {why}",
+            decided_at=time.time(),
+            stopped_at=time.time(),
+            epoch=crec.epoch,
+            proof=fencing.Proof("verified", self.me, f"{self.me} is a standby: CTI/IVR not started", self.me).record(),
+        )
+        if self._cas(zk, handoff=back) is None:
             return "Switchover: the cluster record changed meanwhile; retrying next cycle."
         if rid:
             self._finish_request(rid, "failed", f"{why}; the role goes back to {self.peer}", primary=self.peer)
-        return f"Switchover to {self.me} not done ({why}): the role goes back to {self.peer} (epoch {crec['epoch']})."
+        return f"Switchover to {self.me} not done ({why}): the role goes back to {self.peer} (epoch {crec.epoch})."

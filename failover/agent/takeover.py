@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from failover import executor as exe
 from failover import fencing
@@ -13,6 +14,7 @@ from failover import switchover as plan
 from failover.agent.state import (
     NO_PROOF_RETRY,
 )
+from failover.records import ClusterRecord, Handoff, HistoryEntry
 from failover.rules import (
     Action,
     Decision,
@@ -24,14 +26,15 @@ log = logging.getLogger("failover.agent")
 
 
 class TakeOverActs:
-    def _take_over(self, zk: dict, crec: dict, handoff: dict | None, manual: dict | None = None) -> str:
+    def _take_over(self, zk: dict, crec: ClusterRecord, handoff: Handoff | None, manual: dict | None = None) -> str:
         """Take the primary role: P/leader, a proof that the old primary's CTI
         and IVR are not running, epoch + 1, promotion. `handoff`: the old
         primary handed over (failover or switchover) in this epoch; `manual`:
         an operator's `failover failover --to` this IPC."""
         assert self.store is not None
-        epoch = crec["epoch"]
-        meta = handoff or manual or {}
+        epoch = crec.epoch
+        # The hand-over's fields (or the operator's request) as the takeover's metadata.
+        meta = handoff.to_json() if handoff else (manual or {})
         rid = meta.get("request")
         retry_at, said, way = self.mem.no_proof
         if time.monotonic() < retry_at and not manual and not self.tenure.confirmed:
@@ -82,7 +85,7 @@ class TakeOverActs:
         self.tenure.confirm(True)
         return ""
 
-    def _prove_peer(self, handoff: dict | None, confirmed_by: str) -> fencing.Attempt:
+    def _prove_peer(self, handoff: Handoff | None, confirmed_by: str) -> fencing.Attempt:
         """The proof that the old primary's CTI/IVR are not running. After a
         hand-over we verify it ourselves when we can; when we cannot reach it,
         the old primary's agent's own proof stands (it stopped them, or powered
@@ -92,8 +95,8 @@ class TakeOverActs:
         seen = self.fencer.verify(self.peer)
         if seen.proof is not None:
             return seen
-        theirs = fencing.Proof.from_record(handoff.get("proof"))
-        if theirs is None and "proof" not in handoff:  # a hand-over written before proofs existed
+        theirs = fencing.Proof.from_record(handoff.proof)
+        if theirs is None and handoff.proof is None:  # a hand-over written before proofs existed
             theirs = fencing.Proof("verified", self.peer, "its agent stopped CTI and IVR, then handed over", self.peer)
         if not seen.alive and theirs is not None:
             return fencing.Attempt(
@@ -104,29 +107,29 @@ class TakeOverActs:
         # stop them, or power it off, like any other old primary.
         return self.fencer.prove_down(self.peer, confirmed_by)
 
-    def _promote(self, zk: dict, crec: dict, meta: dict, proof: fencing.Proof) -> str:
+    def _promote(self, zk: dict, crec: ClusterRecord, meta: dict, proof: fencing.Proof) -> str:
         """Epoch + 1 with a conditional write, then CTI/IVR up here."""
         assert self.store is not None and self.mem.obs is not None
-        epoch = crec["epoch"]
+        epoch = crec.epoch
         kind = meta.get("kind", "takeover")
         t_fenced = time.time()
-        failovers = list(crec.get("failovers", []))
+        failovers = list(crec.failovers)
         if kind in ("failover", "takeover"):  # automatic ones count for flap damping
             failovers.append(t_fenced)
         old_role = Role.STANDBY if kind in ("switchover", "switch-back") else Role.FENCED
         if meta.get("request"):
             self._request_progress(meta["request"], f"{self.me}: fencing {self.peer}: {proof}")
-        counts = crec.get("counts", {})
-        change = {
-            "epoch": epoch + 1,
-            "primary": self.me,
-            "handoff": None,
-            "failovers": failovers[-20:],
-            "roles": {**crec["roles"], self.me: Role.PRIMARY.value, self.peer: old_role.value},
-            "board_down": [x for x in crec.get("board_down", []) if x != self.me],
-            "counts": {**counts, kind: counts.get(kind, 0) + 1},  # monotonic, for failover_failovers_total
-        }
-        if self._cas(zk, change) is None:
+        counts = crec.counts or {}
+        change = dict(
+            epoch=epoch + 1,
+            primary=self.me,
+            handoff=None,
+            failovers=tuple(failovers[-20:]),
+            roles={**crec.roles, self.me: Role.PRIMARY, self.peer: old_role},
+            board_down=tuple(x for x in crec.board_down if x != self.me),
+            counts={**counts, kind: counts.get(kind, 0) + 1},  # monotonic, for failover_failovers_total
+        )
+        if self._cas(zk, **change) is None:
             # Start again from P/leader next cycle: never promote on a claim
             # made before a record we did not see.
             self.store.release_leader(self.session_id or 0)
@@ -138,9 +141,9 @@ class TakeOverActs:
         promote = plan.promote_stage(self.topo, self.me, self.mem.obs)
         progress = self._progress_to(meta["request"]) if meta.get("request") else None
         rep = self.ex.execute((promote,), progress=progress, guard=self.guard) if promote.steps else None
-        self._after_plan(rep, {**crec, **change})
+        self._after_plan(rep, replace(crec, **change))
         sentence = self._record_takeover(meta, proof, epoch, t_fenced, rep)
-        self._publish(zk, {**crec, **change}, Decision(Action.FAILOVER, sentence), sentence)
+        self._publish(zk, replace(crec, **change), Decision(Action.FAILOVER, sentence), sentence)
         return sentence
 
     def _record_takeover(
@@ -153,29 +156,29 @@ class TakeOverActs:
         ok = rep is None or rep.ok
         took = self.tenure.taking_wall or t_fenced
         seen = meta.get("fault_seen_at") or took
-        entry = {
-            "kind": meta.get("kind", "takeover"),
-            "from": self.peer,
-            "to": self.me,
-            "epoch": epoch + 1,
-            "why": meta.get("reason") or f"{self.peer}'s agent lost its ZooKeeper session",
-            "who": meta.get("who", f"agent {self.me}"),
-            "fencing": str(proof),
-            "proof": proof.record(),
-            "outcome": "done" if ok else "failed",
+        failed = {} if ok else {"failed": rep.summary() if rep else ""}
+        entry = HistoryEntry.of(
+            meta.get("kind", "takeover"),
+            meta.get("who", f"agent {self.me}"),
+            meta.get("reason") or f"{self.peer}'s agent lost its ZooKeeper session",
+            "done" if ok else "failed",
+            frm=self.peer,
+            to=self.me,
+            epoch=epoch + 1,
+            fencing=str(proof),
+            proof=proof.record(),
             # detection: first failed check -> decision; stop: the old primary
             # stopping CTI/IVR; fencing: from the hand-over (or from taking
             # P/leader) to the proof; promotion: proof -> CTI and IVR answering.
-            "detection_s": round(meta.get("decided_at", took) - seen, 3),
-            "stop_s": round(meta.get("stopped_at", took) - meta.get("decided_at", took), 3),
-            "fencing_s": round(t_fenced - meta.get("stopped_at", took), 3),
-            "promotion_s": round(t_done - t_fenced, 3),
-            "duration_s": round(t_done - seen, 3),
-        }
-        if not ok:
-            entry["failed"] = rep.summary() if rep else ""
-        if meta.get("calls"):  # a switchover's calls: at its start, at the hand-over, cut
-            entry["calls"] = meta["calls"]
+            detection_s=round(meta.get("decided_at", took) - seen, 3),
+            stop_s=round(meta.get("stopped_at", took) - meta.get("decided_at", took), 3),
+            fencing_s=round(t_fenced - meta.get("stopped_at", took), 3),
+            promotion_s=round(t_done - t_fenced, 3),
+            duration_s=round(t_done - seen, 3),
+            **failed,
+            # a switchover's calls: at its start, at the hand-over, cut (inventory `calls`)
+            **({"calls": meta["calls"]} if meta.get("calls") else {}),
+        )
         self.store.add_history(entry)
         rid = meta.get("request")
         if rid and ok:

@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kazoo.exceptions import NoNodeError
-
 from failover import zkstore
 from failover.inventory import Cluster
 from failover.notify import ledger
@@ -62,10 +60,17 @@ class Notifier:
     def poll(self) -> list[Event]:
         """One look; returns the events this agent claimed."""
         self._finish_pending()
-        members: dict[str, Owned | None] = {i.name: self.store.member_owner(i.name) for i in self.c.ipcs}
+        # The records as JSON: the event rules (events.py, sender.py) are pure
+        # functions over what the znodes say.
+        members: dict[str, Owned | None] = {}
+        for i in self.c.ipcs:
+            owned = self.store.member_owner(i.name)
+            members[i.name] = None if owned is None else (owned[0].to_json(), owned[1])
         crec = self.store.cluster()
-        roles = (crec.data if crec else {}).get("roles", {})
-        if sender_of(self.store.leader(), members, roles) != self.me:
+        roles = {k: r.value for k, r in crec.data.roles.items()} if crec else {}
+        got = self.store.leader()
+        leader = None if got is None else (got[0].to_json(), got[1])
+        if sender_of(leader, members, roles) != self.me:
             return []
         led = ledger.read(self.store)
         if led is None:
@@ -102,18 +107,10 @@ class Notifier:
         return events
 
     def _history_names(self) -> list[str]:
-        try:
-            return sorted(self.store.call(self.store.zk.get_children_async, self.store.history_path))
-        except NoNodeError:
-            return []
+        return self.store.history_names()
 
     def _history_after(self, last: str) -> list[dict[str, Any]]:
-        out = []
-        for name in [n for n in self._history_names() if n > last][:HISTORY_BATCH]:
-            got = self.store.get(f"{self.store.history_path}/{name}")
-            if got is not None:
-                out.append({"id": name, **(got[0] or {})})
-        return out
+        return [{"id": h.id, **h.to_json()} for h in self.store.history(HISTORY_BATCH, after=last)]
 
     # ----- the deliverer ------------------------------------------------------------
     def _deliver_loop(self) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from failover import ops
+from failover.records import ClusterRecord, HistoryEntry
 from tests.sim.world import RUNNING, STOPPED, Host, World, bootstrap
 
 ACTION_SECONDS = 24  # virtual seconds of faults
@@ -142,19 +143,19 @@ class _OpsStore:
         from failover import zkstore
 
         n = self.w.zk.nodes.get(f"{self.w.store_path}/cluster")
-        return None if n is None else zkstore.Versioned(dict(n.data), n.version)
+        return None if n is None else zkstore.Versioned(ClusterRecord.from_json(n.data), n.version)
 
-    def update_cluster(self, version: int, data: dict) -> int:
+    def update_cluster(self, version: int, rec: ClusterRecord) -> int:
         from failover import zkstore
 
         n = self.w.zk.nodes[f"{self.w.store_path}/cluster"]
         if n.version != version:
             raise zkstore.Conflict("changed")
-        n.data, n.version = data, n.version + 1
+        n.data, n.version = rec.to_json(), n.version + 1
         return n.version
 
-    def add_history(self, entry: dict) -> None:
-        self.w.zk.history.append(entry)
+    def add_history(self, entry: HistoryEntry) -> None:
+        self.w.zk.history.append(entry.to_json())
 
 
 def _store_for_ops(w: World) -> _OpsStore:

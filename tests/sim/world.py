@@ -41,6 +41,7 @@ from failover.inventory import Cluster
 from failover.inventory import load as load_inventory
 from failover.layouts import APP_SERVICES
 from failover.platforms import State
+from failover.records import BusyOut, ClusterRecord, HistoryEntry, LeaderRecord, MemberRecord, Pause, Request
 from failover.rules import Stage, Step
 
 
@@ -167,15 +168,17 @@ class FakeStore:
         self._ok()
         return self.server.nodes.get(path)
 
-    def leader(self, timeout: float = 0) -> tuple[dict, int] | None:
+    # Znodes hold the records' JSON (what the real ones hold as bytes); the
+    # typed records are made and taken at this interface, as zkstore.Store does.
+    def leader(self, timeout: float = 0) -> tuple[LeaderRecord, int] | None:
         n = self._get(self.leader_path)
-        return None if n is None else (_copy(n.data), n.owner)
+        return None if n is None else (LeaderRecord.from_json(_copy(n.data)), n.owner)
 
-    def take_leader(self, data: dict, owner: int | None = None) -> bool:
+    def take_leader(self, rec: LeaderRecord, owner: int | None = None) -> bool:
         n = self._get(self.leader_path)
         if n is not None:
             return owner is not None and n.owner == owner
-        self.server.nodes[self.leader_path] = Znode(_copy(data), 0, self.sid)
+        self.server.nodes[self.leader_path] = Znode(_copy(rec.to_json()), 0, self.sid)
         return True
 
     def release_leader(self, session_id: int) -> None:
@@ -183,77 +186,78 @@ class FakeStore:
         if n is not None and n.owner == session_id:
             del self.server.nodes[self.leader_path]
 
-    def cluster(self) -> zkstore.Versioned | None:
+    def cluster(self) -> zkstore.Versioned[ClusterRecord] | None:
         n = self._get(self.cluster_path)
-        return None if n is None else zkstore.Versioned(_copy(n.data), n.version)
+        return None if n is None else zkstore.Versioned(ClusterRecord.from_json(_copy(n.data)), n.version)
 
-    def create_cluster(self, data: dict) -> bool:
+    def create_cluster(self, rec: ClusterRecord) -> bool:
         if self._get(self.cluster_path) is not None:
             return False
-        self.server.nodes[self.cluster_path] = Znode(_copy(data))
+        self.server.nodes[self.cluster_path] = Znode(_copy(rec.to_json()))
         return True
 
-    def update_cluster(self, expected_version: int, data: dict) -> int:
+    def update_cluster(self, expected_version: int, rec: ClusterRecord) -> int:
         hook, self.before_cluster_write = self.before_cluster_write, None
         if hook:
             hook()
         n = self._get(self.cluster_path)
         if n is None or n.version != expected_version:
             raise zkstore.Conflict("the cluster record changed meanwhile")
-        n.data, n.version = _copy(data), n.version + 1
+        n.data, n.version = _copy(rec.to_json()), n.version + 1
         return n.version
 
-    def publish_member(self, ipc: str, record: dict) -> None:
+    def publish_member(self, ipc: str, rec: MemberRecord) -> None:
         n = self._get(self.member_path(ipc))
         if n is None:
-            self.server.nodes[self.member_path(ipc)] = Znode(_copy(record), 0, self.sid)
+            self.server.nodes[self.member_path(ipc)] = Znode(_copy(rec.to_json()), 0, self.sid)
         else:
-            n.data = _copy(record)
+            n.data = _copy(rec.to_json())
 
-    def member_owner(self, ipc: str) -> tuple[dict, int] | None:
+    def member_owner(self, ipc: str) -> tuple[MemberRecord, int] | None:
         n = self._get(self.member_path(ipc))
-        return None if n is None else (_copy(n.data), n.owner)
+        return None if n is None else (MemberRecord.from_json(_copy(n.data)), n.owner)
 
-    def member(self, ipc: str) -> dict | None:
+    def member(self, ipc: str) -> MemberRecord | None:
         n = self._get(self.member_path(ipc))
-        return None if n is None else _copy(n.data)
+        return None if n is None else MemberRecord.from_json(_copy(n.data))
 
-    def add_history(self, entry: dict) -> None:
+    def add_history(self, entry: HistoryEntry) -> None:
         self._ok()
-        self.server.history.append({**entry, "ts": self.server.clock.time()})
+        self.server.history.append({**entry.to_json(), "ts": self.server.clock.time()})
 
     def history_count(self) -> int:
         self._ok()
         return len(self.server.history)
 
-    def history(self, limit: int = 50) -> list[dict]:
+    def history(self, limit: int = 50) -> list[HistoryEntry]:
         self._ok()
-        return _copy(self.server.history[-limit:])
+        return [HistoryEntry.from_json(e) for e in _copy(self.server.history[-limit:])]
 
-    def request(self) -> zkstore.Versioned | None:
+    def request(self) -> zkstore.Versioned[Request] | None:
         n = self._get(f"{self.path}/switchover")
-        return None if n is None else zkstore.Versioned(_copy(n.data), n.version)
+        return None if n is None else zkstore.Versioned(Request.from_json(_copy(n.data)), n.version)
 
-    def update_request(self, version: int, data: dict) -> int:
+    def update_request(self, version: int, req: Request) -> int:
         n = self._get(f"{self.path}/switchover")
         if n is None or n.version != version:
             raise zkstore.Conflict("the request changed")
-        n.data, n.version = _copy(data), n.version + 1
+        n.data, n.version = _copy(req.to_json()), n.version + 1
         return n.version
 
-    def pause(self) -> dict | None:
+    def pause(self) -> Pause | None:
         n = self._get(f"{self.path}/pause")
-        return None if n is None else _copy(n.data)
+        return None if n is None else Pause.from_json(_copy(n.data))
 
     # A drained switchover's busy-out marker (the example inventory has no
     # `calls`, so the simulated agents only ever read it).
-    def busy_out(self, ipc: str) -> dict | None:
+    def busy_out(self, ipc: str) -> BusyOut | None:
         n = self._get(f"{self.path}/busy-out-{ipc}")
-        return None if n is None else _copy(n.data)
+        return None if n is None else BusyOut.from_json(_copy(n.data))
 
     def set_busy_out(self, ipc: str, request: str | None) -> None:
         self._ok()
-        self.server.nodes[f"{self.path}/busy-out-{ipc}"] = Znode({"ipc": ipc, "request": request})
+        rec = BusyOut(ipc, request, self.server.clock.time())
+        self.server.nodes[f"{self.path}/busy-out-{ipc}"] = Znode(rec.to_json())
 
     def clear_busy_out(self, ipc: str) -> None:
         self._ok()
