@@ -198,3 +198,23 @@ def test_unsplit_calls_count_as_agent_calls_and_no_calls_show_nothing() -> None:
     assert "calls:" in status.render(v) and "BUSIED OUT" not in status.render(v)
     v = _drain_view(None)
     assert v["calls"] is None and "active_calls" not in check.verdict(v)[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["--max-wait", "soon"], "--max-wait 'soon': use e.g. 15m"),
+        (["--below", "-1"], "--below -1: must be 0 or more"),
+        (["--max-wait", "0"], "--max-wait 0 s: must be more than 0"),
+    ],
+)
+def test_drain_options_refused_before_anything_is_done(tmp_path: Path, args: list[str], text: str) -> None:
+    """Checked before ZooKeeper is even contacted (the inventory's is unreachable here)."""
+    from click.testing import CliRunner
+
+    from failover.cli import main
+
+    inv = _write(tmp_path, GOOD + CALLS)
+    r = CliRunner().invoke(main, ["switchover", "--drain", *args, "-i", str(inv)])
+    assert r.exit_code == 2, r.output
+    assert text in r.output and "nothing was done" in r.output, r.output
