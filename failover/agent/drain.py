@@ -54,11 +54,14 @@ class DrainActs:
     def _observe_calls(self, zk: dict) -> None:
         """Read the active calls on our IPC (the inventory's `calls.active`):
         every cycle while a busy-out or a request is on (a switchover records
-        the calls it cuts), else every CALLS_EVERY seconds.
+        the calls it cuts; a scheduled one from its time), else every
+        CALLS_EVERY seconds.
         Unknown (None) when not configured, unreachable or unreadable: never
         taken for "drained"."""
         calls = self.c.calls
-        fresh = bool(zk.get("busy_out") or _active(zk.get("request")))
+        req = _active(zk.get("request"))
+        due = req is not None and (req.data.at is None or req.data.at <= time.time())
+        fresh = zk.get("busy_out") is not None or due
         if not fresh and time.monotonic() - self.calls_read_at < CALLS_EVERY:
             return
         self.calls_seen = None
