@@ -53,14 +53,14 @@ class DrainActs:
     # ----- active calls as an observation -------------------------------------------
     def _observe_calls(self, zk: dict) -> None:
         """Read the active calls on our IPC (the inventory's `calls.active`):
-        every cycle while a busy-out or a request is on (a switchover records
-        the calls it cuts; a scheduled one from its time), else every
-        CALLS_EVERY seconds.
+        every cycle while a drain is due or on (a scheduled one from its
+        time), else every CALLS_EVERY seconds: a plain switchover records
+        the count as last read and pays nothing for it.
         Unknown (None) when not configured, unreachable or unreadable: never
         taken for "drained"."""
         calls = self.c.calls
         req = _active(zk.get("request"))
-        due = req is not None and (req.data.at is None or req.data.at <= time.time())
+        due = req is not None and bool(req.data.drain) and (req.data.at is None or req.data.at <= time.time())
         fresh = zk.get("busy_out") is not None or due
         if not fresh and time.monotonic() - self.calls_read_at < CALLS_EVERY:
             return
