@@ -162,15 +162,14 @@ def metrics(state: dict) -> str:
         ],
     )
     calls = view.get("calls") or {}
+    # The total and the split apart: summing a metric over its labels must not double count.
+    total = [(f'cluster="{c}"', float(calls["active"]))] if calls.get("active") is not None else []
+    metric("failover_active_calls", "gauge", "calls in progress on the primary (inventory `calls.active`)", total)
     metric(
-        "failover_active_calls",
+        "failover_active_calls_by_kind",
         "gauge",
-        "calls in progress on the primary (the inventory's `calls.active`), by kind",
-        [
-            (f'cluster="{c}",kind="{k}"', float(calls[k]))
-            for k in ("active", "ivr", "agent")
-            if calls.get(k) is not None
-        ],
+        "calls in progress on the primary, in the IVR or with an agent (when the CTI tells them apart)",
+        [(f'cluster="{c}",kind="{k}"', float(calls[k])) for k in ("ivr", "agent") if calls.get(k) is not None],
     )
     busy = 1.0 if calls.get("busy_out") else 0.0
     metric("failover_busy_out", "gauge", "1 while the primary is busied out (a drain)", [(f'cluster="{c}"', busy)])

@@ -187,7 +187,8 @@ def test_active_calls_in_status_check_and_metrics_with_the_x_plus_2y_headroom() 
     assert "17 calls active, BUSIED OUT" in out and "active_calls=17" in out and f"channels_free={lines - 22}" in out
     state = {"cluster": "cc", "ipc": "ipc-new", "role": "primary", "zookeeper": {"connected": True}, "healthy": True}
     m = api.metrics({**state, "view": v})
-    assert 'failover_active_calls{cluster="cc",kind="agent"} 5' in m and 'failover_busy_out{cluster="cc"} 1' in m
+    assert 'failover_active_calls{cluster="cc"} 17' in m and 'failover_busy_out{cluster="cc"} 1' in m
+    assert 'failover_active_calls_by_kind{cluster="cc",kind="agent"} 5' in m
 
 
 def test_unsplit_calls_count_as_agent_calls_and_no_calls_show_nothing() -> None:
