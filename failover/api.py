@@ -161,18 +161,7 @@ def metrics(state: dict) -> str:
             (f'cluster="{c}",kind="fax"', float(cap.get("fax") or 0)),
         ],
     )
-    calls = view.get("calls") or {}
-    # The total and the split apart: summing a metric over its labels must not double count.
-    total = [(f'cluster="{c}"', float(calls["active"]))] if calls.get("active") is not None else []
-    metric("failover_active_calls", "gauge", "calls in progress on the primary (inventory `calls.active`)", total)
-    metric(
-        "failover_active_calls_by_kind",
-        "gauge",
-        "calls in progress on the primary, in the IVR or with an agent (when the CTI tells them apart)",
-        [(f'cluster="{c}",kind="{k}"', float(calls[k])) for k in ("ivr", "agent") if calls.get(k) is not None],
-    )
-    busy = 1.0 if calls.get("busy_out") else 0.0
-    metric("failover_busy_out", "gauge", "1 while the primary is busied out (a drain)", [(f'cluster="{c}"', busy)])
+    _calls_metrics(metric, c, view.get("calls") or {})
     metric(
         "failover_zookeeper_connected",
         "gauge",
@@ -194,6 +183,22 @@ def metrics(state: dict) -> str:
         [(base, 1.0 if state["healthy"] else 0.0)],
     )
     return "\n".join(lines) + "\n"
+
+
+def _calls_metrics(metric: Callable[[str, str, str, list[tuple[str, float]]], None], c: str, calls: dict) -> None:
+    """The primary's active calls (inventory `calls`) and a drain's busy-out.
+    The total and the split apart: a sum over a metric's labels must not
+    double count."""
+    total = [(f'cluster="{c}"', float(calls["active"]))] if calls.get("active") is not None else []
+    metric("failover_active_calls", "gauge", "calls in progress on the primary (inventory `calls.active`)", total)
+    metric(
+        "failover_active_calls_by_kind",
+        "gauge",
+        "calls in progress on the primary, in the IVR or with an agent (when the CTI tells them apart)",
+        [(f'cluster="{c}",kind="{k}"', float(calls[k])) for k in ("ivr", "agent") if calls.get(k) is not None],
+    )
+    busy = 1.0 if calls.get("busy_out") else 0.0
+    metric("failover_busy_out", "gauge", "1 while the primary is busied out (a drain)", [(f'cluster="{c}"', busy)])
 
 
 @dataclass

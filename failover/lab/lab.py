@@ -427,18 +427,7 @@ class Lab:
                     }
                 services[s] = svc
             call = CALL_COMMAND[self.platform]
-            extra: dict = {}
-            if self.platform in LINE_CHECK:
-                # exit 0 line up, 1 alarm, 3 driver not running (the stand-in's linestat)
-                extra["line_check"] = {"command": LINE_CHECK[self.platform], "timeout": 2}
-            calls = CALLS_COMMAND[self.platform]
-            # The simulated calls (lab/calls.py), read and busied out as a real CTI would be.
-            extra["calls"] = {
-                "active": f"{calls} active",
-                "busy_out": f"{calls} busy-out",
-                "release": f"{calls} release",
-                "timeout": 5,
-            }
+            extra = self._site_commands()
             clusters.append(
                 {
                     "name": cname,
@@ -471,6 +460,23 @@ class Lab:
             "# Valid until `failover lab down`.\n"
         )
         self.inventory_path.write_text(header + yaml.safe_dump(doc, sort_keys=False, width=120))
+
+    def _site_commands(self) -> dict:
+        """The inventory's commands a site writes for its own tools: the line
+        check (exit 0 line up, 1 alarm, 3 driver not running: the stand-in's
+        linestat) and the simulated calls (lab/calls.py), read and busied out
+        as a real CTI would be."""
+        extra: dict = {}
+        if self.platform in LINE_CHECK:
+            extra["line_check"] = {"command": LINE_CHECK[self.platform], "timeout": 2}
+        calls = CALLS_COMMAND[self.platform]
+        extra["calls"] = {
+            "active": f"{calls} active",
+            "busy_out": f"{calls} busy-out",
+            "release": f"{calls} release",
+            "timeout": 5,
+        }
+        return extra
 
     def _inventory_ipc(self, i: LabIpc) -> dict:
         out: dict = {
