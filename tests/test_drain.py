@@ -19,7 +19,7 @@ import pytest
 from failover import ops, zkstore
 from failover.drain import DrainSpec
 from failover.lab import simctl
-from failover.lab.calls import CallSim, Traffic
+from failover.lab.calls import CallSim, Traffic, operation
 from tests.cluster import FAILOVER, Harness, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -51,6 +51,17 @@ def test_busy_out_turns_new_calls_away_and_lets_the_others_finish() -> None:
     st = sim.stats()
     assert st["active"] == 0 and st["completed"] == 4 and st["cut"] == 0 and st["turned_away"] > 0
     assert "need" in sim.load(0.0, 1, Traffic(min_s=5, max_s=1))
+
+
+def test_the_simulators_calls_operation_answers_in_the_inventorys_words() -> None:
+    sim = CallSim(seed=3)
+    got = operation(sim, {"action": "load", "count": 4, "min": 5, "max": 9, "agent_share": 1.0}, 0.0)
+    assert got["ok"] and got["text"] == "ivr=0 agent=4" and got["active"] == 4
+    assert operation(sim, {"action": "busy-out"}, 0.0)["text"] == "busy-out: done"
+    assert operation(sim, {"action": "busy-out"}, 0.0)["text"] == "busy-out: already"
+    assert operation(sim, {"action": "release"}, 0.0)["changed"] is True
+    assert "unknown calls action 'drop'" in operation(sim, {"action": "drop"}, 0.0)["error"]
+    assert not operation(sim, {"action": "load", "rate": -1}, 0.0)["ok"]
 
 
 # ----- the lab ----------------------------------------------------------------------------

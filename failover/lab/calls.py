@@ -145,9 +145,34 @@ class CallSim:
             }
 
 
+def operation(sim: CallSim, req: dict, now: float) -> dict:
+    """The simulator's `calls` op: active | busy-out | release | stats |
+    load (count, min, max, rate, agent_share); the answer carries `text`,
+    what the IPC's command prints."""
+    action = str(req.get("action", "stats"))
+    if action in ("busy-out", "release"):
+        changed = sim.set_busy_out(action == "busy-out")
+        return {"ok": True, "changed": changed, "text": f"{action}: {'done' if changed else 'already'}"}
+    if action == "load":
+        t = sim.traffic
+        traffic = Traffic(
+            float(req.get("rate", t.rate)),
+            float(req.get("min", t.min_s)),
+            float(req.get("max", t.max_s)),
+            float(req.get("agent_share", t.agent_share)),
+        )
+        why = sim.load(now, int(req.get("count", 0)), traffic)
+        if why:
+            return {"ok": False, "error": why}
+    elif action not in ("active", "stats"):
+        return {"ok": False, "error": f"unknown calls action {action!r} (active, busy-out, release, stats, load)"}
+    st = sim.stats()
+    return {"ok": True, **st, "text": text(st)}
+
+
 def text(stats: dict) -> str:
     """The `active` command's output, the inventory contract's richer form."""
     return f"ivr={stats['ivr']} agent={stats['agent']}"
 
 
-__all__ = ["Call", "CallSim", "Traffic", "text"]
+__all__ = ["Call", "CallSim", "Traffic", "operation", "text"]

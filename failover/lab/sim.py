@@ -534,26 +534,7 @@ class Manager:
         self.calls.tick(time.monotonic(), serving)
 
     def calls_op(self, req: dict) -> dict:
-        """active | busy-out | release | stats | load (count, min, max, rate, agent_share)."""
-        action = str(req.get("action", "stats"))
-        if action in ("busy-out", "release"):
-            changed = self.calls.set_busy_out(action == "busy-out")
-            return {"ok": True, "changed": changed, "text": f"{action}: {'done' if changed else 'already'}"}
-        if action == "load":
-            t = self.calls.traffic
-            traffic = calls_mod.Traffic(
-                float(req.get("rate", t.rate)),
-                float(req.get("min", t.min_s)),
-                float(req.get("max", t.max_s)),
-                float(req.get("agent_share", t.agent_share)),
-            )
-            why = self.calls.load(time.monotonic(), int(req.get("count", 0)), traffic)
-            if why:
-                return {"ok": False, "error": why}
-        elif action not in ("active", "stats"):
-            return {"ok": False, "error": f"unknown calls action {action!r} (active, busy-out, release, stats, load)"}
-        st = self.calls.stats()
-        return {"ok": True, **st, "text": calls_mod.text(st)}
+        return calls_mod.operation(self.calls, req, time.monotonic())
 
     def shutdown(self) -> None:
         self.stopping.set()
