@@ -7,7 +7,16 @@ import json
 import sys
 from pathlib import Path
 
-from bench import agent_bench, executor_bench, fence_bench, http_bench, shapes_bench, switchover_bench, zkhang_bench
+from bench import (
+    agent_bench,
+    drain_bench,
+    executor_bench,
+    fence_bench,
+    http_bench,
+    shapes_bench,
+    switchover_bench,
+    zkhang_bench,
+)
 from bench.common import RESULTS
 
 BENCHES = {
@@ -18,6 +27,7 @@ BENCHES = {
     "zk_hang": zkhang_bench.main,
     "shapes": shapes_bench.main,
     "fence": fence_bench.main,
+    "drain": drain_bench.main,
 }
 
 
@@ -157,6 +167,20 @@ def markdown(r: dict) -> str:
             ("scenario", "phase", "n", *MS3, "target p50 ms", "met", "proofs"),
             rows,
             intro=(f"settings: {f['settings']}", ""),
+        )
+    if "drain" in r:
+        d = r["drain"]
+        zero = d["calls_zero_to_serving"]
+        ok = "yes" if zero["p50_ms"] <= d["target_zero_to_serving_ms"] else "NO"
+        lines += _table(
+            f"## Drained switchover ({d['runs']} runs, real CLI process)",
+            ("measurement", *MS3, "target p50 ms", "met"),
+            [
+                ("issued -> new primary serving (the drain)", *_ms(d["issued_to_serving"]), "", ""),
+                ("calls = 0 -> new primary serving", *_ms(zero), f"{d['target_zero_to_serving_ms']:.0f}", ok),
+                ("plain switchover, same lab: issued -> serving", *_ms(d["plain_issued_to_serving"]), "", ""),
+            ],
+            intro=(f"settings: {d['settings']}; calls cut per run: {d['calls_cut']}", ""),
         )
     soak = Path(__file__).with_name("soak.json")
     if soak.exists():

@@ -105,6 +105,7 @@ def metrics(state: dict) -> str:
     base = f'cluster="{c}",ipc="{me}"'
     _agent_metrics(lines, state, base)
     _cluster_metrics(lines, state, c)
+    _calls_metrics(lines, c, (state.get("view") or {}).get("calls") or {})
     _agent_health_metrics(lines, state, base)
     return "\n".join(lines) + "\n"
 
@@ -204,6 +205,27 @@ def _cluster_metrics(lines: list[str], state: dict, c: str) -> None:
             (f'cluster="{c}",kind="agent"', float(cap.get("max_agent") or 0)),
             (f'cluster="{c}",kind="fax"', float(cap.get("fax") or 0)),
         ],
+    )
+
+
+def _calls_metrics(lines: list[str], c: str, calls: dict) -> None:
+    """The primary's active calls (inventory `calls`) and a drain's busy-out.
+    The total and the split apart: a sum over a metric's labels must not
+    double count."""
+    total = [(f'cluster="{c}"', float(calls["active"]))] if calls.get("active") is not None else []
+    _metric(
+        lines, "failover_active_calls", "gauge", "calls in progress on the primary (inventory `calls.active`)", total
+    )
+    _metric(
+        lines,
+        "failover_active_calls_by_kind",
+        "gauge",
+        "calls in progress on the primary, in the IVR or with an agent (when the CTI tells them apart)",
+        [(f'cluster="{c}",kind="{k}"', float(calls[k])) for k in ("ivr", "agent") if calls.get(k) is not None],
+    )
+    busy = 1.0 if calls.get("busy_out") else 0.0
+    _metric(
+        lines, "failover_busy_out", "gauge", "1 while the primary is busied out (a drain)", [(f'cluster="{c}"', busy)]
     )
 
 

@@ -51,6 +51,15 @@ def compute(
     )
 
 
+def channels_in_use(ivr: int | None, agent: int | None, total: int) -> int:
+    """Line channels the active calls hold: X + 2Y. When the CTI cannot
+    tell IVR from agent calls, every call is counted as an agent call (two
+    channels): headroom is never overstated."""
+    if ivr is None or agent is None:
+        return 2 * total
+    return ivr + 2 * agent
+
+
 def ivr_headroom(lines: Iterable[int], agent_calls: int) -> int | None:
     """X = sum(L_i) - 2Y, provided the Y agent calls can be placed (each IPC
     takes at most L_i // 2 of them); None otherwise."""

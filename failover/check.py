@@ -80,6 +80,9 @@ def verdict(v: dict, warn: int | None = None, crit: int | None = None) -> tuple[
     unmonitored = sorted(n for n, i in ipcs.items() if i.get("line") == "unmonitored")
     if unmonitored:  # said, never a warning: the inventory has no line_check
         what += f" (line not monitored on {', '.join(unmonitored)})"
+    calls = v.get("calls")
+    if calls:  # the primary's calls in progress (inventory `calls`)
+        what += f" ({calls['active']} calls active" + (", BUSIED OUT: draining)" if calls.get("busy_out") else ")")
     text = f"cluster {v.get('cluster')}: {what}".replace("|", "/")  # '|' starts the perfdata
     return code, f"FAILOVER {NAMES[code]} - {text} | {_perf(v, warn, crit)}"
 
@@ -94,8 +97,19 @@ def _perf(v: dict, warn: int | None, crit: int | None) -> str:
             perfdata("ivr_capacity", int(cap.get("max_ivr") or 0), warn=_below(warn), crit=_below(crit), min_=0),
             perfdata("agent_capacity", int(cap.get("max_agent") or 0), min_=0),
             perfdata("fax_capacity", int(cap.get("fax") or 0), min_=0),
+            *_calls_perf(v.get("calls")),
         ]
     )
+
+
+def _calls_perf(calls: dict | None) -> list[str]:
+    """The primary's calls in progress, and the line channels left beside them."""
+    if not calls:
+        return []
+    return [
+        perfdata("active_calls", calls["active"], min_=0),
+        perfdata("channels_free", calls["channels_free"], min_=0),
+    ]
 
 
 def _below(n: int | None) -> str:

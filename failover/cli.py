@@ -222,7 +222,26 @@ def status_cmd(inventory_path: str, cluster_name: str | None, watch: bool, as_js
 @click.option("--reason", default="", help="Why (recorded in the history).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
-    "--cancel", is_flag=True, help="Cancel the pending, scheduled or running switchover (or manual failover)."
+    "--cancel",
+    is_flag=True,
+    help="Cancel the pending, scheduled or running switchover (or manual failover). With --drain: "
+    "at the deadline, release the busy-out and keep the primary.",
+)
+@click.option("--drain", is_flag=True, help="Busy out the primary and let its calls finish before the hand-over.")
+@click.option("--max-wait", default="15m", show_default=True, help="The drain's deadline: 15m, 90s, 1h.")
+@click.option("--below", default=0, show_default=True, help="Hand over once at most N calls are active.")
+@click.option(
+    "--on-deadline",
+    type=click.Choice(["ask", "proceed", "cancel"]),
+    default=None,
+    help="At the drain's deadline [default: ask; proceed with --yes; cancel with --cancel].",
+)
+@click.option(
+    "--answer",
+    "answer",
+    type=click.Choice(["proceed", "cancel"]),
+    default=None,
+    help="Answer a running drain's deadline question.",
 )
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the result.")
 @operator_option
@@ -234,24 +253,31 @@ def switchover_cmd(
     reason: str,
     yes: bool,
     cancel: bool,
+    drain: bool,
+    max_wait: str,
+    below: int,
+    on_deadline: str | None,
+    answer: str | None,
     timeout: float,
     operator: str | None,
 ) -> None:
     """Planned switchover: the primary stops CTI and IVR and hands the role to
-    the standby, which promotes. Shows the plan, asks, then follows it live."""
+    the standby, which promotes. Shows the plan, asks, then follows it live.
+    --drain: the primary takes no new calls and hands over once its calls
+    have finished (or at --max-wait)."""
     from failover import oncall, ops
+    from failover import oncall_drain as od
 
     c = _cluster(inventory_path, cluster_name)
     who = ops.operator_name(operator)
     try:
+        spec = od.spec_of(c, max_wait, below, on_deadline, yes, cancel) if drain else None
         with oncall.connected(c) as s:
-            if cancel:
-                try:
-                    r = ops.cancel(s, who, reason)
-                except ops.Refused as e:
-                    raise oncall.Fail(EXIT_REFUSED, f"refused: {e}") from None
-                click.echo(oncall.cancelled_text(r, who))
+            if answer:
+                click.echo(od.answer(s, answer, who))
                 sys.exit(EXIT_OK)
+            if cancel and not drain:
+                _cancel_request(s, who, reason)
             if to is not None and to not in [i.name for i in c.ipcs]:
                 raise oncall.Fail(EXIT_USAGE, f"no IPC named {to!r} in cluster {c.name}")
             when = oncall.parse_at(at)
@@ -259,18 +285,13 @@ def switchover_cmd(
             if v["switchover"]:
                 raise oncall.Fail(EXIT_REFUSED, f"refused: {oncall.scheduled_text(v['switchover'])}")
             frm, cand = oncall.preflight_switchover(c, v, to, explicit=to is not None)
-            click.echo(
-                f"Switchover of cluster {c.name}: {frm} -> {cand} (epoch {v['epoch']} -> {v['epoch'] + 1})"
-                + (f" at {time.strftime('%H:%M:%S', time.localtime(when))}" if when else "")
-            )
-            click.echo("Plan:")
-            for line in oncall.plan_text(c, v, frm, cand):
-                click.echo(line)
+            _show_switchover_plan(c, v, frm, cand, when, spec)
             paused_ok = to is not None  # an explicit target may switch over while paused
+            d = spec.record() if spec else None
             req = _confirm_and_submit(
                 s,
                 yes,
-                lambda: ops.new_request("switchover", cand, who, reason, at=when, allow_paused=paused_ok, frm=frm),
+                lambda: ops.new_request("switchover", cand, who, reason, when, paused_ok, frm=frm, drain=d),
             )
             if when and when > time.time() + 1:
                 click.echo(
@@ -279,10 +300,51 @@ def switchover_cmd(
                 )
                 sys.exit(EXIT_OK)
             click.echo(f"requested by {who}; following it:")
-            result = oncall.follow(s, req.id, timeout)
+            result = _follow_switchover(s, req.id, timeout, spec, who)
             sys.exit(oncall.finish(c, s, result, "switchover"))
     except oncall.Fail as e:
         oncall.die(e)
+
+
+def _show_switchover_plan(c: Any, v: dict, frm: str, cand: str, when: float | None, spec: Any) -> None:
+    from failover import oncall
+    from failover import oncall_drain as od
+
+    click.echo(
+        f"Switchover of cluster {c.name}: {frm} -> {cand} (epoch {v['epoch']} -> {v['epoch'] + 1})"
+        + (f" at {time.strftime('%H:%M:%S', time.localtime(when))}" if when else "")
+    )
+    click.echo("Plan:")
+    if spec is not None:
+        click.echo(od.plan_line(spec, frm))
+    for line in oncall.plan_text(c, v, frm, cand):
+        click.echo(line)
+
+
+def _cancel_request(s: Any, who: str, reason: str) -> None:
+    from failover import oncall, ops
+
+    try:
+        r = ops.cancel(s, who, reason)
+    except ops.Refused as e:
+        raise oncall.Fail(EXIT_REFUSED, f"refused: {e}") from None
+    click.echo(oncall.cancelled_text(r, who))
+    sys.exit(EXIT_OK)
+
+
+def _follow_switchover(s: Any, rid: str, timeout: float, spec: Any, who: str) -> dict:
+    """Follow the request; a drain's deadline question is asked here, and
+    Ctrl-C during a drain cancels it (the busy-out is released)."""
+    from failover import oncall
+    from failover import oncall_drain as od
+
+    if spec is None:
+        return oncall.follow(s, rid, timeout)
+    try:
+        return oncall.follow(s, rid, spec.max_wait + timeout, on_request=od.asker(s, who))
+    except KeyboardInterrupt:
+        od.interrupted(s, who)
+        return {"state": "cancelled", "why": "Ctrl-C while draining"}
 
 
 def _confirm_and_submit(s: Any, yes: bool, make: Callable[[], Request], question: str = "Proceed?") -> Request:
@@ -852,6 +914,48 @@ def lab_fault(
     except LabError as e:
         click.echo(str(e), err=True)
         sys.exit(EXIT_USAGE)
+
+
+@lab_group.command("calls")
+@lab_dir_option
+@click.argument("ipc")
+@click.option("--count", type=int, default=None, help="Calls to put in progress now.")
+@click.option("--rate", type=float, default=None, help="New calls a second from now on (0: none).")
+@click.option("--min", "min_s", type=float, default=None, help="Shortest call, seconds.")
+@click.option("--max", "max_s", type=float, default=None, help="Longest call, seconds.")
+@click.option("--agent-share", type=float, default=None, help="Share of calls that go to an agent (0..1).")
+def lab_calls(
+    lab_dir: str | None,
+    ipc: str,
+    count: int | None,
+    rate: float | None,
+    min_s: float | None,
+    max_s: float | None,
+    agent_share: float | None,
+) -> None:
+    """Simulated calls on a simulated IPC: show them, or start traffic
+    (`--count 30 --min 20 --max 60`, `--rate 0.5`). Calls arrive only while
+    the IPC serves and is not busied out; stopping CTI or IVR cuts them."""
+    from failover.lab import simctl
+    from failover.lab.lab import Lab, LabError
+
+    given = {"count": count, "rate": rate, "min": min_s, "max": max_s, "agent_share": agent_share}
+    req = {"op": "calls", "action": "load" if any(v is not None for v in given.values()) else "stats"}
+    req.update({k: v for k, v in given.items() if v is not None})
+    try:
+        st = simctl.request(Lab.load(_lab_root(lab_dir)).ipc(ipc).dir, req, timeout=5)
+    except (LabError, OSError, KeyError) as e:
+        click.echo(f"{ipc}: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    if not st.get("ok"):
+        click.echo(f"{ipc}: {st.get('error')}", err=True)
+        sys.exit(EXIT_USAGE)
+    busy = ", BUSIED OUT" if st["busy_out"] else ""
+    click.echo(
+        f"{ipc}: {st['active']} active (ivr {st['ivr']}, agent {st['agent']}){busy}; "
+        f"arrived {st['arrived']}, completed {st['completed']}, cut {st['cut']}, turned away {st['turned_away']}; "
+        f"{st['rate']:g} new calls/s"
+    )
 
 
 @lab_group.command("down")

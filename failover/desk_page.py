@@ -152,7 +152,7 @@ function draw(d) {
   drawSwitchover(v.switchover);
   order = d.service_order || [];
   fill("tiles", Object.entries(v.ipcs).map(([n, i]) => tile(v, n, i)));
-  drawCapacity(v.capacity);
+  drawCapacity(v.capacity, v.calls);
   fill("timeline", d.history.map(entry));
 }
 
@@ -173,6 +173,9 @@ function drawSwitchover(r) {
     el("div", "", "requested by " + r.operator + " (" + (r.reason || "no reason given") + ")"),
     steps,
   );
+  if (r.question && !r.answer) {  // a drain at its deadline: the operator decides
+    box.append(el("div", "", "QUESTION: " + r.question + " (failover switchover --answer proceed|cancel)"));
+  }
 }
 """
     + """
@@ -205,10 +208,18 @@ function tile(v, name, i) {
   return t;
 }
 
-function drawCapacity(c) {
+function drawCapacity(c, calls) {
   const beside = c.ivr_with_10_agents === null ? "n/a" : c.ivr_with_10_agents;
   $("capacity").textContent = "Capacity now: " + c.max_ivr + " IVR callers, or " + c.max_agent
-    + " agent calls, or " + beside + " IVR beside 10 agent calls; " + c.fax + " faxes.";
+    + " agent calls, or " + beside + " IVR beside 10 agent calls; " + c.fax + " faxes." + callsText(calls);
+}
+
+// The primary's calls in progress (inventory `calls`), and a drain's busy-out.
+function callsText(k) {
+  if (!k) return "";
+  const split = k.ivr === null ? "" : " (" + k.ivr + " in the IVR, " + k.agent + " with an agent)";
+  return " Calls in progress on " + k.on + ": " + k.active + split + ", " + k.channels_free
+    + " line channels free" + (k.busy_out ? "; BUSIED OUT: draining for a switchover" : "") + ".";
 }
 
 function entry(x) {

@@ -35,7 +35,9 @@ class DrillSteps:
         if st.run is not None:
             return [f"{self.resolve(st.run.ipc)}: {st.run.command}"]
         if st.switchover is not None:
-            return [f"failover switchover --to {self.resolve(st.switchover.to or 'standby')}"]
+            d = st.switchover.drain
+            opts = f" --drain --max-wait {d.max_wait:g} --below {d.below} --on-deadline {d.on_deadline}" if d else ""
+            return [f"failover switchover --to {self.resolve(st.switchover.to or 'standby')}{opts}"]
         if st.failover is not None:
             return [f"failover failover --to {self.resolve(st.failover.to)}"]
         if st.rejoin is not None:
@@ -80,12 +82,15 @@ class DrillSteps:
             return f"{', '.join(st.check)} passed on {ipc}"
         if st.switchover is not None:
             to = self.resolve(st.switchover.to or "standby")
+            d = st.switchover.drain
             return self._request(
                 "switchover",
                 to,
                 st.switchover.reason or f"drill {self.rb.name}",
                 frm=self.resolve("primary"),
                 allow_paused=True,
+                drain=d.model_dump() if d else None,
+                follow_s=120 + (d.max_wait if d else 0),
             )
         if st.failover is not None:
             return self._request(
@@ -201,13 +206,13 @@ class DrillSteps:
     def _wait(self, pred: Callable[[], bool], within: float, what: str, why: Callable[[], str] | None = None) -> None:
         drill_audit.wait(pred, within, what, why)
 
-    def _request(self, kind: str, to: str, reason: str, **kw: Any) -> str:
+    def _request(self, kind: str, to: str, reason: str, follow_s: float = 120, **kw: Any) -> str:
         assert self.store is not None
         req = ops.new_request(kind, to, self.operator, reason, **kw)
         other = ops.submit(self.store, req)
         if other is not None:
             raise AssertionError(f"refused: {oncall.scheduled_text(other.to_json())}")
-        res = oncall.follow(self.store, req.id, 120, echo=lambda line: self.echo(f"         {line}"))
+        res = oncall.follow(self.store, req.id, follow_s, echo=lambda line: self.echo(f"         {line}"))
         if res.get("state") != "done":
             raise AssertionError(f"{kind} {res.get('state')}: {res.get('why')}")
         return str(res.get("why"))

@@ -257,6 +257,20 @@ class LineCheck(_Model):
     timeout: Seconds = 5.0
 
 
+class Calls(_Model):
+    """The calls in progress on an IPC, and how to stop it taking new ones
+    (a drained switchover, docs/cli.md). Operator commands run on the IPC as
+    written, like `line_check`: `active` prints the number of calls in
+    progress, or `ivr=N agent=M` when the CTI can tell them apart; `busy_out`
+    makes the lines answer busy (or the PBX route elsewhere); `release` undoes
+    it. Exit 0 = done."""
+
+    active: Annotated[str, Field(min_length=1)]
+    busy_out: Annotated[str, Field(min_length=1)]
+    release: Annotated[str, Field(min_length=1)]
+    timeout: Seconds = 10.0
+
+
 class SmokeCheck(_Model):
     command: str  # run on the IPC that serves calls; exit 0 = passed
     timeout: Seconds = 30.0
@@ -308,6 +322,7 @@ class Cluster(_Model):
     services: dict[ServiceName, Service]
     smoke_checks: dict[SmokeName, SmokeCheck] = {}
     line_check: LineCheck | None = None
+    calls: Calls | None = None
     layouts: dict[LayoutName, list[ServiceName]] = {}
     notify: Notify | None = None
 
@@ -771,6 +786,8 @@ def summary(inv: Inventory, file: str) -> str:
         lines.append(f"    services (start order): {', '.join(order)}")
         if c.smoke_checks:
             lines.append(f"    smoke checks: {', '.join(c.smoke_checks)}")
+        if c.calls is not None:
+            lines.append(f"    active calls: `{c.calls.active}` (drained switchovers possible)")
         if c.notify:
             lines.append(f"    notifications to: {', '.join(h.name for h in c.notify.webhooks)}")
     return "\n".join(lines)

@@ -8,7 +8,7 @@ import contextlib
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -250,8 +250,16 @@ def _as_recorded(topo: Topology, frm: str, to: str, down: frozenset[str]) -> Obs
     return Observation(topo, ipcs, frm, 0, Policy())
 
 
-def follow(s: zkstore.Store, req_id: str, timeout: float, echo: Any = click.echo) -> dict:
-    """Print the request's progress as the agents write it, until a final state."""
+def follow(
+    s: zkstore.Store,
+    req_id: str,
+    timeout: float,
+    echo: Any = click.echo,
+    on_request: Callable[[Request], bool] | None = None,
+) -> dict:
+    """Print the request's progress as the agents write it, until a final
+    state. `on_request`: shown each request as read (a drain's question);
+    True when it waited for the operator, which restarts the timeout."""
     seen = 0
     deadline = time.monotonic() + timeout
     started = time.monotonic()
@@ -265,6 +273,8 @@ def follow(s: zkstore.Store, req_id: str, timeout: float, echo: Any = click.echo
         seen = len(prog)
         if cur.data.state in zkstore.FINAL_STATES:
             return dict(cur.data.result or {"state": cur.data.state, "why": ""})
+        if on_request is not None and on_request(cur.data):
+            deadline = time.monotonic() + timeout
         time.sleep(0.1)
     cur = s.request()
     if cur is not None and cur.data.id == req_id and cur.data.state == "pending":

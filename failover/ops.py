@@ -92,11 +92,13 @@ def new_request(
     force: bool = False,
     frm: str | None = None,
     confirm_dead: str | None = None,
+    drain: dict | None = None,
 ) -> Request:
     """`confirm_dead`: a manual failover's proof by an operator's word: that IPC
     (the old primary, `frm`) was verified powered off by a person. The agent
     holding the role hands it over; the target promotes with the proof
-    {"kind": "operator", ...} (docs/cli.md)."""
+    {"kind": "operator", ...} (docs/cli.md). `drain`: a drained switchover's
+    {below, max_wait, on_deadline} (failover/drain.py)."""
     import secrets
 
     return Request(
@@ -110,6 +112,7 @@ def new_request(
         allow_paused=allow_paused,
         force=force,
         confirm_dead=confirm_dead,
+        drain=drain,
         requested_at=time.time(),
         state="pending",
         progress=(),
@@ -163,6 +166,28 @@ def cancel(store: zkstore.Store, operator: str, reason: str = "") -> Request:
         )
         return cur.data
     raise Refused("the request kept changing while cancelling it; try again")
+
+
+def answer(store: zkstore.Store, choice: str, operator: str) -> Request:
+    """Answer a drain's deadline question ("proceed": hand over, cutting the
+    calls left; "cancel": release the busy-out, keep the primary). Written
+    into the request with a conditional write; the primary's agent acts on it
+    next cycle. Returns the request as answered."""
+    for _ in range(20):
+        cur = store.request()
+        if cur is None or cur.data.state in zkstore.FINAL_STATES or not cur.data.drain:
+            raise Refused("no drained switchover is waiting for an answer")
+        if cur.data.answer:
+            raise Refused(f"already answered: {cur.data.answer}")
+        line = f"{operator} answered: {choice}"
+        data = replace(cur.data, answer=choice, progress=(*cur.data.progress, line))
+        try:
+            store.update_request(cur.version, data)
+        except zkstore.Conflict:
+            time.sleep(0.05)
+            continue
+        return data
+    raise Refused("the request kept changing while answering; try again")
 
 
 def _req_text(r: Request) -> str:

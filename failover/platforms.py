@@ -540,7 +540,7 @@ class Lab(Posix):
     go to the IPC's own simulator; others run in a POSIX shell."""
 
     kind = "lab"
-    SIM_VERBS = ("call", "fault", "status", "start", "stop")
+    SIM_VERBS = ("call", "calls", "fault", "status", "start", "stop")
 
     def __init__(self, control: Sequence[str], line_check: LineCheck | None = None) -> None:
         super().__init__(line_check)

@@ -99,7 +99,7 @@ class Handoff(Record):
     failover, manual-failover, switchover or switch-back."""
 
     KEYS: ClassVar[Mapping[str, str]] = {"frm": "from"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"who", "request", "fault_seen_at", "proof"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"who", "request", "fault_seen_at", "proof", "calls"})
 
     frm: str = ""
     to: str = ""
@@ -112,6 +112,8 @@ class Handoff(Record):
     who: str | None = None  # the operator or agent, absent on an automatic failover
     request: str | None = None  # the operator's request id, when one asked for it
     proof: Mapping[str, Any] | None = None  # fencing.Proof.record(); absent on hand-overs older than proofs
+    # A switchover's calls {at_start, at_handover, drain_s, drained_at, cut}, for its history (inventory `calls`)
+    calls: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -171,7 +173,7 @@ class MemberRecord(Record):
     (agent/publishing.py). `obs` is monitor.to_record's observation of its IPC
     (services, line, reachability), kept as that mapping."""
 
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"failsafe_path", "updated"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"failsafe_path", "updated", "calls", "busy_out"})
 
     ipc: str = ""
     cluster: str = ""
@@ -190,6 +192,8 @@ class MemberRecord(Record):
     self_fenced: bool = False
     updated: float | None = None  # wall time of the agent's last publication
     agent: Mapping[str, Any] = field(default_factory=dict)  # {host, pid}
+    calls: Mapping[str, Any] | None = None  # the primary's active calls {active, ivr, agent} (inventory `calls`)
+    busy_out: Mapping[str, Any] | None = None  # BusyOut.to_json() while a drain holds new calls off
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -206,7 +210,7 @@ class Request(Record):
     goes (ops.new_request writes it, the agents add progress and the result)."""
 
     KEYS: ClassVar[Mapping[str, str]] = {"frm": "from"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"result", "cancelled"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"result", "cancelled", "drain", "draining", "question", "answer"})
 
     id: str | None = None
     kind: str = "switchover"
@@ -223,6 +227,13 @@ class Request(Record):
     progress: tuple[str, ...] = ()
     result: Mapping[str, Any] | None = None  # {state, why, ...}, once finished
     cancelled: Mapping[str, Any] | None = None  # {by, at, reason, was}, once cancelled
+    # A drained switchover (failover/drain.py): the operator's {below, max_wait,
+    # on_deadline}; the primary's {started, at_start, calls}; at the deadline
+    # the question asked and the operator's answer ("proceed" | "cancel").
+    drain: Mapping[str, Any] | None = None
+    draining: Mapping[str, Any] | None = None
+    question: str | None = None
+    answer: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -231,6 +242,18 @@ class Request(Record):
 
     def _json_value(self, name: str, value: Any) -> Any:
         return list(value) if name == "progress" else value
+
+
+@dataclass(frozen=True)
+class BusyOut(Record):
+    """P/busy-out-<ipc>: that IPC busied out by a drained switchover's request
+    since a wall time; written before the busy-out command runs, deleted once
+    it is released (agent/drain.py)."""
+
+    ipc: str = ""
+    request: str | None = None
+    since: float = 0.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

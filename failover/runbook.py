@@ -119,9 +119,20 @@ class Expect(_M):
         return self
 
 
+class Drain(_M):
+    """A drained switchover step (docs/cli.md): busy out, calls finish, then
+    the hand-over. A drill runs unattended: at the deadline it proceeds
+    (cutting the calls left) or cancels (the step fails), never asks."""
+
+    below: Annotated[int, Field(ge=0)] = 0
+    max_wait: Annotated[float, Field(gt=0, le=86400)] = 900.0
+    on_deadline: Literal["proceed", "cancel"] = "cancel"
+
+
 class Switchover(_M):
     to: IpcRef | None = None
     reason: str = ""
+    drain: Drain | None = None
 
 
 class ToIpc(_M):

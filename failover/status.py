@@ -119,7 +119,29 @@ def view(
         "last_request": req,
         "last_change": changes[-1].to_json() if changes else None,
         "capacity": {**capa.as_dict(), "ivr_with_10_agents": capa.ivr_headroom(10)},
+        "calls": calls_view(members, rec.primary if rec else None, capa),
         "ipcs": ipcs,
+    }
+
+
+def calls_view(members: dict[str, MemberRecord | None], primary: str | None, capa: cap.Capacity) -> dict | None:
+    """The primary's active calls as its agent last read them (the inventory's
+    `calls`), the line channels they hold (X + 2Y) and those left; None when
+    not observed. `busy_out`: its marker while a drain holds new calls off."""
+    m = members.get(primary or "")
+    got = (m.calls if m else None) or {}
+    if m is None or got.get("active") is None:
+        return None
+    used = cap.channels_in_use(got.get("ivr"), got.get("agent"), int(got["active"]))
+    lines = sum(capa.lines.values())
+    return {
+        "on": primary,
+        "active": int(got["active"]),
+        "ivr": got.get("ivr"),
+        "agent": got.get("agent"),
+        "channels_used": used,
+        "channels_free": max(0, lines - used),
+        "busy_out": m.busy_out,
     }
 
 
@@ -136,6 +158,35 @@ def proof_text(proof: Any) -> str:
         return str(proof)
     kind, detail = proof.get("kind") or "?", proof.get("detail") or ""
     return f"{kind}: {detail}" if detail else str(kind)
+
+
+def calls_text(calls: dict) -> str:
+    split = f" (ivr {calls['ivr']}, agent {calls['agent']})" if calls.get("ivr") is not None else ""
+    text = (
+        f"calls: {calls['active']} active on {calls['on']}{split}, {calls['channels_used']} line channels in use, "
+        f"{calls['channels_free']} free"
+    )
+    b = calls.get("busy_out")
+    if b:
+        since = _when(b.get("since"))
+        text += click.style(f"; BUSIED OUT since {since} (drain, request {b.get('request')})", bold=True)
+    return text
+
+
+def drain_text(r: dict) -> str:
+    """A drained switchover's state: its options, the calls left, the question."""
+    d, dr = r["drain"], r.get("draining") or {}
+    calls = dr.get("calls") or {}
+    left = f"{calls.get('active')} calls left" if calls.get("active") is not None else "calls not counted yet"
+    text = (
+        f"  drain: hand-over at {d.get('below', 0)} or fewer calls, "
+        f"deadline {d.get('max_wait'):g} s ({d.get('on_deadline')})"
+    )
+    if dr:
+        text += f"; draining since {_when(dr.get('started'))} from {dr.get('at_start')} calls, {left}"
+    if r.get("question") and not r.get("answer"):
+        text += f"; QUESTION: {r['question']} (`failover switchover --answer proceed|cancel`)"
+    return text
 
 
 def _banners(v: dict) -> list[str]:
@@ -166,6 +217,8 @@ def _banners(v: dict) -> list[str]:
                 fg="cyan",
             )
         )
+        if r.get("drain"):
+            out.append(click.style(drain_text(r), fg="cyan"))
     lc = v["last_change"]
     if lc:
         dur = f" in {lc['duration_s']:.1f} s" if lc.get("duration_s") is not None else ""
@@ -221,6 +274,8 @@ def render(v: dict, now: float | None = None) -> str:
         f"fax {c['fax']}"
     )
     out.append(head)
+    if v.get("calls"):
+        out.append(calls_text(v["calls"]))
     out += _banners(v)
     out += _table(v)
     out.append("(* holds the role; run = running, - = stopped, ! = probe failing)")

@@ -9,6 +9,7 @@ Layout under the cluster's path P (docs/zookeeper.md):
   P/members/<ipc>     ephemeral  each agent's record: observed state, last sentence
   P/history/h-NNNN    persistent sequential: role changes, switchovers, drills
   P/switchover        persistent a pending switchover request
+  P/busy-out-<ipc>    persistent that IPC is busied out by a drained switchover (until released)
   P/pause             persistent the pause flag {reason, operator, since}
 
 Every call fails fast when the client is not connected (kazoo queues requests
@@ -33,7 +34,7 @@ from kazoo.protocol.states import ZnodeStat
 from kazoo.retry import KazooRetry
 
 from failover.inventory import Cluster
-from failover.records import ClusterRecord, HistoryEntry, LeaderRecord, MemberRecord, Pause, Request
+from failover.records import BusyOut, ClusterRecord, HistoryEntry, LeaderRecord, MemberRecord, Pause, Request
 
 OP_TIMEOUT = 2.0
 log = logging.getLogger("failover.zkstore")
@@ -425,6 +426,30 @@ class Store:
             self.call(self.zk.create_async, self.pause_path, data, acl=self.acl)
         except NodeExistsError:
             self.call(self.zk.set_async, self.pause_path, data)
+
+    # ----- busy-out (a drained switchover) ----------------------------------------
+    def busy_out_path(self, ipc: str) -> str:
+        return f"{self.path}/busy-out-{ipc}"
+
+    def busy_out(self, ipc: str) -> BusyOut | None:
+        """ "IPC busied out since T by request R", written before the busy-out
+        command runs and removed once it is released: whatever ends the
+        switchover (or restarts the agent) finds it here."""
+        got = self.get(self.busy_out_path(ipc))
+        return None if got is None or got[0] is None else BusyOut.from_json(got[0])
+
+    def set_busy_out(self, ipc: str, request: str | None) -> None:
+        data = dumps(BusyOut(ipc, request, time.time()).to_json())
+        try:
+            self.call(self.zk.create_async, self.busy_out_path(ipc), data, acl=self.acl)
+        except NodeExistsError:
+            self.call(self.zk.set_async, self.busy_out_path(ipc), data)
+
+    def clear_busy_out(self, ipc: str) -> None:
+        try:
+            self.call(self.zk.delete_async, self.busy_out_path(ipc))
+        except NoNodeError:
+            pass
 
     def clear_pause(self) -> None:
         try:

@@ -39,6 +39,7 @@ from typing import Any, TextIO
 from failover import api, desk_page, failsafe, fencing, zkstore
 from failover import executor as exe
 from failover.agent.continuous import ContinuousFencing
+from failover.agent.drain import DrainActs
 from failover.agent.leadership import Leadership
 from failover.agent.observing import Observing
 from failover.agent.primary import PrimaryActs
@@ -70,7 +71,15 @@ log = logging.getLogger("failover.agent")
 
 
 class Agent(
-    Leadership, Publishing, Observing, PrimaryActs, StandbyActs, SwitchoverActs, TakeOverActs, ContinuousFencing
+    Leadership,
+    Publishing,
+    Observing,
+    PrimaryActs,
+    StandbyActs,
+    SwitchoverActs,
+    DrainActs,
+    TakeOverActs,
+    ContinuousFencing,
 ):
     def __init__(
         self,
@@ -220,8 +229,13 @@ class Agent(
         self._observe_update(own_raw, my_role, crec)
         if not holds:
             self.tenure.stop_taking()  # whatever we were taking, we do not hold P/leader
+        if my_role is Role.PRIMARY:
+            self._observe_calls(zk)  # active calls: published, and a drain's measure
+        else:
+            self.calls_seen, self.calls_read_at = None, 0.0
+        released = self._sweep_busy_out(zk, my_role is Role.PRIMARY)
         move = next_move(self._full_view(view, zk, crec, roles))
-        return self._act(move, zk, crec, roles)
+        return released + self._act(move, zk, crec, roles)
 
     def _records_view(self, zk: dict) -> ClusterView:
         """The records part of the snapshot: who holds `leader`, the record's

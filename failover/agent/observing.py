@@ -80,6 +80,7 @@ class Observing:
             "pause": self.store.pause(),
             "peer": self.store.member(self.peer),
             "request": self.store.request(),
+            "busy_out": self.store.busy_out(self.me),  # a drained switchover's, until released
         }
         count = self.store.history_count()
         if count != self._history_count:  # refresh the monitoring copy only when it grew

@@ -74,7 +74,7 @@ class PrimaryActs:
             # nobody took the role (same epoch, P/leader ours again).
             resumed = f"ZooKeeper is back and nobody took the role (epoch {epoch}): "
         obs = self._observation(zk, crec, roles)
-        if move is Next.SWITCH_OVER and req is not None:
+        if move is Next.SWITCH_OVER and req is not None and not self._fault_beats_drain(req, obs):
             return resumed + self._switch_over(zk, crec, req, obs)
         if move is Next.CONFIRMED_DEAD and req is not None:
             return resumed + self._confirmed_dead(zk, crec, req)

@@ -125,6 +125,8 @@ class Publishing:
             faults=tuple(own_faults),
             paused=zk.get("pause") is not None,
             self_fenced=self.tenure.self_fenced,
+            calls=self.calls_seen.record() if self.calls_seen is not None else None,
+            busy_out=busy.to_json() if (busy := zk.get("busy_out")) is not None else None,
             updated=time.time(),
             agent={"host": self.host, "pid": os.getpid()},
         )

@@ -10,8 +10,9 @@ import time
 
 from failover import fencing, zkstore
 from failover import switchover as plan
+from failover.drain import DrainSpec
 from failover.records import ClusterRecord, Handoff
-from failover.rules import Observation, Role, faults_of
+from failover.rules import Action, Decision, Observation, Role, faults_of
 
 log = logging.getLogger("failover.agent")
 
@@ -32,6 +33,14 @@ class SwitchoverActs:
         r = req.data
         rid = r.id
         epoch = crec.epoch
+        spec = DrainSpec.of(r.drain)
+        if spec is not None:
+            held = self._drain(req, spec)  # the calls finish first, over as many cycles as they take
+            if held:
+                self._publish(zk, crec, Decision(Action.NONE, held), held)  # status shows the drain live
+                return held
+        else:
+            self.drained = None
         decided = time.time()
         self._request_progress(rid, f"{self.me}: switchover to {self.peer} started (epoch {epoch})", "running")
         demote = plan.demote_stage(self.topo, self.me, self.mem.obs, self.me in crec.board_down)
@@ -57,16 +66,30 @@ class SwitchoverActs:
             proof=fencing.Proof(
                 "verified", self.me, f"CTI and IVR stopped on {self.me} by its agent", self.me
             ).record(),
+            calls=self._switchover_calls(),
         )
         if self._write_handoff(zk, crec, handoff, Role.STANDBY) is None:
             why = f"{self.peer} can no longer take the role; {self.me} converges back to the primary layout"
             self._finish_request(rid, "failed", why, primary=self.me, epoch=epoch)
             return f"Switchover to {self.peer} FAILED: {why}."
         self._request_progress(rid, f"{self.me}: CTI and IVR stopped, role handed to {self.peer}")
+        if spec is not None:  # CTI and IVR are stopped: no call can come in any more
+            self._request_progress(rid, f"{self.me}: " + self._release_busy_out("handed over"))
         return (
             f"Switchover to {self.peer} requested by {r.operator}: {self.me} demoted to standby "
             f"and the role handed over (epoch {epoch})."
         )
+
+    def _switchover_calls(self) -> dict | None:
+        """The calls of this switchover, for its history: at the start of the
+        drain, at the hand-over, and cut (those still active when CTI and IVR
+        stopped; 0 for a complete drain). A plain switchover cuts what is active."""
+        if self.c.calls is None:
+            return None
+        now = self.calls_seen.total if self.calls_seen is not None else None
+        drained = self.drained or {"at_start": now, "at_handover": now}
+        self.drained = None
+        return {**drained, "cut": drained.get("at_handover")}
 
     def _hand_back_why(self, zk: dict, crec: ClusterRecord, roles: dict[str, Role], handoff: Handoff | None) -> str:
         """A switchover handed to us that we must not finish: we cannot serve,

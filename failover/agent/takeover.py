@@ -176,6 +176,8 @@ class TakeOverActs:
             promotion_s=round(t_done - t_fenced, 3),
             duration_s=round(t_done - seen, 3),
             **failed,
+            # a switchover's calls: at its start, at the hand-over, cut (inventory `calls`)
+            **({"calls": meta["calls"]} if meta.get("calls") else {}),
         )
         self.store.add_history(entry)
         rid = meta.get("request")

@@ -67,7 +67,8 @@ SERVICE_NAMES: dict[str, dict[str, str]] = {
 WINDOWS_CODEPAGE = 936  # GBK: the OEM code page of the plan's (Chinese-language) Windows IPCs
 LINE_CHECK = {"windows": "linestat.exe", "systemd": "linestat"}  # the board line tool on the IPC
 CALL_COMMAND = {"lab": "call", "windows": "labcall.exe", "systemd": "labcall"}  # the basic call test
-SYSTEMD_TOOLS = ("systemctl", "linestat", "labcall", "labfault")  # wrappers in <ipc_dir>/bin
+CALLS_COMMAND = {"lab": "calls", "windows": "labcalls.exe", "systemd": "labcalls"}  # simulated calls
+SYSTEMD_TOOLS = ("systemctl", "linestat", "labcall", "labfault", "labcalls")  # wrappers in <ipc_dir>/bin
 PROBED = ("cti", "ivr", "kcxp", "kcbp", "kcxp-replica", "kcbp-replica")
 SERVICE_FAULTS = (
     "kill",
@@ -426,10 +427,7 @@ class Lab:
                     }
                 services[s] = svc
             call = CALL_COMMAND[self.platform]
-            extra: dict = {}
-            if self.platform in LINE_CHECK:
-                # exit 0 line up, 1 alarm, 3 driver not running (the stand-in's linestat)
-                extra["line_check"] = {"command": LINE_CHECK[self.platform], "timeout": 2}
+            extra = self._site_commands()
             clusters.append(
                 {
                     "name": cname,
@@ -462,6 +460,23 @@ class Lab:
             "# Valid until `failover lab down`.\n"
         )
         self.inventory_path.write_text(header + yaml.safe_dump(doc, sort_keys=False, width=120))
+
+    def _site_commands(self) -> dict:
+        """The inventory's commands a site writes for its own tools: the line
+        check (exit 0 line up, 1 alarm, 3 driver not running: the stand-in's
+        linestat) and the simulated calls (lab/calls.py), read and busied out
+        as a real CTI would be."""
+        extra: dict = {}
+        if self.platform in LINE_CHECK:
+            extra["line_check"] = {"command": LINE_CHECK[self.platform], "timeout": 2}
+        calls = CALLS_COMMAND[self.platform]
+        extra["calls"] = {
+            "active": f"{calls} active",
+            "busy_out": f"{calls} busy-out",
+            "release": f"{calls} release",
+            "timeout": 5,
+        }
+        return extra
 
     def _inventory_ipc(self, i: LabIpc) -> dict:
         out: dict = {

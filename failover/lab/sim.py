@@ -45,6 +45,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from failover.lab import calls as calls_mod
+
 SVC_SCRIPT = str(Path(__file__).with_name("svc.py"))
 MARKER = "failover-labsvc"
 
@@ -124,6 +126,7 @@ class Manager:
         self.start_types = _start_types(cfg)
         for n, s in self.services.items():
             s.start_type = self.start_types.get(n, DEMAND_START)
+        self.calls = calls_mod.CallSim.of(cfg.get("calls", {}))
 
     # --- status -----------------------------------------------------------
     def line_status(self) -> str:
@@ -495,6 +498,8 @@ class Manager:
             return self.kill_pid(int(req.get("pid", 0)))
         if op == "call":
             return self.call(str(req.get("kind", "inbound")))
+        if op == "calls":
+            return self.calls_op(req)
         if op == "fault":
             return self.fault(str(req.get("kind")), name, float(req.get("seconds", 5)))
         return {"ok": False, "error": f"unknown operation {op!r}"}
@@ -520,6 +525,16 @@ class Manager:
                 "error": f"{kind} call failed on {self.ipc}: " + ", ".join(problems),
             }
         return {"ok": True, "detail": f"{kind} call answered on {self.ipc}"}
+
+    # --- simulated calls (failover/lab/calls.py) --------------------------------
+    def tick_calls(self) -> None:
+        """Calls live while the driver, CTI and IVR run: the moment one of
+        them stops (or starts stopping), the calls in progress are cut."""
+        serving = all(self.services[n].state == RUNNING for n in ("driver", "cti", "ivr") if n in self.services)
+        self.calls.tick(time.monotonic(), serving)
+
+    def calls_op(self, req: dict) -> dict:
+        return calls_mod.operation(self.calls, req, time.monotonic())
 
     def shutdown(self) -> None:
         self.stopping.set()
@@ -664,6 +679,7 @@ def main(ipc_dir: str, boot: list[str] | None = None) -> int:
     def monitor() -> None:
         while not mgr.stopping.is_set():
             mgr.reap()
+            mgr.tick_calls()
             time.sleep(0.02)
 
     threading.Thread(target=monitor, daemon=True).start()

@@ -6,6 +6,8 @@ call costs milliseconds.
   simctl.py DIR start|stop SERVICE [--timeout S]
   simctl.py DIR fault KIND [SERVICE] [--seconds S]
   simctl.py DIR call inbound|outbound|agent   -> the lab's basic call test
+  simctl.py DIR calls active|busy-out|release|stats   -> simulated calls ("ivr=3 agent=2")
+  simctl.py DIR calls load [--count N] [--min S] [--max S] [--rate R] [--agent-share F]
   simctl.py DIR serve                  -> long-lived: one request per stdin line
 
 Exit codes: 0 done, 1 failed, 2 usage, 3 service manager unreachable.
@@ -57,13 +59,16 @@ class UsageError(ValueError):
     pass
 
 
+NUMBER_OPTIONS = ("--timeout", "--seconds", "--count", "--min", "--max", "--rate", "--agent-share")
+
+
 def build(op: str, rest: list[str]) -> dict:
     opts: dict = {}
     pos: list[str] = []
     i = 0
     while i < len(rest):
-        if rest[i] in ("--timeout", "--seconds") and i + 1 < len(rest):
-            opts[rest[i][2:]] = float(rest[i + 1])
+        if rest[i] in NUMBER_OPTIONS and i + 1 < len(rest):
+            opts[rest[i][2:].replace("-", "_")] = float(rest[i + 1])
             i += 2
         else:
             pos.append(rest[i])
@@ -81,6 +86,8 @@ def build(op: str, rest: list[str]) -> dict:
             req["service"] = pos[1]
     elif op == "call":
         req["kind"] = pos[0] if pos else "inbound"
+    elif op == "calls":
+        req["action"] = pos[0] if pos else "stats"
     elif op != "status":
         raise UsageError(f"unknown operation {op!r}")
     return req
@@ -104,7 +111,8 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError) as e:
         print(f"service manager unreachable: {e}", file=sys.stderr)
         return 3
-    print(dumps(resp), flush=True)
+    # `calls` answers in the inventory's words (`ivr=3 agent=2`), the rest in JSON.
+    print(resp["text"] if op == "calls" and "text" in resp else dumps(resp), flush=True)
     if not resp.get("ok"):
         print(resp.get("error", "failed"), file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ with -S too (no site: stdlib only), as each command is one interpreter start.
   systemctl status UNIT                             a short summary (exit 0 active, 3 not, 4 no such unit)
   linestat                                          exit 0 line up, 1 line alarm, 3 driver not running
   labcall inbound|outbound|agent                    the lab's basic call test (exit 0 answered)
+  labcalls active|busy-out|release                  simulated calls (active prints `ivr=N agent=M`)
   labfault KIND [SERVICE] [--seconds S]             inject a fault (sim.py's kinds)
 
 Units map to the simulator's logical services through sim.json's "names"; each
@@ -278,7 +279,17 @@ def labfault(host: Host, argv: list[str]) -> int:
     return 1
 
 
-TOOLS = {"systemctl": systemctl, "linestat": linestat, "labcall": labcall, "labfault": labfault}
+def labcalls(host: Host, argv: list[str]) -> int:
+    """Simulated calls: active (prints `ivr=N agent=M`), busy-out, release."""
+    resp = host.ask({"op": "calls", "action": argv[0] if argv else "active"})
+    if resp.get("ok"):
+        print(resp.get("text", ""))
+        return 0
+    _err(str(resp.get("error", "failed")))
+    return 1
+
+
+TOOLS = {"systemctl": systemctl, "linestat": linestat, "labcall": labcall, "labfault": labfault, "labcalls": labcalls}
 
 
 def main(argv: list[str]) -> int:

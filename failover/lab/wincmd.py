@@ -21,7 +21,7 @@ cmd.exe, as the product relies on it:
     echo. , rem, set, exit [/b] [N], type FILE, copy [/y] SRC DST, move [/y] SRC DST
     (files inside IPC_DIR, its "disk"), ver.
   - programs, by base name (any path, .exe optional): sc, taskkill, timeout, cmd,
-    linestat, labcall, labfault, findstr (literal strings only);
+    linestat, labcall, labfault, labcalls, findstr (literal strings only);
     anything else is 'not recognized' (9009).
   - the exit status is the ERRORLEVEL at the end of the line. Linux's sshd carries
     only its low 8 bits (1060 arrives as 36); the full code is what
@@ -1433,6 +1433,23 @@ def p_labcall(sh: Shell, args: list[str], rest: str, handles: Handles) -> int:
     return 1
 
 
+def p_labcalls(sh: Shell, args: list[str], rest: str, handles: Handles) -> int:
+    """Simulated calls: active (prints `ivr=N agent=M`), busy-out, release."""
+    action = args[0].lower() if args else "active"
+    if action not in ("active", "busy-out", "release"):
+        handles[2].write("usage: labcalls.exe active|busy-out|release\n")
+        return 2
+    resp = sh.host.ask({"op": "calls", "action": action}, timeout=10)
+    if resp is None:
+        handles[2].write("labcalls: the service manager does not answer\n")
+        return 1
+    if resp.get("ok"):
+        handles[1].write(f"{resp.get('text', '')}\n")
+        return 0
+    handles[2].write(f"{resp.get('error', 'failed')}\n")
+    return 1
+
+
 def p_labfault(sh: Shell, args: list[str], rest: str, handles: Handles) -> int:
     pos, seconds, i = [], 5.0, 0
     while i < len(args):
@@ -1525,6 +1542,7 @@ PROGRAMS = {
     "linestat": p_linestat,
     "labcall": p_labcall,
     "labfault": p_labfault,
+    "labcalls": p_labcalls,
     "findstr": p_findstr,
 }
 

@@ -41,7 +41,7 @@ from failover.inventory import Cluster
 from failover.inventory import load as load_inventory
 from failover.layouts import APP_SERVICES
 from failover.platforms import State
-from failover.records import ClusterRecord, HistoryEntry, LeaderRecord, MemberRecord, Pause, Request
+from failover.records import BusyOut, ClusterRecord, HistoryEntry, LeaderRecord, MemberRecord, Pause, Request
 from failover.rules import Stage, Step
 
 
@@ -247,6 +247,21 @@ class FakeStore:
     def pause(self) -> Pause | None:
         n = self._get(f"{self.path}/pause")
         return None if n is None else Pause.from_json(_copy(n.data))
+
+    # A drained switchover's busy-out marker (the example inventory has no
+    # `calls`, so the simulated agents only ever read it).
+    def busy_out(self, ipc: str) -> BusyOut | None:
+        n = self._get(f"{self.path}/busy-out-{ipc}")
+        return None if n is None else BusyOut.from_json(_copy(n.data))
+
+    def set_busy_out(self, ipc: str, request: str | None) -> None:
+        self._ok()
+        rec = BusyOut(ipc, request, self.server.clock.time())
+        self.server.nodes[f"{self.path}/busy-out-{ipc}"] = Znode(rec.to_json())
+
+    def clear_busy_out(self, ipc: str) -> None:
+        self._ok()
+        self.server.nodes.pop(f"{self.path}/busy-out-{ipc}", None)
 
 
 class FakeZkClient:
