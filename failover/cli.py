@@ -342,8 +342,8 @@ def _follow_switchover(s: Any, rid: str, timeout: float, spec: Any, who: str) ->
         return oncall.follow(s, rid, timeout)
     try:
         return oncall.follow(s, rid, spec.max_wait + timeout, on_request=od.asker(s, who))
-    except KeyboardInterrupt:
-        od.interrupted(s, who)
+    except (KeyboardInterrupt, click.Abort):
+        od.interrupted(s, who, rid)
         return {"state": "cancelled", "why": "Ctrl-C while draining"}
 
 

@@ -21,6 +21,9 @@ from failover.calls import ActiveCalls
 
 ON_DEADLINE = ("ask", "proceed", "cancel")
 DEFAULT_MAX_WAIT = 900.0  # 15 minutes: a long call-center call
+# A deadline question nobody answers cancels the drain after this long: the
+# only serving IPC must not refuse new calls until someone happens to look.
+QUESTION_WAIT = 300.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,10 @@ def drain_move(spec: DrainSpec, active: ActiveCalls | None, started: float, now:
         return DrainMove(Step.PROCEED, f"{late}: proceeding, they will be cut")
     if spec.on_deadline == "cancel":
         return DrainMove(Step.CANCEL, f"{late}: cancelled as chosen, the primary stays")
+    if now >= deadline + QUESTION_WAIT:
+        return DrainMove(
+            Step.CANCEL, f"{late}, and nobody answered within {QUESTION_WAIT:g} s: cancelled, the primary stays"
+        )
     return DrainMove(Step.ASK, f"{late}: proceed (cutting them) or cancel?")
 
 
@@ -104,4 +111,13 @@ def cut_count(active: ActiveCalls | None) -> int | None:
     return None if active is None else active.total
 
 
-__all__ = ["ON_DEADLINE", "DrainMove", "DrainSpec", "Step", "cut_count", "drain_move", "parse_duration"]
+__all__ = [
+    "ON_DEADLINE",
+    "QUESTION_WAIT",
+    "DrainMove",
+    "DrainSpec",
+    "Step",
+    "cut_count",
+    "drain_move",
+    "parse_duration",
+]

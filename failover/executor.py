@@ -313,12 +313,20 @@ class Executor(ServiceOps, PlanRunner):
             err += chan.recv_stderr(65536)
 
     def run_shell(
-        self, host: str, command: str, timeout: float, action: str = "run command", check: bool = False
+        self,
+        host: str,
+        command: str,
+        timeout: float,
+        action: str = "run command",
+        check: bool = False,
+        grace: float = 10.0,
     ) -> Result:
         """An inventory command (smoke check, probe), wrapped per platform so a
-        command over its deadline is killed on the host where possible."""
+        command over its deadline is killed on the host where possible.
+        `grace`: how much longer than `timeout` the answer is waited for (the
+        host-side kill may take that; where there is none, this is the bound)."""
         plat = self.platform(host)
-        res = self.run(host, plat.run_cmd(command, timeout), timeout + 10, action)
+        res = self.run(host, plat.run_cmd(command, timeout), timeout + grace, action)
         if plat.killed_at_deadline(res.exit_code):
             raise CommandTimedOut(
                 host, action, f"killed on the host at its deadline of {timeout:g} s (`{_short(command)}`)"

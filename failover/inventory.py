@@ -268,7 +268,9 @@ class Calls(_Model):
     active: Annotated[str, Field(min_length=1)]
     busy_out: Annotated[str, Field(min_length=1)]
     release: Annotated[str, Field(min_length=1)]
-    timeout: Seconds = 10.0
+    # Each command runs in the primary's cycle (busy_out, release) or beside it
+    # (active): a bound that keeps a hung CTI from delaying fault detection.
+    timeout: Annotated[float, Field(gt=0, le=10)] = 5.0
 
 
 class SmokeCheck(_Model):

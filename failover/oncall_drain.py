@@ -60,9 +60,12 @@ def asker(s: zkstore.Store, who: str) -> Callable[[Request], bool]:
         if not q or r.answer or q in asked:
             return False
         asked.add(q)
-        go = click.confirm(click.style(f"{q} Proceed?", fg="yellow", bold=True), default=False)
         try:
-            ops.answer(s, "proceed" if go else "cancel", who)
+            go = click.confirm(click.style(f"{q} Proceed?", fg="yellow", bold=True), default=False)
+        except click.Abort:  # Ctrl-C or end of input at the question: cancel, never leave it busied out
+            raise KeyboardInterrupt from None
+        try:
+            ops.answer(s, "proceed" if go else "cancel", who, r.id)
         except ops.Refused as e:
             click.echo(f"answer not recorded: {e}", err=True)
         return True
@@ -70,10 +73,10 @@ def asker(s: zkstore.Store, who: str) -> Callable[[Request], bool]:
     return hook
 
 
-def interrupted(s: zkstore.Store, who: str) -> None:
+def interrupted(s: zkstore.Store, who: str, rid: str | None = None) -> None:
     """Ctrl-C while following a drain: cancel it (the agent releases the busy-out)."""
     try:
-        ops.cancel(s, who, "Ctrl-C while following the drain")
+        ops.cancel(s, who, "Ctrl-C while following the drain", req_id=rid)
     except ops.Refused as e:
         click.echo(f"Ctrl-C: nothing to cancel ({e})", err=True)
         return

@@ -126,7 +126,7 @@ def submit(store: zkstore.Store, req: Request) -> Request | None:
     return None if other is None else other.data
 
 
-def cancel(store: zkstore.Store, operator: str, reason: str = "") -> Request:
+def cancel(store: zkstore.Store, operator: str, reason: str = "", req_id: str | None = None) -> Request:
     """Cancel the request that is not finished yet: pending, scheduled or
     running. A conditional write marks it cancelled (state "cancelled", result
     {"state": "cancelled", "why": "cancelled by OPERATOR"}): an agent that
@@ -138,6 +138,8 @@ def cancel(store: zkstore.Store, operator: str, reason: str = "") -> Request:
         if cur is None or cur.data.state in zkstore.FINAL_STATES:
             last = "" if cur is None else f" (the last one, {_req_text(cur.data)}, is {cur.data.state})"
             raise Refused(f"no pending, scheduled or running switchover or failover to cancel{last}")
+        if req_id is not None and cur.data.id != req_id:
+            raise Refused(f"the request was replaced meanwhile ({_req_text(cur.data)}): not cancelled")
         why = f"cancelled by {operator}" + (f": {reason}" if reason else "")
         data = replace(
             cur.data,
@@ -168,17 +170,23 @@ def cancel(store: zkstore.Store, operator: str, reason: str = "") -> Request:
     raise Refused("the request kept changing while cancelling it; try again")
 
 
-def answer(store: zkstore.Store, choice: str, operator: str) -> Request:
+def answer(store: zkstore.Store, choice: str, operator: str, req_id: str | None = None) -> Request:
     """Answer a drain's deadline question ("proceed": hand over, cutting the
     calls left; "cancel": release the busy-out, keep the primary). Written
     into the request with a conditional write; the primary's agent acts on it
-    next cycle. Returns the request as answered."""
+    next cycle. "proceed" only once the question is asked (at the deadline):
+    before it, nobody has been told what would be cut. `req_id`: only that
+    request (the CLI that asked). Returns the request as answered."""
     for _ in range(20):
         cur = store.request()
         if cur is None or cur.data.state in zkstore.FINAL_STATES or not cur.data.drain:
             raise Refused("no drained switchover is waiting for an answer")
+        if req_id is not None and cur.data.id != req_id:
+            raise Refused(f"the request was replaced meanwhile ({_req_text(cur.data)})")
         if cur.data.answer:
             raise Refused(f"already answered: {cur.data.answer}")
+        if choice == "proceed" and not cur.data.question:
+            raise Refused("the drain has not reached its deadline: nothing to proceed with yet (or cancel it)")
         line = f"{operator} answered: {choice}"
         data = replace(cur.data, answer=choice, progress=(*cur.data.progress, line))
         try:

@@ -219,3 +219,41 @@ def test_drain_options_refused_before_anything_is_done(tmp_path: Path, args: lis
     r = CliRunner().invoke(main, ["switchover", "--drain", *args, "-i", str(inv)])
     assert r.exit_code == 2, r.output
     assert text in r.output and "nothing was done" in r.output, r.output
+
+
+def test_a_deadline_question_nobody_answers_cancels_the_drain() -> None:
+    """The only serving IPC must not refuse new calls until someone looks."""
+    from failover.drain import QUESTION_WAIT, DrainSpec, Step, drain_move
+
+    spec = DrainSpec(0, 60.0, "ask")
+    left = ActiveCalls(3, None, None)
+    assert drain_move(spec, left, 0.0, 61.0).step is Step.ASK
+    assert drain_move(spec, left, 0.0, 60.0 + QUESTION_WAIT - 1).step is Step.ASK
+    late = drain_move(spec, left, 0.0, 60.0 + QUESTION_WAIT)
+    assert late.step is Step.CANCEL and "nobody answered" in late.why
+    assert drain_move(spec, left, 0.0, 60.0 + QUESTION_WAIT, "proceed").step is Step.PROCEED  # an answer wins
+
+
+def test_an_answer_before_the_question_or_to_another_request_is_refused() -> None:
+    """`--answer proceed` before the deadline would cut calls nobody was told
+    about; the CLI's own answer goes only to the request it follows."""
+    from dataclasses import replace
+
+    from failover import ops
+    from tests.sim.world import Clock, FakeStore, ZkServer, Znode
+
+    server = ZkServer(Clock(), 10.0)
+    server.sessions[1] = 0.0
+    store = FakeStore(server, 1)
+    req = ops.new_request("switchover", "ipc-b", "li", "planned", frm="ipc-a", drain=DrainSpec(0, 60.0, "ask").record())
+    server.nodes[f"{store.path}/switchover"] = Znode(req.to_json())
+    with pytest.raises(ops.Refused, match="not reached its deadline"):
+        ops.answer(store, "proceed", "li")
+    cur = store.request()
+    assert cur is not None
+    store.update_request(cur.version, replace(cur.data, question="3 calls active: proceed or cancel?"))
+    with pytest.raises(ops.Refused, match="replaced"):
+        ops.answer(store, "proceed", "li", req_id="another")
+    assert ops.answer(store, "proceed", "li", req_id=req.id).answer == "proceed"
+    with pytest.raises(ops.Refused, match="already answered"):
+        ops.answer(store, "cancel", "li")

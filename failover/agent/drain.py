@@ -17,6 +17,7 @@ this agent restarted) releases it."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import replace
 from typing import Any
@@ -39,6 +40,10 @@ DRAIN_POLL = 0.1
 # seconds, so that the primary's cycle (fault detection) pays one more SSH
 # command only now and then.
 CALLS_EVERY = 5.0
+# A failed release (the IPC down after a fault, say) is tried again this often,
+# not every cycle: each try may cost the command's whole timeout.
+RELEASE_RETRY = 30.0
+GRACE = 2.0  # s beyond the calls commands' own timeout (inventory `calls.timeout`)
 
 
 def _request(req: zkstore.Versioned[Request] | None) -> Request:
@@ -47,8 +52,12 @@ def _request(req: zkstore.Versioned[Request] | None) -> Request:
 
 class DrainActs:
     calls_seen: ActiveCalls | None = None  # the last active calls read on our IPC (primary only)
-    calls_read_at: float = 0.0  # monotonic
+    calls_read_at: float = 0.0  # monotonic, when the last read started
+    calls_read_wall: float = 0.0  # wall time, when the read of `calls_seen` started
     drained: dict | None = None  # the calls of the switchover being handed over now, for its history
+    _calls_reader: threading.Thread | None = None
+    _busied: tuple[str | None, float] | None = None  # (request, wall time) this process busied out for
+    _release_retry_at: float = 0.0  # monotonic: a failed release is tried again from then
 
     # ----- active calls as an observation -------------------------------------------
     def _observe_calls(self, zk: dict) -> None:
@@ -59,30 +68,47 @@ class DrainActs:
         Unknown (None) when not configured, unreachable or unreadable: never
         taken for "drained"."""
         calls = self.c.calls
+        if calls is None or self.mem.obs is None or not self.mem.obs.reachable:
+            self.calls_seen = None
+            return
+        if self._suspected_fault():
+            return  # a fault beats a drain, and a hung CTI may hang the command too
         req = _active(zk.get("request"))
         due = req is not None and bool(req.data.drain) and (req.data.at is None or req.data.at <= time.time())
         fresh = zk.get("busy_out") is not None or due
         if not fresh and time.monotonic() - self.calls_read_at < CALLS_EVERY:
             return
-        self.calls_seen = None
-        if calls is None or self.mem.obs is None or not self.mem.obs.reachable:
-            return
+        if self._calls_reader is not None and self._calls_reader.is_alive():
+            return  # the last read is still running: its answer comes when it comes
         self.calls_read_at = time.monotonic()
+        self._calls_reader = threading.Thread(
+            target=self._read_calls, args=(time.time(),), name="active-calls", daemon=True
+        )
+        self._calls_reader.start()
+
+    def _read_calls(self, started: float) -> None:
+        """One read of `calls.active`, beside the cycle: a hung command holds
+        up this thread, never the cycle that detects faults."""
+        calls = self.c.calls
+        assert calls is not None
+        seen = None
         try:
-            res = self.ex.run_shell(self.me, calls.active, calls.timeout, "active calls")
+            res = self.ex.run_shell(self.me, calls.active, calls.timeout, "active calls", grace=GRACE)
             if res.exit_code != 0:
                 log.warning("%s: `%s` exited %s", self.me, calls.active, res.exit_code)
-                return
-            self.calls_seen = parse_active(res.stdout)
+            else:
+                seen = parse_active(res.stdout)
         except (exe.ExecError, Unreadable) as e:
             log.warning("%s: cannot read the active calls: %s", self.me, e)
+        self.calls_seen, self.calls_read_wall = seen, started
+        self.wake.set()  # a drain decides on the new count at once
 
     def _calls_command(self, which: str) -> str:
         """Run `calls.busy_out` or `calls.release` on our IPC: '' done, else why not."""
         assert self.c.calls is not None
         cmd = getattr(self.c.calls, which)
         try:
-            res = self.ex.run_shell(self.me, cmd, self.c.calls.timeout, which.replace("_", "-"))
+            res = self.ex.run_shell(self.me, cmd, self.c.calls.timeout, which.replace("_", "-"), grace=GRACE)
         except exe.ExecError as e:
             return str(e)
         if res.exit_code == 0:
@@ -99,16 +125,21 @@ class DrainActs:
         if mark is None or mark.request != rid:
             self.store.set_busy_out(self.me, rid)  # the intent first: whoever ends the switchover finds it
             mark = BusyOut(self.me, rid, time.time())
-        return self._calls_command("busy_out"), mark.since
+        failed = self._calls_command("busy_out")
+        if not failed:
+            self._busied = (rid, time.time())
+        return failed, mark.since
 
     def _release_busy_out(self, why: str) -> str:
         """Release the busy-out; a sentence part saying so (or why it failed:
         the marker stays and the next cycle tries again)."""
         assert self.store is not None
+        self._busied = None
         if self.c.calls is not None:
             failed = self._calls_command("release")
             if failed:
-                return f"releasing the busy-out on {self.me} FAILED ({failed}); retrying next cycle"
+                self._release_retry_at = time.monotonic() + RELEASE_RETRY
+                return f"releasing the busy-out on {self.me} FAILED ({failed}); trying again in {RELEASE_RETRY:g} s"
         self.store.clear_busy_out(self.me)
         return f"busy-out on {self.me} released ({why})"
 
@@ -120,7 +151,22 @@ class DrainActs:
         r = _request(_active(zk.get("request")))
         if primary and r.id == mark.request and r.drain:
             return ""  # our drain goes on
+        if time.monotonic() < self._release_retry_at:
+            return ""  # the last release failed a moment ago
         return self._release_busy_out(f"request {mark.request} is over") + ". "
+
+    def _release_without_zk(self, gone: float) -> str:
+        """A primary busied out for a drain loses ZooKeeper: the drain cannot
+        go on, and the IPC must not refuse new calls for the whole outage.
+        Released once the outage is as long as the self-fence bound (the
+        marker stays; the drain, when ZooKeeper is back, busies out again)."""
+        if self._busied is None or gone < self.t.self_fence_after or self.c.calls is None:
+            return ""
+        failed = self._calls_command("release")
+        if failed:
+            return f"releasing the busy-out FAILED ({failed}); "
+        self._busied = None
+        return "busy-out released (no ZooKeeper: the drain waits); "
 
     # ----- the drain, cycle by cycle --------------------------------------------------
     def _fault_beats_drain(self, req: zkstore.Versioned, obs: Observation) -> bool:
@@ -133,8 +179,10 @@ class DrainActs:
         d = decide(obs)
         if not d.execute or d.action in (Action.NONE, Action.HOLD):
             return False
-        note = self._release_busy_out("a fault ended the drain") if self.c.calls is not None else ""
-        why = f"a fault beats the plan: {d.reason}" + (f"; {note}" if note else "")
+        # The busy-out is released by the next cycle's sweep, not here: on a
+        # faulty IPC the release may take its whole timeout, and the failover
+        # must not wait for it.
+        why = f"a fault beats the plan: {d.reason}; the busy-out is released next"
         self._finish_request(r.id, "failed", why, primary=self.me, superseded=True)
         return True
 
@@ -156,8 +204,17 @@ class DrainActs:
         draining = r.draining
         if draining is None:
             return self._start_drain(rid, spec)
+        if self._busied is None or self._busied[0] != rid:
+            # Not busied out by this process: it restarted, or ZooKeeper was
+            # gone and the busy-out released. Again (it is safe to repeat).
+            failed, _ = self._busy_out(rid)
+            if failed:
+                return f"{self.me} is primary, draining: busying out again FAILED ({failed}); retrying."
         now = time.time()
-        m = drain_move(spec, self.calls_seen, float(draining["started"]), now, r.answer or "")
+        # Only a count read after the busy-out took effect says the calls have
+        # finished: one read before it may miss calls arriving since.
+        seen = self.calls_seen if self._busied and self.calls_read_wall >= self._busied[1] else None
+        m = drain_move(spec, seen, float(draining["started"]), now, r.answer or "")
         suspect = self._suspected_fault()
         if m.step is Step.PROCEED and suspect:
             # A CTI that just died cut its calls: "0 active" is the fault's
@@ -167,7 +224,7 @@ class DrainActs:
             self._request_progress(rid, f"{self.me}: {m.why}; handing over")
             self.drained = {
                 "at_start": draining.get("at_start"),
-                "at_handover": cut_count(self.calls_seen),
+                "at_handover": cut_count(seen),
                 "drain_s": round(now - float(draining["started"]), 3),
                 "drained_at": now,
             }

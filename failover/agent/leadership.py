@@ -207,9 +207,10 @@ class Leadership:
             )
         if self.lease.valid() and not self.tenure.self_fenced:
             left = self.lease.valid_until - time.monotonic()
+            released = self._release_without_zk(gone)  # serving on: not busied out for a drain that cannot go on
             return (
                 f"ZooKeeper unreachable for {gone:.1f} s ({why}): failsafe: {self.peer} confirms it cannot promote "
-                f"({self.lease.last_answer}); CTI and IVR keep running (lease {left:.1f} s more)."
+                f"({self.lease.last_answer}); {released}CTI and IVR keep running (lease {left:.1f} s more)."
             )
         with self.tenure.lock:  # normally the watchdog has done it already
             if not self.tenure.self_fenced and not self.tenure.fence_note:

@@ -10,9 +10,10 @@ import time
 
 from failover import fencing, zkstore
 from failover import switchover as plan
+from failover.agent.state import _calls_down_way_out
 from failover.drain import DrainSpec
 from failover.records import ClusterRecord, Handoff
-from failover.rules import Action, Decision, Observation, Role, faults_of
+from failover.rules import Action, Decision, Observation, Role, decide, faults_of
 
 log = logging.getLogger("failover.agent")
 
@@ -37,7 +38,12 @@ class SwitchoverActs:
         if spec is not None:
             held = self._drain(req, spec)  # the calls finish first, over as many cycles as they take
             if held:
-                self._publish(zk, crec, Decision(Action.NONE, held), held)  # status shows the drain live
+                # Status shows the drain live, and what the rules see meanwhile
+                # (a fault they hold back on: paused, manual, restarts used up)
+                # with its way out: a drain never hides a fault.
+                d = decide(obs)
+                self.mem.way_out = _calls_down_way_out(obs, d, self.me, self.peer)
+                self._publish(zk, crec, d if d.action is not Action.NONE else Decision(Action.NONE, held), held)
                 return held
         else:
             self.drained = None
