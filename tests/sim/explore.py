@@ -35,7 +35,7 @@ from failover.records import ClusterRecord, HistoryEntry
 from tests.sim.world import RUNNING, STOPPED, Host, World, bootstrap
 
 ACTION_SECONDS = 24  # virtual seconds of faults
-SETTLE_SECONDS = 30  # virtual seconds after healing everything
+SETTLE_SECONDS = 35  # virtual seconds after healing everything (a failed busy-out release is retried after 30)
 
 
 @dataclass
@@ -80,6 +80,21 @@ def _faults(w: World, rng: random.Random) -> list[tuple[str, Callable[[], None]]
     def switchover() -> None:
         w.request({"kind": "switchover", "to": y, "operator": "sim", "reason": "planned", "id": f"s{rng.random()}"})
 
+    def drained_switchover() -> None:
+        drain = {
+            "below": 0,
+            "max_wait": rng.choice([2.0, 8.0]),
+            "on_deadline": rng.choice(["proceed", "cancel", "ask"]),
+        }
+        w.request({"kind": "switchover", "to": y, "operator": "sim", "reason": "drained", "id": f"d{rng.random()}"}
+                  | {"drain": drain})  # fmt: skip
+
+    def answer() -> None:
+        n = w.zk.nodes.get(f"{w.store_path}/switchover")
+        if n is not None and n.data.get("question") and not n.data.get("answer"):
+            n.data["answer"] = rng.choice(["proceed", "cancel"])
+            n.version += 1
+
     def cancel() -> None:
         n = w.zk.nodes.get(f"{w.store_path}/switchover")
         if n is not None and n.data.get("state") in ("pending", "running"):
@@ -118,7 +133,11 @@ def _faults(w: World, rng: random.Random) -> list[tuple[str, Callable[[], None]]
         ("cancel the request", cancel),
         (f"operator: --confirm-dead {x} (if it is off)", confirm_dead),
         (f"rejoin {x}", rejoin),
-    ]
+    ] + (
+        [(f"drained switchover to {y}", drained_switchover), ("operator answers the drain's question", answer)]
+        if w.cluster.calls is not None
+        else []
+    )
 
 
 def _boot_with_app(w: World, h: Host) -> None:
@@ -180,7 +199,7 @@ def heal(w: World) -> None:
 def run_one(seed: int, tmp: Path, verbose: bool = False) -> Outcome:
     rng = random.Random(seed)
     out = Outcome(seed)
-    w = World(tmp, devices=rng.random() < 0.6)
+    w = World(tmp, devices=rng.random() < 0.6, calls=rng.random() < 0.5)
     mp = pytest.MonkeyPatch()
     try:
         with w.patched(mp):
@@ -234,6 +253,16 @@ def _settled(w: World, out: Outcome) -> None:
     ways = [w.member(x).get("way_out") for x in (w.a, w.b) if w.member(x).get("way_out")]
     if not serving and not ways:
         w.violations.append(f"t={w.clock.now:.1f}: settled with no IPC serving and no way out named")
+    # A busy-out never outlives its drained switchover (issue 16).
+    req = w.request_state()
+    draining = req.get("state") in ("pending", "running") and bool(req.get("drain"))
+    marks = [k for k in w.zk.nodes if k.startswith(f"{w.store_path}/busy-out-")]
+    busied = [x for x in (w.a, w.b) if w.hosts.hosts[x].busied]
+    if (marks or busied) and not draining:
+        w.violations.append(
+            f"t={w.clock.now:.1f}: busied out {busied or ''} / markers {marks or ''} with no drain going on "
+            f"(request {req.get('id')} {req.get('state')})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from failover import failsafe, fencing, zkstore
 from failover.agent import (
     continuous,
     core,
+    drain,
     leadership,
     observing,
     primary,
@@ -37,7 +38,7 @@ from failover.agent import (
     takeover,
     tenure,
 )
-from failover.inventory import Cluster
+from failover.inventory import Calls, Cluster
 from failover.inventory import load as load_inventory
 from failover.layouts import APP_SERVICES
 from failover.platforms import State
@@ -56,7 +57,23 @@ def _cluster(inventory: Path) -> Cluster:
 
 
 # Every module of the agent that reads the clock runs on the virtual one.
-AGENT_MODULES = (continuous, core, leadership, observing, primary, publishing, standby, switchover, takeover, tenure)
+AGENT_MODULES = (
+    continuous,
+    core,
+    drain,
+    leadership,
+    observing,
+    primary,
+    publishing,
+    standby,
+    switchover,
+    takeover,
+    tenure,
+)
+# The simulated IPCs' call commands (World(calls=True)): what `calls` says in
+# an inventory, answered by FakeExecutor.run_shell from the host's state.
+SIM_CALLS = Calls(active="calls-active", busy_out="calls-busy", release="calls-open", timeout=5.0)
+MAX_CALLS = 6  # a serving IPC's calls grow to this; a busied-out one's end one per tick
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "example-windows.yaml"
 RUNNING, STOPPED = State.RUNNING, State.STOPPED
 BOOT_GRACE = 2.5  # s: continuous fencing's period (1 s) plus a cycle, for a service a reboot started
@@ -289,6 +306,20 @@ class Host:
     autostart: set[str] = field(default_factory=lambda: {"driver"})  # started at power-on (as in the lab)
     booted_at: float | None = None  # when it last powered on (what the boot started is nobody's decision)
     booted: set[str] = field(default_factory=set)  # what that boot started
+    calls: int = 0  # calls in progress (World(calls=True))
+    busied: bool = False  # busied out: no new calls
+    cut: int = 0  # calls cut by CTI/IVR stopping
+
+    def tick_calls(self) -> None:
+        """One tick of simulated calls: new ones arrive unless busied out,
+        one ends when busied out; CTI or IVR down cuts them all."""
+        if not ({"cti", "ivr"} <= self.running()):
+            self.cut += self.calls
+            self.calls = 0
+        elif self.busied:
+            self.calls = max(0, self.calls - 1)
+        else:
+            self.calls = min(MAX_CALLS, self.calls + 1)
 
     def running(self) -> set[str]:
         return {s for s, v in self.services.items() if v is RUNNING} if self.powered else set()
@@ -329,6 +360,21 @@ class Hosts:
         return h
 
 
+class SyncThreading:
+    """`threading` for the agent's calls reader in the simulator: the thread's
+    work runs at once, in order (the schedule stays deterministic)."""
+
+    class Thread:
+        def __init__(self, target: Callable[..., None], args: tuple = (), **_: Any) -> None:
+            self.target, self.args = target, args
+
+        def start(self) -> None:
+            self.target(*self.args)
+
+        def is_alive(self) -> bool:
+            return False
+
+
 class FakeExecutor:
     """executor.Executor's interface, for the agent and its Fencer."""
 
@@ -363,6 +409,21 @@ class FakeExecutor:
         h.services[service] = STOPPED if op == "stop" else RUNNING
         self.world.log.append(f"{host} {op} {service}")
         return f"{service} {'stopped' if op == 'stop' else 'running'}"
+
+    def run_shell(
+        self, host: str, command: str, timeout: float, action: str = "", check: bool = False, grace: float = 10.0
+    ) -> exe.Result:
+        """The simulated IPCs' call commands (SIM_CALLS)."""
+        h = self.world._reach(host, action or command)
+        if command == SIM_CALLS.active:
+            out = f"{h.calls}\n"
+        elif command in (SIM_CALLS.busy_out, SIM_CALLS.release):
+            h.busied = command == SIM_CALLS.busy_out
+            self.world.log.append(f"{host} {command}")
+            out = ""
+        else:
+            raise exe.CommandFailed(host, action, f"the simulator has no command {command!r}")
+        return exe.Result(host, command, 0, out, "", 0.0)
 
     def probe(self, host: str, service: str) -> bool:
         """An application probe, from the agent's host: no SSH needed."""
@@ -438,10 +499,12 @@ LAYOUT = {
 class World:
     """Two IPCs, their agents (real code), one ZooKeeper, one clock."""
 
-    def __init__(self, tmp: Path, devices: bool = True, inventory: Path = EXAMPLE) -> None:
+    def __init__(self, tmp: Path, devices: bool = True, inventory: Path = EXAMPLE, calls: bool = False) -> None:
         self.tmp = tmp
         self.clock = Clock()
         self.cluster: Cluster = _cluster(inventory)
+        if calls:  # the IPCs carry calls, and a switchover can drain them
+            self.cluster = self.cluster.model_copy(update={"calls": SIM_CALLS})
         self.a, self.b = (i.name for i in self.cluster.ipcs)
         self.zk = ZkServer(self.clock, self.cluster.timings.session_timeout)
         services = set(self.cluster.services)
@@ -524,6 +587,9 @@ class World:
             if self.frozen.get(ipc, 0) <= self.clock.now and st.up and st.sid in self.zk.sessions:
                 self.zk.sessions[st.sid] = self.clock.now
         self.zk.tick()
+        if self.cluster.calls is not None:
+            for h in self.hosts.hosts.values():
+                h.tick_calls()
 
     def watchdog(self, ipc: str) -> None:
         self.agents[ipc]._watchdog_tick()
@@ -609,6 +675,7 @@ class World:
             if hasattr(mod, "time"):
                 monkeypatch.setattr(mod, "time", self.clock)
         monkeypatch.setattr(failsafe, "ask", self._ask, raising=True)
+        monkeypatch.setattr(drain, "threading", SyncThreading)
         yield self
 
 
