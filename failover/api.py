@@ -33,6 +33,10 @@ from typing import Any
 
 from failover import desk, desk_page
 from failover.layouts import SERVICES
+from failover.records import PROMOTION_KINDS
+
+# What the takeover counts in the cluster record (agent/takeover.py, by kind).
+ROLE_MOVE_KINDS = (*PROMOTION_KINDS, "switch-back")
 
 Response = tuple[int, bytes, str]  # status, body, content type
 JSON = "application/json"
@@ -174,14 +178,30 @@ def _cluster_metrics(lines: list[str], state: dict, c: str) -> None:
                 ok = sv.get("state") == "RUNNING" and sv.get("probe") is not False
                 up.append((f'cluster="{c}",ipc="{_esc(ipc)}",service="{s}"', 1.0 if ok else 0.0))
     _metric(lines, "failover_service_up", "gauge", "1 if the service runs (and answers its probe)", up)
-    totals = state.get("failovers_total", {})
+    totals = state.get("failovers_total")
+    # Every kind from 0: an alert on increase() misses a series' first sample.
+    kinds = sorted({*ROLE_MOVE_KINDS, *(totals or {})})
     _metric(
         lines,
         "failover_failovers_total",
         "counter",
         "role changes by reason",
-        [(f'cluster="{c}",reason="{_esc(k)}"', float(v)) for k, v in sorted(totals.items())]
-        or [(f'cluster="{c}",reason="failover"', 0.0)],
+        [] if totals is None else [(f'cluster="{c}",reason="{_esc(k)}"', float(totals.get(k, 0))) for k in kinds],
+    )
+    ipcs = view.get("ipcs") or {}
+    _metric(
+        lines,
+        "failover_eligible",
+        "gauge",
+        "1 if the IPC can take the primary role (a healthy standby)",
+        [(f'cluster="{c}",ipc="{_esc(n)}"', 1.0 if i.get("eligible") else 0.0) for n, i in ipcs.items()],
+    )
+    _metric(
+        lines,
+        "failover_action_needed",
+        "gauge",
+        "1 while an agent says no automatic action will happen and names the way out (`failover status`)",
+        [(f'cluster="{c}"', 1.0 if any(i.get("way_out") for i in ipcs.values()) else 0.0)],
     )
     last = state.get("last_failover") or {}
     _metric(
@@ -233,6 +253,19 @@ def _calls_metrics(lines: list[str], c: str, calls: dict) -> None:
 class Auth:
     token: str | None = None
     basic: str | None = None  # "user:password"
+
+    def agent_ok(self, header: str | None) -> bool:
+        """Agent to agent (POST /failsafe): the bearer token only. The basic
+        credentials open the read-only status page to people; whoever holds
+        them must not be able to make the standby promise to hold back."""
+        if not self.token and not self.basic:
+            return True
+        kind, _, value = (header or "").partition(" ")
+        return (
+            bool(self.token)
+            and kind.lower() == "bearer"
+            and hmac.compare_digest(value.strip().encode(), (self.token or "").encode())
+        )
 
     def ok(self, header: str | None) -> bool:
         if not self.token and not self.basic:
@@ -363,7 +396,7 @@ class HttpServer:
                 pass
 
     async def _failsafe(self, reader: asyncio.StreamReader, headers: dict[str, str]) -> Response:
-        if not self.auth.ok(headers.get("authorization")):
+        if not self.auth.agent_ok(headers.get("authorization")):
             return _json(401, {"error": "authentication required"})
         try:
             n = min(int(headers.get("content-length", "0")), 4096)

@@ -28,7 +28,7 @@ def payload(cluster: dict, state: dict, now: float | None = None) -> dict[str, A
     return {
         "cluster": cluster,
         "headline": headline(cluster),
-        "attention": attention(cluster, state.get("failsafe") or {}, now),
+        "attention": attention(cluster, state.get("failsafe") or {}, now, state.get("history") or []),
         "history": list(reversed((state.get("history") or [])[-HISTORY_SHOWN:])),
         # this cluster's agents' pages: where to go when this agent stops answering
         "peers": next((d["desks"] for d in state.get("desks") or [] if d.get("own")), []),
@@ -38,9 +38,29 @@ def payload(cluster: dict, state: dict, now: float | None = None) -> dict[str, A
 
 
 def headline(v: dict) -> dict[str, Any]:
-    """The one line the page shows in big letters, level ok/crit, and why."""
+    """The one line the page shows in big letters, level ok/warn/crit, and why.
+    An IPC whose agent is not reporting (stale, absent) is not known to answer
+    or not: the page says so rather than trust its last reading."""
     answering = list(v.get("answering") or [])
     change = v.get("last_change") or {}
+    silent = {n: i for n, i in (v.get("ipcs") or {}).items() if i.get("agent") != "alive"}
+    if len(answering) == 1 and answering[0] in silent:
+        who, i = answering[0], silent[answering[0]]
+        age = f", last report {i['agent_age_s']:.0f} s ago" if i.get("agent_age_s") is not None else ""
+        return {
+            "level": "warn",
+            "text": f"Calls answered by {who}, as last reported",
+            "why": f"{who}'s agent is {i.get('agent')}{age}: this is its last reading, not a live one",
+            "since": None,
+        }
+    if not answering and silent:
+        names = " and ".join(silent)
+        return {
+            "level": "crit",
+            "text": "UNKNOWN who answers calls",
+            "why": f"{names}'s agent is not reporting: its IPC may still answer calls, or not; " + _why_nobody(v),
+            "since": None,
+        }
     if len(answering) == 1:
         who = answering[0]
         if change.get("to") == who:
@@ -86,10 +106,10 @@ def _why_nobody(v: dict) -> str:
     return "no agent has reported"
 
 
-def attention(v: dict, failsafe: dict, now: float) -> list[dict[str, str]]:
+def attention(v: dict, failsafe: dict, now: float, history: list[dict] | None = None) -> list[dict[str, str]]:
     """What needs a human, most urgent first: [{"level": "crit"|"warn", "text"}]."""
     crits, warns = check.problems(v)
-    crits += _zookeeper(v) + _self_fenced(v) + _failed_request(v, now)
+    crits += _zookeeper(v) + _self_fenced(v) + _failed_request(v, now) + _failed_steps(history or [], now)
     warns += _failsafe(v, failsafe) + _alerts(v)
     out: list[dict[str, str]] = []
     seen: set[str] = set()
@@ -125,6 +145,21 @@ def _failed_request(v: dict, now: float) -> list[str]:
         return []
     why = (r.get("result") or {}).get("why") or ((r.get("progress") or ["no reason recorded"])[-1])
     return [f"{r.get('kind') or 'switchover'} to {r.get('to')} requested by {r.get('operator')} FAILED: {why}"]
+
+
+def _failed_steps(history: list[dict], now: float) -> list[str]:
+    """Role changes, fencings, rejoins, drills that failed in the last hour
+    (the history's outcome): a step that failed needs someone to look."""
+    out = []
+    for h in history:
+        if (
+            str(h.get("outcome") or "done").lower().startswith("fail")
+            and now - float(h.get("when") or 0) <= FAILED_SHOWN_S
+        ):
+            what = f"{h.get('kind')} {h.get('from') or ''} -> {h.get('to') or ''}".replace("  ", " ").rstrip(" ->")
+            out.append(f"{what} FAILED at {time.strftime('%H:%M:%S', time.localtime(float(h['when'])))}: "
+                       f"{h.get('failed') or h.get('why') or 'see `failover history`'}")  # fmt: skip
+    return out
 
 
 def _failsafe(v: dict, f: dict) -> list[str]:

@@ -101,11 +101,17 @@ function clock(ts) {
 function fill(id, children) { $(id).replaceChildren(...children); }
 """
     + """
+function deadline(ms) {  // AbortSignal.timeout where the browser has it (older phones do not)
+  if (AbortSignal.timeout) return AbortSignal.timeout(ms);
+  const c = new AbortController();
+  setTimeout(() => c.abort(), ms);
+  return c.signal;
+}
 async function poll() {
   try {
     // A hung agent (stopped, partitioned) never answers: give up after 2 polls' time.
     const r = await fetch(DATA, {cache: "no-store", credentials: "same-origin",
-                                        signal: AbortSignal.timeout(4 * POLL_MS)});
+                                        signal: deadline(4 * POLL_MS)});
     if (!r.ok) throw new Error("HTTP " + r.status + (r.status === 401 ? ": reload the page to sign in" : ""));
     const text = await r.text();
     if (text !== lastText) { draw(JSON.parse(text)); lastText = text; }

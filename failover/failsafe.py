@@ -28,7 +28,6 @@ the standby takes over after the promise has ended (with fencing, as always).
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 import time
@@ -116,15 +115,14 @@ class Grantor:
 
 
 def authorization(auth: HttpAuth | None) -> str | None:
-    """The Authorization header for the peer's endpoint: its bearer token, or
-    its basic credentials when it has only those (an endpoint opened to
-    browsers for the status page); read now, never logged."""
+    """The Authorization header for the peer's endpoint: its bearer token,
+    read now, never logged. Never its basic credentials: those open the
+    read-only status page to people, and /failsafe refuses them
+    (`inventory check` requires a token beside basic_file)."""
     if auth is None:
         return None
-    token, basic = auth.secrets()
-    if token:
-        return f"Bearer {token}"
-    return f"Basic {base64.b64encode(basic.encode()).decode()}" if basic else None
+    token, _ = auth.secrets()
+    return f"Bearer {token}" if token else None
 
 
 def ask(url: str, body: dict, authorization: str | None, timeout: float) -> dict:

@@ -723,6 +723,16 @@ def _lease_path_checks(c: Cluster, cp: tuple[str | int, ...]) -> list[tuple[tupl
                     f"set http.advertise to an address {peer.name}'s agent can reach",
                 )
             )
+    for k, ipc in enumerate(c.ipcs):
+        auth = ipc.http.auth
+        if auth is not None and auth.basic_file and not (auth.token_env or auth.token_file):
+            out.append(
+                (
+                    cp + ("ipcs", k, "http", "auth", "basic_file"),
+                    "basic_file opens the status page to people; the other agent's failsafe lease needs a bearer "
+                    "token beside it (token_env or token_file): /failsafe never takes the page's password",
+                )
+            )
     a, b = c.ipcs
     if a.http.reach_address() == b.http.reach_address() and a.http.port == b.http.port:
         out.append(

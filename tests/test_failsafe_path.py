@@ -4,6 +4,7 @@ alert before a ZooKeeper outage needs it. Real HTTP servers."""
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.request
 from pathlib import Path
@@ -49,15 +50,15 @@ def test_answer_from_the_peer_is_a_lease() -> None:
         srv.stop()
 
 
-@pytest.mark.parametrize("kind", ["token", "basic"])
-def test_the_path_carries_whichever_credential_the_peer_endpoint_has(kind: str, tmp_path: Path) -> None:
-    """An endpoint opened to browsers for the status page may have only basic
-    auth: the primary's agent must still reach it for its lease."""
+def test_the_lease_path_takes_the_token_never_the_status_pages_password(tmp_path: Path) -> None:
+    """An endpoint opened to browsers for the status page has basic auth
+    beside its token: whoever has the page's password must not make the
+    standby promise to hold back; the agents use the token."""
     from failover.inventory import HttpAuth
 
-    secret = tmp_path / "secret"
-    secret.write_text("s3cret-token" if kind == "token" else "desk:pa ss")
-    auth = HttpAuth(token_file=str(secret)) if kind == "token" else HttpAuth(basic_file=str(secret))
+    (tmp_path / "token").write_text("s3cret-token\n")
+    (tmp_path / "basic").write_text("desk:pa ss")
+    auth = HttpAuth(token_file=str(tmp_path / "token"), basic_file=str(tmp_path / "basic"))
     port = free_ports(1, "127.0.0.1")[0]
     answer = {"ipc": "ipc-b", "granted": True, "lease_s": 5.0, "why": "test grant"}
     srv = api.HttpServer(
@@ -69,8 +70,12 @@ def test_the_path_carries_whichever_credential_the_peer_endpoint_has(kind: str, 
     srv.start()
     try:
         url = f"http://127.0.0.1:{port}"
-        assert not failsafe.probe_path(url, "ipc-a", "ipc-b", None, 1.0)[0]  # without it: refused
+        basic = "Basic " + base64.b64encode(b"desk:pa ss").decode()
+        assert not failsafe.probe_path(url, "ipc-a", "ipc-b", None, 1.0)[0]
+        assert not failsafe.probe_path(url, "ipc-a", "ipc-b", basic, 1.0)[0]  # the page's password: refused
+        assert not failsafe.Lease().renew(url, "ipc-a", 1, basic, 1.0, grantor="ipc-b")
         header = failsafe.authorization(auth)
+        assert header == "Bearer s3cret-token"
         assert failsafe.probe_path(url, "ipc-a", "ipc-b", header, 1.0)[0]
         lease = failsafe.Lease()
         assert lease.renew(url, "ipc-a", 1, header, 1.0, grantor="ipc-b") and lease.valid()

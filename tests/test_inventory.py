@@ -80,6 +80,12 @@ def test_good_minimal_file(tmp_path: Path) -> None:
 # (description, edit of GOOD as (old, new), expected line, expected text)
 BAD = [
     (
+        "status page password without an agent token",
+        ("        http: {advertise: 10.0.1.1}", "        http: {advertise: 10.0.1.1, auth: {basic_file: k/id}}"),
+        12,
+        "failsafe lease needs a bearer token beside it",
+    ),
+    (
         "unknown key (typo)",
         ("        channels: 60", "        chanels: 60"),
         10,

@@ -205,6 +205,7 @@ class Agent(
         """Snapshot -> move (failover/moves.py) -> act -> publish."""
         self.mem.way_out = ""  # set again by whichever path finds itself stuck
         own_raw = self._observe_own()
+        self.mem.raw = own_raw
         try:
             zk = self._read_zk()
         except zkstore.ZkUnavailable as e:

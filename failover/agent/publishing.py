@@ -49,11 +49,27 @@ class Publishing:
         except Exception:  # monitoring must never break the control loop
             log.exception("cannot render the health endpoint")
 
+    def _own_member_now(self) -> MemberRecord | None:
+        """Our member record as of this cycle's observation, for our own
+        endpoint: the published one is only refreshed through ZooKeeper, and
+        during an outage (a self-fence!) the page must not show old news."""
+        rec, o, raw = self._member_rec, self.mem.obs, self.mem.raw
+        if rec is None or o is None or raw is None:
+            return rec
+        now = monitor.update(o, raw, self.topo, self.me, o.role, o.board_down)
+        return replace(
+            rec,
+            obs=monitor.to_record(now),
+            self_fenced=self.tenure.self_fenced,
+            sentence=self.mem.sentence or rec.sentence,
+            updated=time.time(),
+        )
+
     def _api_state(self) -> dict:
         zk = self._zk_snapshot
         crec = zk.get("cluster").data if zk.get("cluster") else None
         req = zk.get("request")
-        members = {self.me: self._member_rec, self.peer: zk.get("peer")}
+        members = {self.me: self._own_member_now(), self.peer: zk.get("peer")}
         view = status_view.view(
             self.c, crec, zk.get("leader"), members, zk.get("pause"), req.data if req else None, self._history
         )
@@ -85,7 +101,9 @@ class Publishing:
             "desks": self.desks,
             "view": view,
             "history": [h.to_json() for h in self._history],
-            "failovers_total": (crec.counts if crec else None) or {},
+            # None: the cluster record not read yet (an agent restarted during
+            # an outage): no samples, never a counter that drops to 0.
+            "failovers_total": None if crec is None else dict(crec.counts or {}),
             "last_failover": changes[-1].to_json() if changes else None,
         }
 

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from failover import executor as exe
 from failover import zkstore
@@ -91,6 +92,7 @@ class Memory:
     last_logged: tuple[str, float] = ("", 0.0)
     disarmed: set[str] = field(default_factory=set)  # stopped by us (self-fencing): not faults
     wake_at: float | None = None  # monotonic: wake the loop early (a scheduled switchover, a promise ends)
+    raw: Any = None  # this cycle's monitor.Raw of our IPC (the status page's own tile, also without ZooKeeper)
     way_out: str = ""  # no automatic action will happen: why, and the command that gets out
     stray: str = ""  # continuous fencing found CTI/IVR on the peer it cannot stop (its own thread sets it)
     no_proof: tuple[float, str, str] = (0.0, "", "")  # (retry after, sentence, way out) of a takeover without proof
