@@ -25,7 +25,7 @@ def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
 
 def test_rules_pass_promtool_check_rules() -> None:
     r = promtool("check", "rules", "failover-rules.yml")
-    assert r.returncode == 0 and "SUCCESS: 10 rules found" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "SUCCESS: 12 rules found" in r.stdout, r.stdout + r.stderr
 
 
 def test_rules_fire_as_documented_promtool_test_rules() -> None:
