@@ -188,3 +188,14 @@ def test_bad_webhooks_say_file_line_and_field(tmp_path: Path, url: str, extra: s
     line = 32 if field == "url" else 33
     assert hit[0].startswith(f"{p}:{line}:") and f"clusters[0].notify.webhooks[0].{field}" in hit[0], hit
     assert "hunter2" not in "\n".join(str(x) for x in problems)  # the refused secret is never echoed
+
+
+def test_this_process_own_entries_are_never_orphans() -> None:
+    """Restarted within its session timeout, an agent's member record still
+    names its old process until its first publish: its fresh claims (owned by
+    this very process) must not be adopted as orphans and queued twice."""
+    box = [{"event": {"id": "e1"}, "owner": {"ipc": "ipc-a", "host": "h", "pid": 2}}]
+    stale = {"ipc-a": m("ipc-a", 11, pid=1), "ipc-b": None}
+    assert orphans(box, stale) == ["e1"]
+    assert orphans(box, stale, {"ipc": "ipc-a", "host": "h", "pid": 2}) == []
+    assert orphans(box, stale, {"ipc": "ipc-a", "host": "h", "pid": 3}) == ["e1"]

@@ -24,6 +24,13 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from failover import zkstore
 from failover.notify.events import Event, Seen
 
+# The outbox lives inside one znode, with the cursor: while a receiver is down
+# it fills, and a znode past ZooKeeper's 1 MB limit makes every write fail
+# and drops the session the agent shares. Full, the sender claims nothing new:
+# the cursor stays put and the events wait in the history (nothing is lost).
+MAX_ENTRIES = 100
+MAX_BYTES = 256 * 1024
+
 
 @dataclass(frozen=True)
 class Ledger:
@@ -66,11 +73,25 @@ def write(store: zkstore.Store, old: Ledger, seen: Seen, outbox: list[dict[str, 
         return False
 
 
-def claim(store: zkstore.Store, old: Ledger, seen: Seen, events: list[Event], owner: dict[str, Any]) -> bool:
-    """Advance the cursor and put `events` in the outbox, owned by `owner`."""
+def entries(events: list[Event], owner: dict[str, Any]) -> list[dict[str, Any]]:
+    """Outbox entries for `events`, owned by `owner`."""
     now = round(time.time(), 3)
-    entries = [{"event": e.payload(), "owner": owner, "claimed": now} for e in events]
-    return write(store, old, seen, [*old.outbox, *entries])
+    return [{"event": e.payload(), "owner": owner, "claimed": now} for e in events]
+
+
+def fits(old: Ledger, new: list[dict[str, Any]]) -> bool:
+    """Room in the outbox for `new` (in entries and in bytes)."""
+    if len(old.outbox) + len(new) > MAX_ENTRIES:
+        return False
+    rec = {"history": old.seen.history, "active": old.seen.active, "pending": old.seen.pending}
+    return len(zkstore.dumps({**rec, "outbox": [*old.outbox, *new]})) <= MAX_BYTES
+
+
+def claim(store: zkstore.Store, old: Ledger, seen: Seen, events: list[Event], owner: dict[str, Any]) -> bool:
+    """Advance the cursor and put `events` in the outbox, owned by `owner`.
+    False: another agent wrote first, or there is no room (MAX_ENTRIES, MAX_BYTES)."""
+    new = entries(events, owner)
+    return fits(old, new) and write(store, old, seen, [*old.outbox, *new])
 
 
 def adopt(store: zkstore.Store, old: Ledger, orphans: list[str], owner: dict[str, Any]) -> bool:

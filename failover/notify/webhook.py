@@ -147,13 +147,20 @@ class WebhookSender:
             "error": why,
             "event": payload,
         }
-        self.dead_letter.parent.mkdir(parents=True, exist_ok=True)
-        # One write of one line, appended: a crash never leaves half a record.
-        fd = os.open(self.dead_letter, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
-            os.write(fd, (json.dumps(rec, sort_keys=True) + "\n").encode())
-        finally:
-            os.close(fd)
+            self._append(rec)
+        except OSError as e:
+            # The journal is the last record left: the event goes there whole
+            # (it never holds the token), and delivery goes on with the next.
+            log.error(
+                "webhook %s: event %s could not be dead-lettered to %s (%s): %s",
+                self.hook.name,
+                payload["id"],
+                self.dead_letter,
+                e.strerror or type(e).__name__,
+                json.dumps(rec, sort_keys=True),
+            )
+            return
         log.error(
             "webhook %s: event %s dead-lettered to %s after %d attempts: %s",
             self.hook.name,
@@ -162,3 +169,12 @@ class WebhookSender:
             attempts,
             why,
         )
+
+    def _append(self, rec: dict[str, Any]) -> None:
+        self.dead_letter.parent.mkdir(parents=True, exist_ok=True)
+        # One write of one line, appended: a crash never leaves half a record.
+        fd = os.open(self.dead_letter, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, (json.dumps(rec, sort_keys=True) + "\n").encode())
+        finally:
+            os.close(fd)
