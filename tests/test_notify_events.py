@@ -199,3 +199,48 @@ def test_this_process_own_entries_are_never_orphans() -> None:
     assert orphans(box, stale) == ["e1"]
     assert orphans(box, stale, {"ipc": "ipc-a", "host": "h", "pid": 2}) == []
     assert orphans(box, stale, {"ipc": "ipc-a", "host": "h", "pid": 3}) == ["e1"]
+
+
+def unreachable(n: int) -> dict:
+    """ipc-b's record while ipc-a stays unreachable: every poll the count, the
+    seconds and the quoted fencing attempt change; the conditions do not."""
+    hold = f"No automatic action: ipc-a unreachable for {n} checks ({n * 1.5:.1f} s); fencing attempt {n} failed."
+    return {
+        **STEADY,
+        "ipc-b": {
+            "way_out": hold,
+            "faults": [f"host unreachable for {n} checks"],
+            "alerts": [hold, f"no failover possible: ipc-a silent for {n * 2} s"],
+        },
+    }
+
+
+def test_conditions_whose_numbers_change_every_poll_are_raised_once() -> None:
+    seen, raised = Seen(), []
+    for k in range(10):  # one poll a second, settle 5 s
+        events, seen = compute(seen, snap(members=unreachable(k + 3), now=100.0 + k), 10 + k, settle=5.0)
+        raised += events
+    assert sorted(e.type for e in raised) == ["alert", "fault", "hold"]  # no recovery: nothing cleared
+    hold = next(e for e in raised if e.type == "hold")
+    assert hold.id == "lab/hold/ipc-b/15" and "unreachable for 8 checks" in hold.summary  # the latest text
+    assert all(e.at == 105.0 for e in raised)
+
+
+def test_a_recovery_waits_for_the_settle_time_too() -> None:
+    seen = Seen()
+    for k in range(6):
+        _, seen = compute(seen, snap(members=unreachable(k), now=100.0 + k), k, settle=5.0)
+    assert len(seen.active) == 3
+    events, seen = compute(seen, snap(members=STEADY, now=106.0), 6, settle=5.0)
+    assert events == [] and len(seen.active) == 3  # gone for one poll: not over yet
+    events, seen = compute(seen, snap(members=unreachable(9), now=108.0), 7, settle=5.0)
+    assert events == [] and seen.clearing == {}  # back: it was never over
+    _, seen = compute(seen, snap(members=STEADY, now=109.0), 8, settle=5.0)
+    events, seen = compute(seen, snap(members=STEADY, now=114.0), 9, settle=5.0)
+    assert sorted(e.type for e in events) == ["recovery"] * 3 and seen == Seen()
+
+
+def test_names_with_numbers_stay_apart() -> None:
+    two = {**STEADY, "ipc-b": {"faults": [], "alerts": ["peer ipc-1 silent", "peer ipc-2 silent"]}}
+    events, _ = compute(Seen(), snap(members=two), 1)
+    assert len(events) == 2

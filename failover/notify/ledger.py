@@ -4,6 +4,7 @@ with conditional (versioned) writes, so two agents never both claim an event.
   {"history": "h-0000000012",            the last history entry claimed
    "active": {key: {id, type, ipc, text, since}},   raised conditions
    "pending": {key: first seen},          conditions not lasting long enough yet
+   "clearing": {key: first gone},         raised conditions gone, not long enough yet
    "outbox": [{"event": {...}, "owner": {ipc, host, pid}, "claimed": ts}]}
 
 An event is written to the outbox *before* it is sent (the claim) and removed
@@ -49,13 +50,19 @@ def read(store: zkstore.Store) -> Ledger | None:
         return None
     data, stat = got
     data = data or {}
-    seen = Seen(data.get("history", ""), data.get("active") or {}, data.get("pending") or {})
+    seen = Seen(
+        data.get("history", ""), data.get("active") or {}, data.get("pending") or {}, data.get("clearing") or {}
+    )
     return Ledger(seen, data.get("outbox") or [], stat.version)
+
+
+def _cursor(seen: Seen) -> dict[str, Any]:
+    return {"history": seen.history, "active": seen.active, "pending": seen.pending, "clearing": seen.clearing}
 
 
 def create(store: zkstore.Store, seen: Seen) -> bool:
     """The first cursor. False: another agent created it first."""
-    rec = {"history": seen.history, "active": seen.active, "pending": seen.pending, "outbox": []}
+    rec = {**_cursor(seen), "outbox": []}
     try:
         store.call(store.zk.create_async, path_of(store), zkstore.dumps(rec), acl=store.acl)
         return True
@@ -65,7 +72,7 @@ def create(store: zkstore.Store, seen: Seen) -> bool:
 
 def write(store: zkstore.Store, old: Ledger, seen: Seen, outbox: list[dict[str, Any]]) -> bool:
     """Conditional write over `old`; False when another agent wrote first."""
-    rec = {"history": seen.history, "active": seen.active, "pending": seen.pending, "outbox": outbox}
+    rec = {**_cursor(seen), "outbox": outbox}
     try:
         store.call(store.zk.set_async, path_of(store), zkstore.dumps(rec), version=old.version)
         return True
@@ -83,8 +90,7 @@ def fits(old: Ledger, new: list[dict[str, Any]]) -> bool:
     """Room in the outbox for `new` (in entries and in bytes)."""
     if len(old.outbox) + len(new) > MAX_ENTRIES:
         return False
-    rec = {"history": old.seen.history, "active": old.seen.active, "pending": old.seen.pending}
-    return len(zkstore.dumps({**rec, "outbox": [*old.outbox, *new]})) <= MAX_BYTES
+    return len(zkstore.dumps({**_cursor(old.seen), "outbox": [*old.outbox, *new]})) <= MAX_BYTES
 
 
 def claim(store: zkstore.Store, old: Ledger, seen: Seen, events: list[Event], owner: dict[str, Any]) -> bool:
