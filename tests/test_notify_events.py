@@ -165,7 +165,7 @@ def test_webhook_receivers_load_with_a_token_by_reference(tmp_path: Path) -> Non
     c = inv_mod.load(inventory(tmp_path, extra="token_file: tok")).cluster()
     assert c.notify is not None and c.notify.webhooks[0].name == "oncall"
     assert c.notify.webhooks[0].token_file == str(tmp_path / "tok")  # relative to the inventory
-    assert c.notify.webhooks[0].attempts == 8 and c.notify.poll_interval == 1.0
+    assert c.notify.webhooks[0].attempts == 20 and c.notify.poll_interval == 1.0
 
 
 @pytest.mark.parametrize(
@@ -177,6 +177,7 @@ def test_webhook_receivers_load_with_a_token_by_reference(tmp_path: Path) -> Non
         ("https://hooks.example.com/x", "token_file: missing", "token_file", "file not found"),
         ("https://hooks.example.com/x", "tokn_env: X", "tokn_env", "did you mean 'token_env'"),
         ("https://hooks.example.com/x", "attempts: 0", "attempts", "greater than or equal to 1"),
+        ("http://hooks.example.com/x", "token_env: HOOK_TOKEN", "url", "token over plain http://"),
     ],
 )
 def test_bad_webhooks_say_file_line_and_field(tmp_path: Path, url: str, extra: str, field: str, text: str) -> None:
@@ -185,7 +186,7 @@ def test_bad_webhooks_say_file_line_and_field(tmp_path: Path, url: str, extra: s
     assert inv is None
     hit = [str(x) for x in problems if text in str(x)]
     assert hit, [str(x) for x in problems]
-    line = 32 if field == "url" else 33
+    line = 32 if field == "url" else 33  # the url line; the line of `extra`
     assert hit[0].startswith(f"{p}:{line}:") and f"clusters[0].notify.webhooks[0].{field}" in hit[0], hit
     assert "hunter2" not in "\n".join(str(x) for x in problems)  # the refused secret is never echoed
 
@@ -244,3 +245,9 @@ def test_names_with_numbers_stay_apart() -> None:
     two = {**STEADY, "ipc-b": {"faults": [], "alerts": ["peer ipc-1 silent", "peer ipc-2 silent"]}}
     events, _ = compute(Seen(), snap(members=two), 1)
     assert len(events) == 2
+
+
+def test_a_token_over_plain_http_is_allowed_to_this_host_only(tmp_path: Path) -> None:
+    for url in ("http://127.0.0.1:8080/hook", "http://localhost/hook", "https://hooks.example.com/x"):
+        assert inv_mod.check(inventory(tmp_path, url, "token_env: HOOK_TOKEN"))[0] is not None, url
+    assert inv_mod.check(inventory(tmp_path, "http://hooks.example.com/x"))[0] is not None  # no token: allowed
