@@ -131,3 +131,26 @@ def test_nothing_is_claimed_while_a_delivery_thread_is_not_running(zk: tuple[Clu
     add(store, 1)
     before = ledger.read(store)
     assert me.poll() == [] and ledger.read(store) == before
+
+
+def test_a_black_holed_receiver_delays_only_its_own_notifications(zk: tuple[Cluster, Any], tmp_path: Path) -> None:
+    """One receiver accepts connections and never answers (each attempt
+    waits for its 60 s timeout); the other gets every event meanwhile."""
+    hole = socket.create_server(("127.0.0.1", 0))  # listening, never accepting: the kernel completes connects
+    takes, stop = Receiver().up(), threading.Event()
+    try:
+        hooks = [
+            {"name": "hole", "url": f"http://127.0.0.1:{hole.getsockname()[1]}/hook", "timeout": 60, "attempts": 1},
+            {"name": "takes", "url": takes.url},
+        ]
+        store, c = setup(zk, "/notify-test/blackhole", hooks)
+        me = Notifier(c, "ipc-a", store, tmp_path, stop)
+        me.poll()
+        me.start()
+        add(store, 3)
+        wait_until(lambda: len(takes.ids()) == 3, 30, what="three events past the black-holed receiver")
+        assert len(ledger.read(store).outbox) == 3  # type: ignore[union-attr]  # the hole has not had them
+    finally:
+        stop.set()
+        hole.close()  # resets the waiting connection: the lane ends
+        takes.down()
