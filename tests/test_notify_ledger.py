@@ -91,9 +91,21 @@ def test_the_outbox_is_capped_in_bytes_too(zk: tuple[Cluster, Any]) -> None:
     store, _ = setup(zk, "/notify-test/bytes", [{"name": "r", "url": "http://127.0.0.1:9/hook"}])
     ledger.create(store, ledger.Seen(""))
     old = ledger.read(store)
-    big = Event("x/big", "fault", "warning", "x", "ipc-b", "y" * ledger.MAX_BYTES, 1.0)
-    assert old is not None and not ledger.claim(store, old, old.seen, [big], ME)
-    assert ledger.read(store) == old  # nothing written
+    assert old is not None
+    # An event quoting a long output is stored slim: it fits an empty outbox.
+    big = Event("x/big", "fault", "warning", "x", "ipc-b", "y" * ledger.MAX_BYTES, 1.0, {"out": "z" * 50_000})
+    [entry] = ledger.entries([big], ME)
+    assert entry["event"]["truncated"] and len(zkstore.dumps(entry)) < 2 * ledger.MAX_EVENT_BYTES
+    assert entry["event"]["detail"]["out"].startswith("zzz") and entry["event"]["id"] == "x/big"
+    # Many events just under the slim limit: refused past MAX_BYTES, nothing written.
+    medium = [
+        Event(f"x/{k}", "fault", "warning", "x", "ipc-b", "m", 1.0, {"out": ["y" * 900] * 8})
+        for k in range(ledger.MAX_BYTES // (7 * 1024) + 1)
+    ]
+    assert not any("truncated" in e["event"] for e in ledger.entries(medium, ME))
+    assert not ledger.claim(store, old, old.seen, medium, ME)
+    assert ledger.read(store) == old
+    assert ledger.claim(store, old, old.seen, medium[:10], ME)
 
 
 def test_delivery_goes_on_when_the_dead_letter_file_cannot_be_written(zk: tuple[Cluster, Any], tmp_path: Path) -> None:

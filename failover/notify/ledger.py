@@ -31,6 +31,10 @@ from failover.notify.events import Event, Seen
 # the cursor stays put and the events wait in the history (nothing is lost).
 MAX_ENTRIES = 100
 MAX_BYTES = 256 * 1024
+# One event past this (a history entry quoting long command output) is stored,
+# and sent, slim: its long texts cut, so it always fits an empty outbox.
+MAX_EVENT_BYTES = 8 * 1024
+MAX_TEXT = 1000
 
 
 @dataclass(frozen=True)
@@ -83,21 +87,42 @@ def write(store: zkstore.Store, old: Ledger, seen: Seen, outbox: list[dict[str, 
 def entries(events: list[Event], owner: dict[str, Any]) -> list[dict[str, Any]]:
     """Outbox entries for `events`, owned by `owner`."""
     now = round(time.time(), 3)
-    return [{"event": e.payload(), "owner": owner, "claimed": now} for e in events]
+    return [{"event": slim(e.payload()), "owner": owner, "claimed": now} for e in events]
 
 
-def fits(old: Ledger, new: list[dict[str, Any]]) -> bool:
-    """Room in the outbox for `new` (in entries and in bytes)."""
+def slim(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload, its long texts cut (marked `truncated`) if it is too big;
+    its detail dropped if that is not enough."""
+    if len(zkstore.dumps(payload)) <= MAX_EVENT_BYTES:
+        return payload
+    cut = {**_cut(payload), "truncated": True}
+    if len(zkstore.dumps(cut)) > MAX_EVENT_BYTES:
+        cut["detail"] = {}
+    return cut
+
+
+def _cut(v: Any) -> Any:
+    if isinstance(v, str):
+        return v if len(v) <= MAX_TEXT else v[:MAX_TEXT] + "..."
+    if isinstance(v, dict):
+        return {k: _cut(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_cut(x) for x in v]
+    return v
+
+
+def fits(old: Ledger, seen: Seen, new: list[dict[str, Any]]) -> bool:
+    """Room in the outbox for `new` (in entries and in bytes), with `seen`."""
     if len(old.outbox) + len(new) > MAX_ENTRIES:
         return False
-    return len(zkstore.dumps({**_cursor(old.seen), "outbox": [*old.outbox, *new]})) <= MAX_BYTES
+    return len(zkstore.dumps({**_cursor(seen), "outbox": [*old.outbox, *new]})) <= MAX_BYTES
 
 
 def claim(store: zkstore.Store, old: Ledger, seen: Seen, events: list[Event], owner: dict[str, Any]) -> bool:
     """Advance the cursor and put `events` in the outbox, owned by `owner`.
     False: another agent wrote first, or there is no room (MAX_ENTRIES, MAX_BYTES)."""
     new = entries(events, owner)
-    return fits(old, new) and write(store, old, seen, [*old.outbox, *new])
+    return fits(old, seen, new) and write(store, old, seen, [*old.outbox, *new])
 
 
 def adopt(store: zkstore.Store, old: Ledger, orphans: list[str], owner: dict[str, Any]) -> bool:

@@ -117,13 +117,13 @@ class Notifier:
         if not events and seen == led.seen:
             return []
         entries = ledger.entries(events, self.owner)
-        if not ledger.fits(led, entries):
+        if not ledger.fits(led, seen, entries):
             return self._refuse(f"the outbox is full ({len(led.outbox)} events not yet delivered)")
         if not ledger.write(self.store, led, seen, [*led.outbox, *entries]):
             return []
         self.refusing = ""
-        for e in events:
-            self._queue(e.payload())
+        for entry in entries:
+            self._queue(entry["event"])  # as stored: an adopter sends the same
         return events
 
     def _refuse(self, why: str) -> list[Event]:
@@ -138,10 +138,10 @@ class Notifier:
             return []
         log.warning("notifier: adopting %d unsent event(s) of an agent that stopped", len(lost))
         ids = set(lost)
-        events = [Event.from_payload(e["event"]) for e in led.outbox if e["event"]["id"] in ids]
-        for e in events:
-            self._queue(e.payload())
-        return events
+        payloads = [e["event"] for e in led.outbox if e["event"]["id"] in ids]
+        for p in payloads:
+            self._queue(p)  # as stored (a slim one stays slim)
+        return [Event.from_payload(p) for p in payloads]
 
     # ----- delivery -------------------------------------------------------------------
     def _queued(self, event_id: str) -> bool:
