@@ -166,3 +166,19 @@ def test_a_black_holed_receiver_delays_only_its_own_notifications(zk: tuple[Clus
         stop.set()
         hole.close()  # resets the waiting connection: the lane ends
         takes.down()
+
+
+def test_an_agent_restarted_within_its_session_does_not_adopt_its_own_claims(
+    zk: tuple[Cluster, Any], tmp_path: Path
+) -> None:
+    """Its member record still names the old process (until its first
+    publish): its fresh claims are its own, not orphans, and queued once."""
+    store, c = setup(zk, "/notify-test/restarted", [{"name": "r", "url": "http://127.0.0.1:9/hook"}])
+    store.publish_member("ipc-a", MemberRecord.from_json({"agent": {"host": ME["host"], "pid": ME["pid"] + 1}}))
+    me = Notifier(c, "ipc-a", store, tmp_path, threading.Event())
+    me.poll()
+    add(store, 1)
+    assert len(me.poll()) == 1
+    assert me.poll() == [] and me.poll() == []  # not adopted, not queued again
+    assert [lane.queue.qsize() for lane in me.lanes] == [1]
+    assert [e["owner"] for e in ledger.read(store).outbox] == [ME]  # type: ignore[union-attr]
