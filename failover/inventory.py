@@ -290,7 +290,9 @@ class Webhook(_Model):
     token_file: str | None = None
     header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")] = "Authorization"
     timeout: Annotated[float, Field(gt=0, le=60)] = 5.0  # each attempt
-    attempts: Annotated[int, Field(ge=1, le=100)] = 8  # then the dead-letter file
+    # then the dead-letter file; with the default waits (1, 2, 4 ... 32, then
+    # 60 s) 20 attempts cover about 15 minutes of a receiver being down.
+    attempts: Annotated[int, Field(ge=1, le=100)] = 20
     backoff: Annotated[float, Field(gt=0, le=600)] = 1.0  # first wait, doubled after each failure
     max_backoff: Annotated[float, Field(gt=0, le=3600)] = 60.0
 
@@ -654,11 +656,29 @@ def _notify_checks(c: Cluster, cp: tuple[str | int, ...]) -> list[tuple[tuple[st
             out.append((hp + ("token_env",), "the token comes from `token_env` or `token_file`, not both"))
         if hook.token_file and not Path(hook.token_file).is_file():
             out.append((hp + ("token_file",), f"file not found: {hook.token_file}"))
+        if (hook.token_env or hook.token_file) and _plain_http_off_host(hook.url):
+            out.append(
+                (
+                    hp + ("url",),
+                    "a token over plain http:// crosses the network readable: use https:// "
+                    "(http:// only to a receiver on this host)",
+                )
+            )
         if hook.max_backoff < hook.backoff:
             out.append(
                 (hp + ("max_backoff",), f"max_backoff ({hook.max_backoff:g}) is below backoff ({hook.backoff:g})")
             )
     return out
+
+
+def _plain_http_off_host(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(url)
+    except ValueError:
+        return False  # said by _url_problems
+    return u.scheme == "http" and not _is_loopback(u.hostname or "")
 
 
 def _url_problems(url: str) -> list[str]:

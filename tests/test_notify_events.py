@@ -165,7 +165,7 @@ def test_webhook_receivers_load_with_a_token_by_reference(tmp_path: Path) -> Non
     c = inv_mod.load(inventory(tmp_path, extra="token_file: tok")).cluster()
     assert c.notify is not None and c.notify.webhooks[0].name == "oncall"
     assert c.notify.webhooks[0].token_file == str(tmp_path / "tok")  # relative to the inventory
-    assert c.notify.webhooks[0].attempts == 8 and c.notify.poll_interval == 1.0
+    assert c.notify.webhooks[0].attempts == 20 and c.notify.poll_interval == 1.0
 
 
 @pytest.mark.parametrize(
@@ -177,6 +177,7 @@ def test_webhook_receivers_load_with_a_token_by_reference(tmp_path: Path) -> Non
         ("https://hooks.example.com/x", "token_file: missing", "token_file", "file not found"),
         ("https://hooks.example.com/x", "tokn_env: X", "tokn_env", "did you mean 'token_env'"),
         ("https://hooks.example.com/x", "attempts: 0", "attempts", "greater than or equal to 1"),
+        ("http://hooks.example.com/x", "token_env: HOOK_TOKEN", "url", "token over plain http://"),
     ],
 )
 def test_bad_webhooks_say_file_line_and_field(tmp_path: Path, url: str, extra: str, field: str, text: str) -> None:
@@ -185,6 +186,68 @@ def test_bad_webhooks_say_file_line_and_field(tmp_path: Path, url: str, extra: s
     assert inv is None
     hit = [str(x) for x in problems if text in str(x)]
     assert hit, [str(x) for x in problems]
-    line = 32 if field == "url" else 33
+    line = 32 if field == "url" else 33  # the url line; the line of `extra`
     assert hit[0].startswith(f"{p}:{line}:") and f"clusters[0].notify.webhooks[0].{field}" in hit[0], hit
     assert "hunter2" not in "\n".join(str(x) for x in problems)  # the refused secret is never echoed
+
+
+def test_this_process_own_entries_are_never_orphans() -> None:
+    """Restarted within its session timeout, an agent's member record still
+    names its old process until its first publish: its fresh claims (owned by
+    this very process) must not be adopted as orphans and queued twice."""
+    box = [{"event": {"id": "e1"}, "owner": {"ipc": "ipc-a", "host": "h", "pid": 2}}]
+    stale = {"ipc-a": m("ipc-a", 11, pid=1), "ipc-b": None}
+    assert orphans(box, stale) == ["e1"]
+    assert orphans(box, stale, {"ipc": "ipc-a", "host": "h", "pid": 2}) == []
+    assert orphans(box, stale, {"ipc": "ipc-a", "host": "h", "pid": 3}) == ["e1"]
+
+
+def unreachable(n: int) -> dict:
+    """ipc-b's record while ipc-a stays unreachable: every poll the count, the
+    seconds and the quoted fencing attempt change; the conditions do not."""
+    hold = f"No automatic action: ipc-a unreachable for {n} checks ({n * 1.5:.1f} s); fencing attempt {n} failed."
+    return {
+        **STEADY,
+        "ipc-b": {
+            "way_out": hold,
+            "faults": [f"host unreachable for {n} checks"],
+            "alerts": [hold, f"no failover possible: ipc-a silent for {n * 2} s"],
+        },
+    }
+
+
+def test_conditions_whose_numbers_change_every_poll_are_raised_once() -> None:
+    seen, raised = Seen(), []
+    for k in range(10):  # one poll a second, settle 5 s
+        events, seen = compute(seen, snap(members=unreachable(k + 3), now=100.0 + k), 10 + k, settle=5.0)
+        raised += events
+    assert sorted(e.type for e in raised) == ["alert", "fault", "hold"]  # no recovery: nothing cleared
+    hold = next(e for e in raised if e.type == "hold")
+    assert hold.id == "lab/hold/ipc-b/15" and "unreachable for 8 checks" in hold.summary  # the latest text
+    assert all(e.at == 105.0 for e in raised)
+
+
+def test_a_recovery_waits_for_the_settle_time_too() -> None:
+    seen = Seen()
+    for k in range(6):
+        _, seen = compute(seen, snap(members=unreachable(k), now=100.0 + k), k, settle=5.0)
+    assert len(seen.active) == 3
+    events, seen = compute(seen, snap(members=STEADY, now=106.0), 6, settle=5.0)
+    assert events == [] and len(seen.active) == 3  # gone for one poll: not over yet
+    events, seen = compute(seen, snap(members=unreachable(9), now=108.0), 7, settle=5.0)
+    assert events == [] and seen.clearing == {}  # back: it was never over
+    _, seen = compute(seen, snap(members=STEADY, now=109.0), 8, settle=5.0)
+    events, seen = compute(seen, snap(members=STEADY, now=114.0), 9, settle=5.0)
+    assert sorted(e.type for e in events) == ["recovery"] * 3 and seen == Seen()
+
+
+def test_names_with_numbers_stay_apart() -> None:
+    two = {**STEADY, "ipc-b": {"faults": [], "alerts": ["peer ipc-1 silent", "peer ipc-2 silent"]}}
+    events, _ = compute(Seen(), snap(members=two), 1)
+    assert len(events) == 2
+
+
+def test_a_token_over_plain_http_is_allowed_to_this_host_only(tmp_path: Path) -> None:
+    for url in ("http://127.0.0.1:8080/hook", "http://localhost/hook", "https://hooks.example.com/x"):
+        assert inv_mod.check(inventory(tmp_path, url, "token_env: HOOK_TOKEN"))[0] is not None, url
+    assert inv_mod.check(inventory(tmp_path, "http://hooks.example.com/x"))[0] is not None  # no token: allowed

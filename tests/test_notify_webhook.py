@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,134 @@ def test_stopping_agent_keeps_the_event_claimed_not_dead_lettered(tmp_path: Path
     got = s.deliver(EVENT.payload())
     assert not got.delivered and got.retry and got.why == "agent stopping"
     assert not (tmp_path / "dead.jsonl").exists()
+
+
+# ----- review fixes: redirects, bad tokens, broken answers ---------------------------------
+class Canned:
+    """A raw TCP server on a free loopback port answering every request with
+    the same bytes (a redirect, a broken answer): http.server cannot send a
+    malformed answer. Records each request's head; stopped in `close`."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer, self.heads = answer, []  # type: list[str]
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def _serve(self) -> None:
+        while not self.done.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                self.heads.append(self._read(conn))
+                conn.sendall(self.answer)
+
+    @staticmethod
+    def _read(conn: socket.socket) -> str:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(dict(_header(x) for x in head.decode().split("\r\n")[1:]).get("content-length", 0))
+        while len(body) < length:
+            body += conn.recv(65536)
+        return head.decode()
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def _header(line: str) -> tuple[str, str]:
+    k, _, v = line.partition(":")
+    return k.strip().lower(), v.strip()
+
+
+@pytest.fixture
+def canned() -> Iterator[Callable[[bytes], Canned]]:
+    made: list[Canned] = []
+
+    def make(answer: bytes) -> Canned:
+        made.append(Canned(answer))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for c in made:
+            c.close()
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307])
+def test_a_redirect_is_a_failure_and_the_token_never_follows_it(
+    tmp_path: Path,
+    receiver: Receiver,
+    canned: Callable[[bytes], Canned],
+    monkeypatch: pytest.MonkeyPatch,
+    code: int,
+) -> None:
+    """urllib by default re-sends a redirected POST as a GET to the Location,
+    without the body and with the token: the event lost, the token given to
+    another host. Here the redirect is a failure, retried then dead-lettered."""
+    monkeypatch.setenv("HOOK_TOKEN", TOKEN)
+    receiver.up()  # the host the redirect points to
+    moved = canned(f"HTTP/1.1 {code} Moved\r\nLocation: {receiver.url}\r\nContent-Length: 0\r\n\r\n".encode())
+    got = sender(tmp_path, moved.url, attempts=2, token_env="HOOK_TOKEN").deliver(EVENT.payload())
+    assert not got.delivered and got.attempts == 2 and f"HTTP {code}" in got.why
+    assert receiver.requests == []  # nothing, and no token, went to the other host
+    assert len(moved.heads) == 2 and all(h.startswith("POST /hook") for h in moved.heads)
+    rec = json.loads((tmp_path / "dead.jsonl").read_text())
+    assert rec["event"] == EVENT.payload() and rec["attempts"] == 2
+
+
+def test_a_token_ending_in_a_line_break_is_stripped(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOOK_TOKEN", TOKEN + "\n")
+    receiver.up()
+    assert sender(tmp_path, receiver.url, token_env="HOOK_TOKEN").deliver(EVENT.payload()).delivered
+    assert receiver.accepted[0].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_a_token_with_a_control_character_is_refused_without_quoting_it(
+    tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """http.client's own error quotes the header value, i.e. the token: it
+    must reach neither the log nor the dead-letter file."""
+    caplog.set_level(logging.WARNING, logger="failover.notify")
+    (tmp_path / "token").write_text(f"{TOKEN}\nsecond-line-{TOKEN}\n")
+    receiver.up()
+    got = sender(tmp_path, receiver.url, attempts=2, token_file=str(tmp_path / "token")).deliver(EVENT.payload())
+    assert not got.delivered and "control character" in got.why and receiver.requests == []
+    dead = (tmp_path / "dead.jsonl").read_text()
+    assert "token_file" in json.loads(dead)["error"]
+    assert TOKEN not in dead and TOKEN not in caplog.text and "Invalid header" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"garbage\r\n\r\n",  # BadStatusLine
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",  # IncompleteRead
+    ],
+)
+def test_a_broken_answer_is_retried_then_dead_lettered(
+    tmp_path: Path, canned: Callable[[bytes], Canned], answer: bytes
+) -> None:
+    """http.client raises HTTPException (not an OSError) on these: it used to
+    escape post() and kill the deliverer thread."""
+    broken = canned(answer)
+    got = sender(tmp_path, broken.url, attempts=2).deliver(EVENT.payload())
+    assert not got.delivered and got.attempts == 2 and "bad answer" in got.why
+    assert len(broken.heads) == 2 and (tmp_path / "dead.jsonl").exists()

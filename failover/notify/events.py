@@ -18,6 +18,7 @@ on them (docs/monitoring.md, "Exactly one notification per event").
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,12 +64,14 @@ class Event:
 @dataclass(frozen=True)
 class Seen:
     """The shared cursor: the last history entry notified, the conditions
-    that are raised (key -> {id, type, ipc, text, since}), and those seen but
-    not yet lasting long enough to be raised."""
+    that are raised (key -> {id, type, ipc, text, since}), those seen but
+    not yet lasting long enough to be raised, and raised ones gone but not
+    yet gone long enough to be recovered."""
 
     history: str = ""
     active: dict[str, dict[str, Any]] = field(default_factory=dict)
     pending: dict[str, float] = field(default_factory=dict)  # seen, not yet settled: key -> first seen
+    clearing: dict[str, float] = field(default_factory=dict)  # raised, gone, not yet settled: key -> first gone
 
 
 @dataclass(frozen=True)
@@ -92,11 +95,12 @@ def compute(seen: Seen, snap: Snapshot, version: int, settle: float = 0.0) -> tu
         if hid and hid > seen.history:
             events += history_events(snap.cluster, entry)
             last = max(last, hid)
-    active, pending = dict(seen.active), dict(seen.pending)
+    state = Seen(last, dict(seen.active), dict(seen.pending), dict(seen.clearing))
     for ipc, rec in sorted(snap.members.items()):
         if rec is not None:  # a gone agent's conditions are unknown, not cleared
-            events += _conditions_changed(snap, ipc, conditions(ipc, rec), active, pending, version, settle)
-    return events, Seen(last, active, pending)
+            events += _recovered(snap, ipc, conditions(ipc, rec), state, settle)
+            events += _raised_now(snap, ipc, conditions(ipc, rec), state, version, settle)
+    return events, state
 
 
 # The failsafe path is re-tested every 10 s: one failed test (the peer's agent
@@ -104,33 +108,46 @@ def compute(seen: Seen, snap: Snapshot, version: int, settle: float = 0.0) -> tu
 SETTLE_FLOOR = {"failsafe-path": 30.0}
 
 
-def _conditions_changed(
-    snap: Snapshot,
-    ipc: str,
-    current: dict[str, tuple[str, str]],
-    active: dict[str, dict[str, Any]],
-    pending: dict[str, float],
-    version: int,
-    settle: float,
+def _settle(kind: str, settle: float) -> float:
+    return max(settle, SETTLE_FLOOR.get(kind, 0.0))
+
+
+def _recovered(
+    snap: Snapshot, ipc: str, current: dict[str, tuple[str, str]], state: Seen, settle: float
 ) -> list[Event]:
-    """Recoveries and raises of one agent's conditions; updates `active` and
-    `pending` (key -> first seen) in place."""
+    """Recoveries of one agent's raised conditions gone for the settle time
+    (one that comes back meanwhile was never over); updates `state` in place."""
     events = []
-    for key, old in sorted(active.items()):
-        if old["ipc"] == ipc and key not in current:
+    for key, old in sorted(state.active.items()):
+        if old["ipc"] != ipc:
+            continue
+        if key in current:
+            state.clearing.pop(key, None)
+            continue
+        gone = state.clearing.setdefault(key, snap.now)
+        if snap.now - gone >= _settle(old["type"], settle):
             events.append(_recovery(snap, old))
-            del active[key]
+            del state.active[key], state.clearing[key]
+    return events
+
+
+def _raised_now(
+    snap: Snapshot, ipc: str, current: dict[str, tuple[str, str]], state: Seen, version: int, settle: float
+) -> list[Event]:
+    """Raises of one agent's conditions that have lasted the settle time;
+    updates `state.pending` (key -> first seen) and `state.active` in place."""
+    pending, events = state.pending, []
     for key in [k for k in pending if k.split("/")[1] == ipc and k not in current]:
         del pending[key]  # gone before it settled: never notified
     for key, (kind, text) in sorted(current.items()):
-        if key in active:
+        if key in state.active:
             continue
         first = pending.setdefault(key, snap.now)
-        if snap.now - first < max(settle, SETTLE_FLOOR.get(kind, 0.0)):
+        if snap.now - first < _settle(kind, settle):
             continue
         del pending[key]
         raised = {"id": f"{snap.cluster}/{key}/{version}", "type": kind, "ipc": ipc, "text": text}
-        active[key] = {**raised, "since": first}
+        state.active[key] = {**raised, "since": first}
         events.append(_raised(snap, raised))
     return events
 
@@ -155,12 +172,15 @@ def history_events(cluster: str, e: dict[str, Any]) -> list[Event]:
 
 
 def conditions(ipc: str, rec: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """An agent's raised conditions, key -> (type, text). The failsafe path is
-    keyed without its text: why it fails may change while it stays broken."""
+    """An agent's raised conditions, key -> (type, latest text). Keys are
+    stable while the condition lasts, though its text changes every cycle
+    ("unreachable for 7 checks", a hold quoting the last fencing attempt):
+    an agent holds once (hold/<ipc>), the failsafe path is broken once, and
+    a fault or an alert is its text with the numbers taken out."""
     out: dict[str, tuple[str, str]] = {}
     way_out = " ".join(str(rec.get("way_out") or "").split())
     if way_out:
-        out[_key("hold", ipc, way_out)] = ("hold", way_out)
+        out[f"hold/{ipc}"] = ("hold", way_out)
     path = rec.get("failsafe_path") or {}
     if path.get("ok") is False:
         out[f"failsafe-path/{ipc}"] = ("failsafe-path", f"failsafe path from {ipc} broken: {path.get('why', '')}")
@@ -173,8 +193,14 @@ def conditions(ipc: str, rec: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return out
 
 
+# A number standing alone (a count, seconds, an epoch), not one inside a name
+# (ipc-2, h-0000000012): two IPCs named apart stay two conditions.
+_NUMBER = re.compile(r"(?<![\w.-])\d+(?:\.\d+)?")
+
+
 def _key(kind: str, ipc: str, text: str) -> str:
-    return f"{kind}/{ipc}/{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    shape = _NUMBER.sub("#", " ".join(text.split()))
+    return f"{kind}/{ipc}/{hashlib.sha256(shape.encode()).hexdigest()[:12]}"
 
 
 SEVERITY = {"hold": "critical", "failsafe-path": "warning", "fault": "warning", "alert": "warning"}

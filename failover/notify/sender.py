@@ -28,12 +28,19 @@ def sender_of(leader: Owned | None, members: dict[str, Owned | None], roles: dic
     return pool[0] if pool else None
 
 
-def orphans(outbox: list[dict[str, Any]], members: dict[str, Owned | None]) -> list[str]:
+def orphans(
+    outbox: list[dict[str, Any]], members: dict[str, Owned | None], me: dict[str, Any] | None = None
+) -> list[str]:
     """Outbox entries whose owner process no longer runs: its IPC's member
-    record is gone or was written by another process (a restarted agent)."""
+    record is gone or was written by another process (a restarted agent).
+    Never this process's own (`me`: ipc, host, pid): restarted within its
+    session timeout, its member record names the old process until its first
+    publish, and its fresh claims are not orphans."""
     out = []
     for entry in outbox:
         owner = entry.get("owner") or {}
+        if me is not None and all(owner.get(k) == me.get(k) for k in ("host", "pid")):
+            continue
         member = members.get(str(owner.get("ipc", "")))
         agent = (member[0].get("agent") if member else None) or {}
         if member is None or agent.get("pid") != owner.get("pid") or agent.get("host") != owner.get("host"):
