@@ -10,19 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from failover.moves import ClusterView, LeaderlessView, Next, RequestView, leader_move, next_move
+from failover.moves import ClusterView, Next, RequestView, leader_move, next_move
 from failover.rules import Role
+from tests.test_moves import BASE
 
-FREE = LeaderlessView(
-    me="ipc-b",
-    peer="ipc-a",
-    epoch=3,
-    my_role=Role.STANDBY,
-    peer_role=Role.PRIMARY,
-    peer_agent_alive=False,
-    recorded_primary="ipc-a",
-    handed_over=False,
-)
+FREE = BASE  # a standby free to take the role nobody holds (tests/test_moves.py)
 PRIMARY = ClusterView(me="ipc-a", peer="ipc-b", has_record=True, leader="mine", recorded_primary="ipc-a",
                       my_role=Role.PRIMARY)  # fmt: skip
 STANDBY = ClusterView(me="ipc-b", peer="ipc-a", has_record=True, leader="other", recorded_primary="ipc-a")

@@ -7,10 +7,8 @@ a screenshot kept in test-artifacts/drills/."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from itertools import combinations
@@ -136,36 +134,14 @@ def test_real_run_outside_the_window_is_refused_saying_when_it_opens(tmp_path: P
 
 # ----- the HTML report in a real browser -----------------------------------------------
 @pytest.fixture
-def chrome() -> Iterator[object]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+def chrome(tmp_path: Path) -> Iterator[object]:
+    """The status page's browser harness (tests/browser.py): always stopped."""
+    from tests.browser import chromium
 
     if not Path("/usr/bin/chromedriver").exists():
         pytest.fail("chromium-driver missing: run `make install`")
-    profile = tempfile.mkdtemp(prefix="drill-chrome-")
-    opts = webdriver.ChromeOptions()
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--window-size=1200,1600",
-    ):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = None
-    try:
-        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    with chromium(tmp_path / "chrome-profile", (1200, 1600)) as driver:
         yield driver
-    finally:
-        if driver is not None:
-            driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_html_report_renders_in_a_browser(tmp_path: Path, chrome: object) -> None:
