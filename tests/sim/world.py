@@ -13,9 +13,11 @@ its state).
 from __future__ import annotations
 
 import functools
+import importlib
 import io
 import itertools
 import json
+import pkgutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,19 +27,7 @@ from typing import Any
 from failover import agent as agent_mod
 from failover import executor as exe
 from failover import failsafe, fencing, zkstore
-from failover.agent import (
-    continuous,
-    core,
-    drain,
-    leadership,
-    observing,
-    primary,
-    publishing,
-    standby,
-    switchover,
-    takeover,
-    tenure,
-)
+from failover.agent import drain
 from failover.inventory import Calls, Cluster
 from failover.inventory import load as load_inventory
 from failover.layouts import APP_SERVICES
@@ -57,18 +47,8 @@ def _cluster(inventory: Path) -> Cluster:
 
 
 # Every module of the agent that reads the clock runs on the virtual one.
-AGENT_MODULES = (
-    continuous,
-    core,
-    drain,
-    leadership,
-    observing,
-    primary,
-    publishing,
-    standby,
-    switchover,
-    takeover,
-    tenure,
+AGENT_MODULES = tuple(  # every module of the agent package, a new one included
+    importlib.import_module(f"failover.agent.{m.name}") for m in pkgutil.iter_modules(agent_mod.__path__)
 )
 # The simulated IPCs' call commands (World(calls=True)): what `calls` says in
 # an inventory, answered by FakeExecutor.run_shell from the host's state.
