@@ -1417,37 +1417,36 @@ def p_linestat(sh: Shell, args: list[str], rest: str, handles: Handles) -> int:
     return LINE_EXIT[line]
 
 
-def p_labcall(sh: Shell, args: list[str], rest: str, handles: Handles) -> int:
-    kind = args[0].lower() if args else "inbound"
-    if kind not in ("inbound", "outbound", "agent"):
-        handles[2].write("usage: labcall.exe inbound|outbound|agent\n")
+def _ask_manager(
+    sh: Shell, handles: Handles, tool: str, req: dict, field: str, default: str, choices: tuple[str, ...], arg: str
+) -> int:
+    """A lab tool (labcall.exe, labcalls.exe): one request to the IPC's
+    simulated service manager, its answer on stdout, an error on stderr."""
+    if arg not in choices:
+        handles[2].write(f"usage: {tool}.exe {'|'.join(choices)}\n")
         return 2
-    resp = sh.host.ask({"op": "call", "kind": kind}, timeout=10)
+    resp = sh.host.ask(req, timeout=10)
     if resp is None:
-        handles[2].write("labcall: the service manager does not answer\n")
+        handles[2].write(f"{tool}: the service manager does not answer\n")
         return 1
     if resp.get("ok"):
-        handles[1].write(f"{resp.get('detail', 'answered')}\n")
+        handles[1].write(f"{resp.get(field, default)}\n")
         return 0
     handles[2].write(f"{resp.get('error', 'failed')}\n")
     return 1
+
+
+def p_labcall(sh: Shell, args: list[str], rest: str, handles: Handles) -> int:
+    kind = args[0].lower() if args else "inbound"
+    req = {"op": "call", "kind": kind}
+    return _ask_manager(sh, handles, "labcall", req, "detail", "answered", ("inbound", "outbound", "agent"), kind)
 
 
 def p_labcalls(sh: Shell, args: list[str], rest: str, handles: Handles) -> int:
     """Simulated calls: active (prints `ivr=N agent=M`), busy-out, release."""
     action = args[0].lower() if args else "active"
-    if action not in ("active", "busy-out", "release"):
-        handles[2].write("usage: labcalls.exe active|busy-out|release\n")
-        return 2
-    resp = sh.host.ask({"op": "calls", "action": action}, timeout=10)
-    if resp is None:
-        handles[2].write("labcalls: the service manager does not answer\n")
-        return 1
-    if resp.get("ok"):
-        handles[1].write(f"{resp.get('text', '')}\n")
-        return 0
-    handles[2].write(f"{resp.get('error', 'failed')}\n")
-    return 1
+    req = {"op": "calls", "action": action}
+    return _ask_manager(sh, handles, "labcalls", req, "text", "", ("active", "busy-out", "release"), action)
 
 
 def p_labfault(sh: Shell, args: list[str], rest: str, handles: Handles) -> int:
