@@ -16,6 +16,7 @@ missing when the record is written back, unless its value was changed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -50,18 +51,17 @@ class Record:
         return cls.KEYS.get(name, name)
 
     @classmethod
-    def _known(cls) -> list[dataclasses.Field]:
-        return [f for f in dataclasses.fields(cls) if f.name not in ("extra", "absent")]
+    def _known(cls) -> tuple[dataclasses.Field, ...]:
+        return _layout(cls)[0]
 
     @classmethod
     def from_json(cls: type[R], d: Mapping[str, Any] | None) -> R:
         """Tolerant: a missing key takes its default, an unknown one goes to `extra`."""
         d = d or {}
-        known = cls._known()
-        keys = {cls._key(f.name) for f in known}
-        kw = {f.name: cls._convert(f.name, d[cls._key(f.name)]) for f in known if cls._key(f.name) in d}
+        _, pairs, keys = _layout(cls)
+        kw = {name: cls._convert(name, d[key]) for name, key in pairs if key in d}
         extra = {k: v for k, v in d.items() if k not in keys}
-        absent = frozenset(f.name for f in known if f.name not in kw)
+        absent = frozenset(name for name, _ in pairs if name not in kw)
         return cls(**kw, extra=extra, absent=absent)  # type: ignore[call-arg]
 
     @classmethod
@@ -79,11 +79,24 @@ class Record:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for f in self._known():
-            value = getattr(self, f.name)
+        known, pairs, _ = _layout(type(self))
+        for f, (name, key) in zip(known, pairs, strict=True):
+            value = getattr(self, name)
             if not self._omitted(f, value):
-                out[self._key(f.name)] = self._json_value(f.name, value)
+                out[key] = self._json_value(name, value)
         return {**out, **getattr(self, "extra", {})}
+
+
+@functools.cache
+def _layout(cls: type) -> tuple[tuple[dataclasses.Field, ...], tuple[tuple[str, str], ...], frozenset[str]]:
+    """A record class's fields, (field name, JSON key) pairs and JSON keys,
+    worked out once: every cycle reads and writes records (the simulator runs
+    hundreds of thousands of cycles)."""
+    # `extra` (unknown keys) and `fields` (a history entry's kind-specific
+    # keys) are written out whole; `absent` is bookkeeping.
+    known = tuple(f for f in dataclasses.fields(cls) if f.name not in ("extra", "absent", "fields"))
+    pairs = tuple((f.name, cls._key(f.name)) for f in known)
+    return known, pairs, frozenset(k for _, k in pairs)
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -292,13 +305,9 @@ class HistoryEntry(Record):
         return cls(kind, who, why, outcome, fields=fields)
 
     @classmethod
-    def _known(cls) -> list[dataclasses.Field]:
-        return [f for f in dataclasses.fields(cls) if f.name not in ("fields", "absent")]
-
-    @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> HistoryEntry:
         d = d or {}
-        names = {f.name for f in cls._known()}
+        names = _layout(cls)[2]
         kw = {k: v for k, v in d.items() if k in names}
         rest = {k: v for k, v in d.items() if k not in names}
         return cls(**kw, fields=rest, absent=frozenset(names - set(kw)))
