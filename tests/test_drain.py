@@ -9,6 +9,7 @@ bookkeeping itself is tested first, without a lab."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -83,6 +84,10 @@ def roles(h: Harness) -> tuple[str, str]:
 
 
 def ready(h: Harness, standby: str) -> None:
+    """The shared lab as each test needs it: no request left by an earlier
+    test (one that failed midway must not fail the next ones too), an eligible standby."""
+    with contextlib.suppress(ops.Refused):
+        ops.cancel(h.store, "test", "a fresh test")
     wait_for(
         lambda: h.member(standby).get("eligible") is True and h.member(standby).get("decision") == "none",
         30,
@@ -183,6 +188,9 @@ def test_ctrl_c_and_cancel_release_the_busy_out(h: Harness) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As at a terminal: a test run started in the background (`make test &`)
+        # ignores SIGINT, and its children would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         busied_out(h, p)
