@@ -21,7 +21,7 @@ from failover import zkstore
 from failover.exits import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Fail
 from failover.inventory import Cluster
 from failover.records import Request
-from failover.rules import IpcObs, Observation, Policy, Role, ServiceObs, State, Topology, failover_plan
+from failover.rules import Observation, Policy, Role, Topology, failover_plan
 
 
 @contextlib.contextmanager
@@ -241,12 +241,9 @@ def plan_text(c: Cluster, v: dict, frm: str, to: str, switchover: bool = True, g
 
 def _as_recorded(topo: Topology, frm: str, to: str, down: frozenset[str]) -> Observation:
     """The pair as the record says it should be: the services of each layout running."""
-    ipcs = {}
-    for name, role in ((frm, Role.PRIMARY), (to, Role.STANDBY)):
-        run = topo.expected(name, role, name in down)
-        ipcs[name] = IpcObs(
-            role, {s: ServiceObs(State.RUNNING if s in run else State.STOPPED, True) for s in topo.services}
-        )
+    ipcs = {
+        name: sw.in_layout(topo, name, role, name in down) for name, role in ((frm, Role.PRIMARY), (to, Role.STANDBY))
+    }
     return Observation(topo, ipcs, frm, 0, Policy())
 
 

@@ -52,15 +52,17 @@ def promote_stage(topo: Topology, to: str, obs: IpcObs | None, fenced: str | Non
 def plan(topo: Topology, frm: str, to: str, board_down: frozenset[str] = frozenset()) -> tuple[Stage, Stage]:
     """The switchover as the CLI previews it, from the layouts the two IPCs
     should be in (the agents run the same two stages from what they observe)."""
-
-    def assumed(ipc: str, role: Role) -> IpcObs:
-        run = topo.expected(ipc, role, ipc in board_down)
-        return IpcObs(role, {s: ServiceObs(State.RUNNING if s in run else State.STOPPED, True) for s in topo.services})
-
     return (
-        demote_stage(topo, frm, assumed(frm, Role.PRIMARY), frm in board_down),
-        promote_stage(topo, to, assumed(to, Role.STANDBY), frm),
+        demote_stage(topo, frm, in_layout(topo, frm, Role.PRIMARY, frm in board_down), frm in board_down),
+        promote_stage(topo, to, in_layout(topo, to, Role.STANDBY, to in board_down), frm),
     )
+
+
+def in_layout(topo: Topology, ipc: str, role: Role, board_down: bool = False) -> IpcObs:
+    """An IPC as its role's layout says it should be: what a preview plans
+    from, with nothing observed."""
+    run = topo.expected(ipc, role, board_down)
+    return IpcObs(role, {s: ServiceObs(State.RUNNING if s in run else State.STOPPED, True) for s in topo.services})
 
 
 def due(request: Request, obs: Observation, me: str, peer: str, now: float) -> str:

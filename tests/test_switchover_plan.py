@@ -11,7 +11,7 @@ import pytest
 from failover import explain, inventory
 from failover import switchover as sw
 from failover.records import Request
-from failover.rules import IpcObs, Role, ServiceObs, State, Topology
+from failover.rules import Role, Topology
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "inventory" / "example-windows.yaml"
 
@@ -21,18 +21,13 @@ def cluster() -> inventory.Cluster:
     return inventory.load(EXAMPLE).clusters[0]
 
 
-def _as(topo: Topology, ipc: str, role: Role, board_down: bool = False) -> IpcObs:
-    run = topo.expected(ipc, role, board_down)
-    return IpcObs(role, {s: ServiceObs(State.RUNNING if s in run else State.STOPPED, True) for s in topo.services})
-
-
 def test_the_preview_is_the_plan_the_agents_run(cluster: inventory.Cluster) -> None:
     topo = Topology.from_cluster(cluster)
     a, b = (i.name for i in cluster.ipcs)
     demote, promote = sw.plan(topo, a, b)
     # What the primary's agent runs (agent/switchover.py) and what the target's runs (agent/takeover.py):
-    assert demote == sw.demote_stage(topo, a, _as(topo, a, Role.PRIMARY), False)
-    assert promote.steps == sw.promote_stage(topo, b, _as(topo, b, Role.STANDBY)).steps
+    assert demote == sw.demote_stage(topo, a, sw.in_layout(topo, a, Role.PRIMARY), False)
+    assert promote.steps == sw.promote_stage(topo, b, sw.in_layout(topo, b, Role.STANDBY)).steps
     assert promote.requires_fenced == a
     assert {s.service for s in demote.steps if s.op == "stop"} >= {"cti", "ivr"}
     assert all(s.host == a for s in demote.steps) and all(s.host == b for s in promote.steps)
